@@ -1,0 +1,1 @@
+"""rental-platform: a Dagster asset-based data platform for rental-marketplace analytics."""

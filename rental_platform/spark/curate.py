@@ -1,0 +1,144 @@
+"""The curated rules of kpis.md: every raw row lands once, curated or quarantined with a reason.
+
+Each rule set is an ordered list of (reason, condition on the raw values). A row's
+`reject_reason` is the first rule it breaks; rows that break none are normalised into the
+curated table. Quarantined rows keep their raw values unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from rental_platform import tables
+from rental_platform.tables import EXTRACTED_AT, REJECT_REASON, Table
+
+VALID_STATUSES = ("confirmed", "cancelled", "pending")
+
+
+def _blank(column: str) -> Column:
+    return F.col(column).isNull() | (F.trim(F.col(column)) == "")
+
+
+def listing_rules() -> list[tuple[str, Column]]:
+    return [
+        ("id_null", F.col("id").isNull()),
+        ("price_null_or_not_positive", F.col("price").isNull() | (F.col("price") <= 0)),
+        ("currency_missing", _blank("currency")),
+        ("listing_created_on_null", F.col("listing_created_on").isNull()),
+    ]
+
+
+def booking_rules() -> list[tuple[str, Column]]:
+    return [
+        ("booking_id_null", F.col("booking_id").isNull()),
+        ("user_id_null", F.col("user_id").isNull()),
+        ("apartment_id_null", F.col("apartment_id").isNull()),
+        ("booking_date_null", F.col("booking_date").isNull()),
+        ("stay_dates_null", F.col("checkin_date").isNull() | F.col("checkout_date").isNull()),
+        ("checkout_not_after_checkin", F.col("checkout_date") <= F.col("checkin_date")),
+        (
+            "total_price_null_or_negative",
+            F.col("total_price").isNull() | (F.col("total_price") < 0),
+        ),
+        ("invalid_status", ~F.lower(F.trim(F.col("booking_status"))).isin(*VALID_STATUSES)),
+        ("unknown_apartment", ~F.col("_listing_exists")),
+    ]
+
+
+def viewing_rules() -> list[tuple[str, Column]]:
+    return [
+        ("user_id_null", F.col("user_id").isNull()),
+        ("apartment_id_null", F.col("apartment_id").isNull()),
+        ("viewed_at_null", F.col("viewed_at").isNull()),
+    ]
+
+
+@dataclass
+class Curated:
+    """The outcome of curating one input: the rows kept, the rows rejected, the rows merged."""
+
+    curated: DataFrame
+    quarantine: DataFrame
+    # Raw rows that were neither kept nor rejected but merged into a kept row (exact duplicate
+    # views, superseded extractions of a booking). Counted so that nothing goes unaccounted.
+    collapsed: DataFrame
+
+
+def first_broken_rule(rules: list[tuple[str, Column]]) -> Column:
+    """The reason of the first rule a row breaks, or null. A rule whose value is null passes."""
+    return F.coalesce(*[F.when(condition, F.lit(reason)) for reason, condition in rules])
+
+
+def _split(df: DataFrame, rules: list[tuple[str, Column]], quarantine: Table):
+    flagged = df.withColumn(REJECT_REASON.name, first_broken_rule(rules))
+    rejected = flagged.where(F.col(REJECT_REASON.name).isNotNull()).select(*quarantine.column_names)
+    kept = flagged.where(F.col(REJECT_REASON.name).isNull())
+    return kept, rejected
+
+
+def _trim_strings(df: DataFrame, table: Table) -> DataFrame:
+    return df.select(
+        *[
+            F.trim(F.col(c.name)).alias(c.name) if c.type == "string" else F.col(c.name)
+            for c in table.columns
+        ]
+    )
+
+
+def curate_listings(apartments: DataFrame, attributes: DataFrame) -> Curated:
+    """Apartments left-joined to their attributes; a listing without attributes keeps nulls."""
+    joined = apartments.join(attributes.drop(EXTRACTED_AT.name), on="id", how="left").select(
+        *tables.QUARANTINE_LISTINGS.column_names[:-1]
+    )
+    kept, rejected = _split(joined, listing_rules(), tables.QUARANTINE_LISTINGS)
+    curated = (
+        _trim_strings(kept, tables.CURATED_LISTINGS)
+        .withColumn("currency", F.upper(F.col("currency")))
+        .withColumn("is_active", F.coalesce(F.col("is_active"), F.lit(False)))
+    )
+    return Curated(curated, rejected, joined.limit(0))
+
+
+def curate_bookings(bookings: DataFrame, listing_ids: DataFrame) -> Curated:
+    """Latest extraction of each booking_id, then the rules, then normalisation.
+
+    `listing_ids` is the `id` column of curated listings: a booking of any other listing is
+    rejected as `unknown_apartment`.
+    """
+    latest_first = Window.partitionBy("booking_id").orderBy(F.col(EXTRACTED_AT.name).desc())
+    ranked = bookings.withColumn("_version", F.row_number().over(latest_first))
+    latest = ranked.where(F.col("_version") == 1).drop("_version")
+    superseded = ranked.where(F.col("_version") > 1).drop("_version")
+
+    known = F.broadcast(listing_ids.select(F.col("id").alias("_listing_id")).distinct())
+    with_listing = latest.join(
+        known, latest["apartment_id"] == known["_listing_id"], "left"
+    ).withColumn("_listing_exists", F.col("_listing_id").isNotNull())
+    kept, rejected = _split(with_listing, booking_rules(), tables.QUARANTINE_BOOKINGS)
+    curated = (
+        kept.withColumn("booking_status", F.lower(F.trim(F.col("booking_status"))))
+        .withColumn("currency", F.upper(F.trim(F.col("currency"))))
+        .withColumn("nights", F.datediff(F.col("checkout_date"), F.col("checkin_date")))
+        .select(*tables.CURATED_BOOKINGS.column_names)
+    )
+    return Curated(curated, rejected, superseded)
+
+
+def curate_user_viewing(views: DataFrame) -> Curated:
+    """Valid views with `is_wishlisted` null read as false; exact duplicates collapse to one.
+
+    Duplicates are judged after that normalisation: a null and a false wishlist flag say the
+    same thing, and the curated key (all five columns) must be unique.
+    """
+    kept, rejected = _split(views, viewing_rules(), tables.QUARANTINE_USER_VIEWING)
+    normalised = kept.withColumn("is_wishlisted", F.coalesce(F.col("is_wishlisted"), F.lit(False)))
+    key = list(tables.CURATED_USER_VIEWING.key)
+    numbered = normalised.withColumn(
+        "_copy", F.row_number().over(Window.partitionBy(*key).orderBy(EXTRACTED_AT.name))
+    )
+    curated = numbered.where(F.col("_copy") == 1).select(*tables.CURATED_USER_VIEWING.column_names)
+    collapsed = numbered.where(F.col("_copy") > 1).drop("_copy")
+    return Curated(curated, rejected, collapsed)

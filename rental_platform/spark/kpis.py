@@ -1,0 +1,229 @@
+"""The KPI definitions of kpis.md, computed from curated tables for a window of periods.
+
+Each function takes the curated inputs and the window's period starts (Mondays or first days
+of months) and returns the rows of those periods. Inputs may hold more days than the window
+(the repeat-customer window reaches 23 days before the week's Monday); every function keeps
+only what its definition asks for.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from rental_platform.spark.layout import next_period
+from rental_platform.tables import Grain
+
+# How far back a week's repeat-customer window reaches: Sunday - 29 days = Monday - 23 days.
+REPEAT_WINDOW_DAYS = 30
+REPEAT_LOOKBACK_DAYS = REPEAT_WINDOW_DAYS - 7
+
+
+def week_of(column: str) -> Column:
+    """Monday of the ISO week of a date or timestamp (Spark truncates weeks to Mondays)."""
+    return F.to_date(F.date_trunc("week", F.col(column)))
+
+
+def confirmed(bookings: DataFrame) -> DataFrame:
+    # Curated statuses are already lower-cased and trimmed.
+    return bookings.where(F.col("booking_status") == "confirmed")
+
+
+def _in(column: Column, starts: list[date], grain: Grain) -> Column:
+    return (column >= F.lit(starts[0])) & (column < F.lit(next_period(grain, starts[-1])))
+
+
+def _periods_frame(spark: SparkSession, name: str, starts: list[date]) -> DataFrame:
+    return spark.createDataFrame([(start,) for start in starts], f"{name} date")
+
+
+def avg_listing_price(listings: DataFrame, weeks: list[date]) -> DataFrame:
+    return (
+        listings.where(F.col("is_active"))
+        .withColumn("week_start", week_of("listing_created_on"))
+        .where(_in(F.col("week_start"), weeks, Grain.WEEKLY))
+        .groupBy("week_start", "currency")
+        .agg(
+            F.round(F.avg("price"), 2).cast("decimal(12,2)").alias("avg_price"),
+            F.count(F.lit(1)).alias("listing_count"),
+        )
+    )
+
+
+def weekly_confirmed(bookings: DataFrame, weeks: list[date]) -> DataFrame:
+    """The window's confirmed bookings, each with the week of its booking date."""
+    return (
+        confirmed(bookings)
+        .withColumn("week_start", week_of("booking_date"))
+        .where(_in(F.col("week_start"), weeks, Grain.WEEKLY))
+    )
+
+
+def popular_locations(week_bookings: DataFrame, listings: DataFrame) -> DataFrame:
+    cities = listings.where(F.col("state").isNotNull() & F.col("cityname").isNotNull()).select(
+        F.col("id").alias("apartment_id"), "state", "cityname"
+    )
+    counts = (
+        week_bookings.join(F.broadcast(cities), "apartment_id")
+        .groupBy("week_start", "state", "cityname")
+        .agg(F.count(F.lit(1)).alias("booking_count"))
+    )
+    by_count = Window.partitionBy("week_start").orderBy(F.col("booking_count").desc())
+    return counts.withColumn("rank", F.rank().over(by_count))
+
+
+def top_listings(week_bookings: DataFrame, listings: DataFrame, top: int = 10) -> DataFrame:
+    revenue = week_bookings.groupBy("week_start", "currency", "apartment_id").agg(
+        F.sum("total_price").cast("decimal(12,2)").alias("revenue"),
+        F.count(F.lit(1)).alias("booking_count"),
+    )
+    by_revenue = Window.partitionBy("week_start", "currency").orderBy(F.col("revenue").desc())
+    details = listings.select(F.col("id").alias("apartment_id"), "title", "state", "cityname")
+    return (
+        revenue.withColumn("rank", F.rank().over(by_revenue))
+        .where(F.col("rank") <= top)
+        .join(F.broadcast(details), "apartment_id", "left")
+    )
+
+
+def bookings_per_user(week_bookings: DataFrame) -> DataFrame:
+    return week_bookings.groupBy("week_start", "user_id").agg(
+        F.count(F.lit(1)).alias("booking_count")
+    )
+
+
+def avg_booking_duration(week_bookings: DataFrame) -> DataFrame:
+    """Mean and lower median of nights: the median is element (n + 1) div 2 of the sorted list."""
+    stats = week_bookings.groupBy("week_start").agg(
+        F.avg("nights").alias("avg_nights"),
+        F.sort_array(F.collect_list("nights")).alias("_sorted"),
+        F.count(F.lit(1)).alias("booking_count"),
+    )
+    middle = F.element_at(F.col("_sorted"), ((F.col("booking_count") + 1) / 2).cast("int"))
+    return stats.withColumn("median_nights", middle).drop("_sorted")
+
+
+def repeat_customer_rate(spark: SparkSession, bookings: DataFrame, weeks: list[date]) -> DataFrame:
+    """A row for every week: customers of the 30 days ending on its Sunday, and repeaters.
+
+    A booking day d lies in the window of every week whose Sunday is in [d, d + 29], that is
+    the weeks starting on the Mondays from d's own Monday up to d + 23 days: at most five.
+    """
+    day = F.to_date(F.col("booking_date"))
+    per_user = (
+        confirmed(bookings)
+        .withColumn(
+            "week_start",
+            F.explode(
+                F.sequence(
+                    F.to_date(F.date_trunc("week", day)),
+                    F.date_add(day, REPEAT_LOOKBACK_DAYS),
+                    F.expr("INTERVAL 7 DAYS"),
+                )
+            ),
+        )
+        .where(_in(F.col("week_start"), weeks, Grain.WEEKLY))
+        .groupBy("week_start", "user_id")
+        .agg(F.count(F.lit(1)).alias("_bookings"))
+    )
+    per_week = per_user.groupBy("week_start").agg(
+        F.count(F.lit(1)).alias("customers"),
+        F.sum(F.when(F.col("_bookings") >= 2, 1).otherwise(0)).alias("repeat_customers"),
+    )
+    return (
+        _periods_frame(spark, "week_start", weeks)
+        .join(per_week, "week_start", "left")
+        .fillna(0, ["customers", "repeat_customers"])
+        .withColumn(
+            "repeat_rate",
+            F.when(F.col("customers") > 0, F.col("repeat_customers") / F.col("customers")).cast(
+                "double"
+            ),
+        )
+    )
+
+
+def engagement_funnel(views: DataFrame, week_bookings: DataFrame, weeks: list[date]) -> DataFrame:
+    week_views = views.withColumn("week_start", week_of("viewed_at")).where(
+        _in(F.col("week_start"), weeks, Grain.WEEKLY)
+    )
+    totals = week_views.groupBy("week_start").agg(
+        F.count(F.lit(1)).alias("views"),
+        F.countDistinct("user_id").alias("unique_viewers"),
+        (F.sum(F.col("is_wishlisted").cast("long")) / F.count(F.lit(1))).alias("wishlist_rate"),
+    )
+    pair = ["week_start", "user_id", "apartment_id"]
+    booked = week_bookings.select(*pair).distinct().withColumn("_booked", F.lit(1))
+    conversion = (
+        week_views.select(*pair)
+        .distinct()
+        .join(booked, pair, "left")
+        .groupBy("week_start")
+        .agg((F.count("_booked") / F.count(F.lit(1))).alias("view_to_booking_rate"))
+    )
+    return totals.join(conversion, "week_start")
+
+
+def occupancy_rate(
+    spark: SparkSession, listings: DataFrame, bookings: DataFrame, months: list[date]
+) -> DataFrame:
+    """A row for every month: nights active listings could be booked, and nights booked.
+
+    A listing is available from the date of its creation; a night counts as booked once
+    however many confirmed bookings cover it.
+    """
+    first, end = F.lit(months[0]), F.lit(next_period(Grain.MONTHLY, months[-1]))
+    active = listings.where(F.col("is_active")).select(
+        F.col("id").alias("apartment_id"), F.to_date("listing_created_on").alias("_created")
+    )
+    month_frame = _periods_frame(spark, "month_start", months).withColumn(
+        "_month_end", F.add_months(F.col("month_start"), 1)
+    )
+    available = (
+        active.crossJoin(F.broadcast(month_frame))
+        .withColumn(
+            "_nights",
+            F.greatest(
+                F.lit(0),
+                F.datediff(
+                    F.col("_month_end"), F.greatest(F.col("month_start"), F.col("_created"))
+                ),
+            ),
+        )
+        .groupBy("month_start")
+        .agg(F.sum("_nights").cast("bigint").alias("available_nights"))
+    )
+    stays = (
+        confirmed(bookings)
+        .join(F.broadcast(active), "apartment_id")
+        .select(
+            "apartment_id",
+            F.greatest(F.col("checkin_date"), F.col("_created"), first).alias("_from"),
+            F.least(F.col("checkout_date"), end).alias("_until"),
+        )
+        .where(F.col("_from") < F.col("_until"))
+    )
+    booked = (
+        stays.select(
+            "apartment_id",
+            F.explode(F.sequence("_from", F.date_sub(F.col("_until"), 1))).alias("_night"),
+        )
+        .distinct()
+        .groupBy(F.trunc("_night", "month").alias("month_start"))
+        .agg(F.count(F.lit(1)).alias("booked_nights"))
+    )
+    return (
+        month_frame.select("month_start")
+        .join(available, "month_start", "left")
+        .join(booked, "month_start", "left")
+        .fillna(0, ["available_nights", "booked_nights"])
+        .withColumn(
+            "occupancy_rate",
+            F.when(
+                F.col("available_nights") > 0,
+                F.col("booked_nights") / F.col("available_nights"),
+            ).cast("double"),
+        )
+    )

@@ -1,0 +1,145 @@
+"""Reading and writing catalogue tables in the Parquet lake.
+
+Writes replace whole partitions (or a whole snapshot), never append, so a re-run gives the same
+result. Each partition is written beside its old version and then swapped in by renames, so a
+step that dies half-way leaves the previous version readable. File operations go through
+Hadoop's FileSystem API, which is what Spark itself uses for local folders and `s3://` alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from rental_platform.spark import layout
+from rental_platform.tables import Grain, Table
+
+PERIOD = "_period"
+
+
+def spark_schema(table: Table) -> T.StructType:
+    return T.StructType(
+        [T.StructField(c.name, T._parse_datatype_string(c.type), True) for c in table.columns]
+    )
+
+
+def conform(df: DataFrame, table: Table) -> DataFrame:
+    """Exactly the catalogue's columns, in its order, with its types."""
+    return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in table.columns])
+
+
+def period_of(table: Table) -> Column:
+    """The expression that places a row in its partition."""
+    column = F.col(table.partition_column)
+    return F.to_date(column) if table.grain is Grain.DAILY else column
+
+
+class Lake:
+    """A lake root as seen from one SparkSession."""
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        self.spark = spark
+        self.root = root
+        jvm = spark.sparkContext._jvm
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        self._fs = self._Path(root).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def read_snapshot(self, table: Table) -> DataFrame:
+        return self._read_paths(table, [layout.table_path(self.root, table)])
+
+    def read_undated(self, table: Table) -> DataFrame:
+        return self._read_paths(table, [layout.undated_path(self.root, table)])
+
+    def read_periods(self, table: Table, start: date | None, end: date) -> DataFrame:
+        """The partitions whose period starts in [start, end); start None reads from the first."""
+        paths = [
+            layout.period_path(self.root, table, period)
+            for period in self.existing_periods(table)
+            if (start is None or period >= start) and period < end
+        ]
+        return self._read_paths(table, paths)
+
+    def existing_periods(self, table: Table) -> list[date]:
+        base = self._Path(layout.table_path(self.root, table))
+        if not self._fs.exists(base):
+            return []
+        found = (
+            layout.parse_period_label(table.grain, status.getPath().getName())
+            for status in self._fs.listStatus(base)
+            if status.isDirectory()
+        )
+        return sorted(period for period in found if period is not None)
+
+    def _read_paths(self, table: Table, paths: list[str]) -> DataFrame:
+        schema = spark_schema(table)
+        with_files = [path for path in paths if self._has_parquet(path)]
+        if not with_files:
+            return self.spark.createDataFrame([], schema)
+        return conform(self.spark.read.schema(schema).parquet(*with_files), table)
+
+    def _has_parquet(self, path: str) -> bool:
+        hadoop_path = self._Path(path)
+        if not self._fs.exists(hadoop_path):
+            return False
+        return any(
+            status.getPath().getName().endswith(".parquet")
+            for status in self._fs.listStatus(hadoop_path)
+        )
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def write_snapshot(self, df: DataFrame, table: Table) -> None:
+        self._write_snapshot_to(df, table, layout.table_path(self.root, table))
+
+    def write_undated(self, df: DataFrame, table: Table) -> None:
+        self._write_snapshot_to(df, table, layout.undated_path(self.root, table))
+
+    def write_periods(self, df: DataFrame, table: Table, periods: Iterable[date]) -> None:
+        """Replace each listed partition with the rows of `df` that fall in it.
+
+        Every listed period is replaced, with an empty partition where `df` has no rows for it,
+        so a re-run after the source lost rows does not leave stale ones behind. One file is
+        written per partition: each Parquet file has a fixed cost, whatever its size.
+        """
+        base = layout.table_path(self.root, table)
+        staging = f"{base}/_staging/{uuid.uuid4().hex}"
+        (
+            conform(df, table)
+            .withColumn(PERIOD, period_of(table))
+            .repartition(PERIOD)
+            .write.partitionBy(PERIOD)
+            .parquet(staging)
+        )
+        for period in periods:
+            staged = self._Path(f"{staging}/{PERIOD}={period.isoformat()}")
+            if not self._fs.exists(staged):
+                self._fs.mkdirs(staged)
+            self._swap_in(staged, self._Path(layout.period_path(self.root, table, period)))
+        self._fs.delete(self._Path(f"{base}/_staging"), True)
+
+    def _write_snapshot_to(self, df: DataFrame, table: Table, path: str) -> None:
+        staging = f"{path}_staging_{uuid.uuid4().hex}"
+        conform(df, table).coalesce(1).write.parquet(staging)
+        self._swap_in(self._Path(staging), self._Path(path))
+
+    def _swap_in(self, staged, final) -> None:  # py4j Hadoop Path objects
+        """Move the old version aside, the new one in, then drop the old one."""
+        trash = self._Path(f"{final.toString()}_trash_{uuid.uuid4().hex}")
+        had_old = self._fs.exists(final)
+        if had_old:
+            self._fs.rename(final, trash)
+        else:
+            self._fs.mkdirs(final.getParent())
+        if not self._fs.rename(staged, final):
+            if had_old:
+                self._fs.rename(trash, final)
+            raise OSError(f"could not move {staged.toString()} to {final.toString()}")
+        if had_old:
+            self._fs.delete(trash, True)

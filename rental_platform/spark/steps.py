@@ -1,0 +1,308 @@
+"""The Spark steps: what the local runner calls in-process and a remote job runs by entrypoint.
+
+A step takes a `StepRequest` (which tables, which window, where the lake is), writes its
+tables to the lake, computes its checks on what landed, and returns a `StepReport`. Nothing
+here knows about Dagster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from rental_platform import tables
+from rental_platform.spark import curate, kpis, layout, quality
+from rental_platform.spark.extract import SourceConnection, SourceReader
+from rental_platform.spark.lake import Lake
+from rental_platform.spark.quality import CheckResult
+from rental_platform.tables import Grain, Table
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    step: str
+    tables: tuple[str, ...]
+    lake_root: str
+    # The window [start, end) in days; None for snapshot steps.
+    window_start: date | None = None
+    window_end: date | None = None
+    source: SourceConnection | None = None
+
+
+@dataclass
+class TableReport:
+    table: str
+    row_count: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepReport:
+    step: str
+    tables: dict[str, TableReport] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+    duration_seconds: float = 0.0
+
+
+class _Step:
+    """One step's working state: the request, the lake, and the report being filled."""
+
+    def __init__(self, spark: SparkSession, request: StepRequest) -> None:
+        self.spark = spark
+        self.request = request
+        self.lake = Lake(spark, request.lake_root)
+        self.report = StepReport(request.step)
+
+    def selected(self, table: Table) -> bool:
+        return table.id in self.request.tables
+
+    @property
+    def window(self) -> tuple[date, date]:
+        start, end = self.request.window_start, self.request.window_end
+        if start is None or end is None:
+            raise ValueError(f"step {self.request.step} needs a window")
+        return start, end
+
+    def record(self, table: Table, rows: int, **metadata: Any) -> None:
+        self.report.tables[table.id] = TableReport(table.id, rows, metadata)
+
+    def land_periods(self, table: Table, df: DataFrame, periods: list[date]) -> DataFrame:
+        """Write `df` if the table was asked for, and return what the lake now holds."""
+        if not self.selected(table):
+            return df
+        self.lake.write_periods(df, table, periods)
+        return self.lake.read_periods(
+            table, periods[0], layout.next_period(table.grain, periods[-1])
+        )
+
+    def land_undated(self, table: Table, df: DataFrame) -> DataFrame:
+        if not self.selected(table):
+            return df
+        self.lake.write_undated(df, table)
+        return self.lake.read_undated(table)
+
+    def land_snapshot(self, table: Table, df: DataFrame) -> DataFrame:
+        if not self.selected(table):
+            return df
+        self.lake.write_snapshot(df, table)
+        return self.lake.read_snapshot(table)
+
+
+# --- raw ---------------------------------------------------------------------------------------
+
+
+def _reader(step: _Step) -> SourceReader:
+    if step.request.source is None:
+        raise ValueError(f"step {step.request.step} needs a source connection")
+    return SourceReader(step.spark, step.request.source, datetime.now(UTC))
+
+
+def extract_snapshot(step: _Step) -> None:
+    reader = _reader(step)
+    for table in (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES):
+        if not step.selected(table):
+            continue
+        landed = step.land_snapshot(table, reader.snapshot(table)).count()
+        step.record(table, landed)
+        step.report.checks.append(
+            quality.row_count_matches_source(
+                table, {"all": reader.count_snapshot(table)}, {"all": landed}
+            )
+        )
+
+
+def extract_daily(step: _Step) -> None:
+    reader = _reader(step)
+    start, end = step.window
+    days = layout.periods(Grain.DAILY, start, end)
+    for table in (tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING):
+        if not step.selected(table):
+            continue
+        dated = step.land_periods(table, reader.window(table, start, end), days)
+        undated = step.land_undated(table, reader.undated(table))
+        lake_counts = quality.counts_by_day(dated, table.partition_column)
+        lake_counts["undated"] = undated.count()
+        source_counts = {
+            day.isoformat(): n for day, n in reader.count_by_day(table, start, end).items()
+        }
+        source_counts["undated"] = reader.count_undated(table)
+        step.record(
+            table,
+            sum(lake_counts.values()),
+            partitions=len(days),
+            undated_rows=lake_counts["undated"],
+        )
+        step.report.checks.append(
+            quality.row_count_matches_source(table, source_counts, lake_counts)
+        )
+
+
+# --- curated -----------------------------------------------------------------------------------
+
+
+def _account(
+    step: _Step,
+    curated_table: Table,
+    quarantine_table: Table,
+    raw_rows: int,
+    curated_df: DataFrame,
+    quarantine_df: DataFrame,
+    collapsed_rows: int,
+) -> None:
+    """Record both tables of a curated pair and check that every raw row is accounted for."""
+    curated_rows = curated_df.count()
+    accounting = quality.rows_accounted_for(
+        curated_table, raw_rows, curated_rows, quarantine_df, collapsed_rows
+    )
+    step.report.checks.append(accounting)
+    step.report.checks.append(quality.primary_key_unique(curated_df, curated_table))
+    if step.selected(curated_table):
+        step.record(curated_table, curated_rows, collapsed_rows=collapsed_rows)
+    if step.selected(quarantine_table):
+        step.record(
+            quarantine_table,
+            accounting.metadata["quarantined_rows"],
+            quarantined_by_reason=accounting.metadata["quarantined_by_reason"],
+        )
+
+
+def curate_listings(step: _Step) -> None:
+    raw = step.lake.read_snapshot(tables.RAW_APARTMENTS)
+    result = curate.curate_listings(raw, step.lake.read_snapshot(tables.RAW_APARTMENT_ATTRIBUTES))
+    curated_df = step.land_snapshot(tables.CURATED_LISTINGS, result.curated)
+    quarantine_df = step.land_snapshot(tables.QUARANTINE_LISTINGS, result.quarantine)
+    _account(
+        step,
+        tables.CURATED_LISTINGS,
+        tables.QUARANTINE_LISTINGS,
+        raw.count(),
+        curated_df,
+        quarantine_df,
+        0,
+    )
+
+
+def curate_daily(step: _Step) -> None:
+    start, end = step.window
+    days = layout.periods(Grain.DAILY, start, end)
+    listing_ids = step.lake.read_snapshot(tables.CURATED_LISTINGS).select("id")
+    pairs: list[tuple[Table, Table, Table, Callable[[DataFrame], curate.Curated]]] = [
+        (
+            tables.RAW_BOOKINGS,
+            tables.CURATED_BOOKINGS,
+            tables.QUARANTINE_BOOKINGS,
+            lambda df: curate.curate_bookings(df, listing_ids),
+        ),
+        (
+            tables.RAW_USER_VIEWING,
+            tables.CURATED_USER_VIEWING,
+            tables.QUARANTINE_USER_VIEWING,
+            curate.curate_user_viewing,
+        ),
+    ]
+    for raw_table, curated_table, quarantine_table, rules in pairs:
+        if not (step.selected(curated_table) or step.selected(quarantine_table)):
+            continue
+        raw, raw_undated = (
+            step.lake.read_periods(raw_table, start, end),
+            step.lake.read_undated(raw_table),
+        )
+        dated, undated = rules(raw), rules(raw_undated)
+        curated_df = step.land_periods(curated_table, dated.curated, days)
+        # Undated rows always break a rule (their date is null): they land in quarantine only.
+        quarantine_df = step.land_periods(quarantine_table, dated.quarantine, days).unionByName(
+            step.land_undated(quarantine_table, undated.quarantine)
+        )
+        _account(
+            step,
+            curated_table,
+            quarantine_table,
+            raw.count() + raw_undated.count(),
+            curated_df,
+            quarantine_df,
+            dated.collapsed.count() + undated.collapsed.count(),
+        )
+
+
+# --- presentation ------------------------------------------------------------------------------
+
+
+def _publishable(step: _Step, grain: Grain, builders: dict[Table, Callable[[], DataFrame]]) -> None:
+    start, end = step.window
+    starts = layout.periods(grain, start, end)
+    for table, build in builders.items():
+        if not step.selected(table):
+            continue
+        landed = step.land_periods(table, build(), starts)
+        step.record(table, landed.count(), periods=len(starts))
+        step.report.checks.append(quality.primary_key_unique(landed, table))
+
+
+def kpis_weekly(step: _Step) -> None:
+    start, end = step.window
+    weeks = layout.periods(Grain.WEEKLY, start, end)
+    lake = step.lake
+    listings = lake.read_snapshot(tables.CURATED_LISTINGS)
+    bookings = lake.read_periods(
+        tables.CURATED_BOOKINGS, weeks[0] - timedelta(days=kpis.REPEAT_LOOKBACK_DAYS), end
+    )
+    week_bookings = kpis.weekly_confirmed(bookings, weeks)
+    _publishable(
+        step,
+        Grain.WEEKLY,
+        {
+            tables.AVG_LISTING_PRICE: lambda: kpis.avg_listing_price(listings, weeks),
+            tables.POPULAR_LOCATIONS: lambda: kpis.popular_locations(week_bookings, listings),
+            tables.TOP_LISTINGS: lambda: kpis.top_listings(week_bookings, listings),
+            tables.BOOKINGS_PER_USER: lambda: kpis.bookings_per_user(week_bookings),
+            tables.AVG_BOOKING_DURATION: lambda: kpis.avg_booking_duration(week_bookings),
+            tables.REPEAT_CUSTOMER_RATE: lambda: kpis.repeat_customer_rate(
+                step.spark, bookings, weeks
+            ),
+            tables.ENGAGEMENT_FUNNEL: lambda: kpis.engagement_funnel(
+                lake.read_periods(tables.CURATED_USER_VIEWING, start, end), week_bookings, weeks
+            ),
+        },
+    )
+
+
+def kpis_monthly(step: _Step) -> None:
+    _, end = step.window
+    months = layout.periods(Grain.MONTHLY, *step.window)
+    listings = step.lake.read_snapshot(tables.CURATED_LISTINGS)
+    # Bookings are made ahead: any booking made up to the month's end may hold its nights.
+    bookings = step.lake.read_periods(tables.CURATED_BOOKINGS, None, end)
+    _publishable(
+        step,
+        Grain.MONTHLY,
+        {
+            tables.OCCUPANCY_RATE: lambda: kpis.occupancy_rate(
+                step.spark, listings, bookings, months
+            )
+        },
+    )
+
+
+STEPS: dict[str, Callable[[_Step], None]] = {
+    "extract_snapshot": extract_snapshot,
+    "extract_daily": extract_daily,
+    "curate_listings": curate_listings,
+    "curate_daily": curate_daily,
+    "kpis_weekly": kpis_weekly,
+    "kpis_monthly": kpis_monthly,
+}
+
+
+def run_step(spark: SparkSession, request: StepRequest) -> StepReport:
+    if request.step not in STEPS:
+        raise ValueError(f"unknown step {request.step!r}; known: {', '.join(STEPS)}")
+    started = time.monotonic()
+    step = _Step(spark, request)
+    STEPS[request.step](step)
+    step.report.duration_seconds = round(time.monotonic() - started, 3)
+    return step.report
