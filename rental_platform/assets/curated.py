@@ -1,0 +1,57 @@
+"""Curated: the rules of kpis.md applied to raw; every rejected row kept in quarantine."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from rental_platform import tables
+from rental_platform.assets.checks import asset_key
+from rental_platform.assets.layer import LayerStep, spark_multi_asset
+from rental_platform.partitions import PlatformPartitions
+from rental_platform.tables import Table
+
+KINDS = frozenset({"spark", "parquet"})
+
+# The raw tables each curated (and quarantine) table is made from.
+SOURCES: dict[str, tuple[Table, ...]] = {
+    "listings": (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES),
+    # Bookings of listings that are not curated listings are rejected: listings is an input.
+    "bookings": (tables.RAW_BOOKINGS, tables.CURATED_LISTINGS),
+    "user_viewing": (tables.RAW_USER_VIEWING,),
+}
+
+
+def _deps(table: Table) -> list[dg.AssetDep]:
+    return [dg.AssetDep(asset_key(upstream)) for upstream in SOURCES[table.name]]
+
+
+def build_curated_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition]:
+    return [
+        spark_multi_asset(
+            LayerStep(
+                "curated_listings",
+                "curate_listings",
+                KINDS,
+                "Listings (apartments with their attributes) and their quarantine.",
+            ),
+            (tables.CURATED_LISTINGS, tables.QUARANTINE_LISTINGS),
+            None,
+            _deps,
+        ),
+        spark_multi_asset(
+            LayerStep(
+                "curated_daily",
+                "curate_daily",
+                KINDS,
+                "Each day's bookings and page views by the curated rules, and their quarantines.",
+            ),
+            (
+                tables.CURATED_BOOKINGS,
+                tables.QUARANTINE_BOOKINGS,
+                tables.CURATED_USER_VIEWING,
+                tables.QUARANTINE_USER_VIEWING,
+            ),
+            partitions.daily,
+            _deps,
+        ),
+    ]

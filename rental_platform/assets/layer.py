@@ -1,0 +1,146 @@
+"""One multi-asset per layer and partition grain, each running one Spark step.
+
+The multi-asset describes its tables (from the catalogue), builds a `StepRequest` for the
+selected tables and the run's window, hands it to the Spark runner, optionally publishes the
+result to the warehouse, and turns the step's report into materialisations and check results.
+"""
+
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from rental_platform.assets.checks import asset_key, check_specs, to_check_result
+from rental_platform.spark import layout
+from rental_platform.spark.steps import StepReport, StepRequest
+from rental_platform.tables import TABLES, Layer, Table
+
+OWNERS = ["team:data-platform"]
+GROUPS = {
+    Layer.RAW: "raw",
+    Layer.CURATED: "curated",
+    Layer.QUARANTINE: "curated",
+    Layer.PRESENTATION: "presentation",
+}
+
+
+@dataclass(frozen=True)
+class LayerStep:
+    """What a multi-asset needs to know besides its tables."""
+
+    name: str
+    step: str
+    kinds: frozenset[str]
+    description: str
+    reads_source: bool = False
+    publishes: bool = False
+
+
+def table_schema(table: Table) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, c.type, description=c.description) for c in table.columns]
+    )
+
+
+def spark_multi_asset(
+    layer_step: LayerStep,
+    tables: tuple[Table, ...],
+    partitions_def: dg.PartitionsDefinition | None,
+    deps: Callable[[Table], list[dg.AssetDep]],
+) -> dg.AssetsDefinition:
+    specs = [
+        dg.AssetSpec(
+            asset_key(table),
+            description=table.description,
+            group_name=GROUPS[table.layer],
+            kinds=set(layer_step.kinds),
+            owners=OWNERS,
+            deps=deps(table),
+            metadata={"dagster/column_schema": table_schema(table), "table": table.id},
+        )
+        for table in tables
+    ]
+    resource_keys = {"spark", "lake"}
+    if layer_step.reads_source:
+        resource_keys.add("source")
+    if layer_step.publishes:
+        resource_keys.add("warehouse")
+
+    @dg.multi_asset(
+        name=layer_step.name,
+        description=layer_step.description,
+        specs=specs,
+        check_specs=check_specs(tables),
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+        can_subset=True,
+        required_resource_keys=resource_keys,
+    )
+    def _multi_asset(
+        context: AssetExecutionContext,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        yield from _run(context, layer_step, tables)
+
+    return _multi_asset
+
+
+def _window(context: AssetExecutionContext) -> tuple[date, date] | None:
+    if context.assets_def.partitions_def is None:
+        return None
+    window = context.partition_time_window
+    return window.start.date(), window.end.date()
+
+
+def _run(
+    context: AssetExecutionContext, layer_step: LayerStep, tables: tuple[Table, ...]
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    selected = [t for t in tables if asset_key(t) in context.selected_asset_keys]
+    window = _window(context)
+    resources = context.resources
+    request = StepRequest(
+        step=layer_step.step,
+        tables=tuple(t.id for t in selected),
+        lake_root=resources.lake.root,
+        window_start=window[0] if window else None,
+        window_end=window[1] if window else None,
+        source=resources.source.connection() if layer_step.reads_source else None,
+    )
+    context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
+    report = resources.spark.run(request)
+
+    failed = {check.table for check in report.checks if not check.passed}
+    for table in selected:
+        metadata = _metadata(table, report, window)
+        if layer_step.publishes and window and table.id not in failed:
+            metadata |= _publish(context, table, window)
+        yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
+    for check in report.checks:
+        key = asset_key(TABLES[check.table])
+        if dg.AssetCheckKey(key, check.name) in context.selected_asset_check_keys:
+            yield to_check_result(check, key)
+
+
+def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None) -> dict:
+    table_report = report.tables[table.id]
+    metadata = {
+        "dagster/row_count": table_report.row_count,
+        "dagster/column_schema": table_schema(table),
+        "spark_step_seconds": report.duration_seconds,
+        **table_report.metadata,
+    }
+    if window:
+        metadata["window_start"] = window[0].isoformat()
+        metadata["window_end"] = window[1].isoformat()
+    return metadata
+
+
+def _publish(context: AssetExecutionContext, table: Table, window: tuple[date, date]) -> dict:
+    """Replace the window's rows in the warehouse with what the step wrote to the lake."""
+    starts = layout.periods(table.grain, *window)
+    files = context.resources.lake.parquet_files(table, starts)
+    warehouse = context.resources.warehouse
+    publication = warehouse.publish(table, window[0], window[1], files, context.run.run_id)
+    return {"warehouse": warehouse.target, "published_rows": publication.row_count}

@@ -1,0 +1,47 @@
+"""The Definitions of the platform, built from the settings of the environment."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from rental_platform.assets.curated import build_curated_assets
+from rental_platform.assets.presentation import build_presentation_assets
+from rental_platform.assets.raw import build_raw_assets
+from rental_platform.jobs import GRAIN_JOBS
+from rental_platform.partitions import PlatformPartitions
+from rental_platform.resources.lake import LocalLake
+from rental_platform.resources.mysql import SourceDatabase
+from rental_platform.resources.spark import LocalSparkRunner
+from rental_platform.resources.warehouse import DuckDBWarehouse
+from rental_platform.settings import DEFAULT_MYSQL_URL, Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = PlatformPartitions.starting(settings.partitions_start)
+    # The UI shows the variable's name, not the URL with its password.
+    mysql_url = (
+        dg.EnvVar("RENTAL_MYSQL_URL") if "RENTAL_MYSQL_URL" in os.environ else DEFAULT_MYSQL_URL
+    )
+    return dg.Definitions(
+        assets=[
+            *build_raw_assets(partitions),
+            *build_curated_assets(partitions),
+            *build_presentation_assets(partitions),
+        ],
+        jobs=[job.definition() for job in GRAIN_JOBS],
+        resources={
+            "source": SourceDatabase(url=mysql_url),
+            "lake": LocalLake(root=settings.lake_root),
+            "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+            "spark": LocalSparkRunner(),
+        },
+        # One process per run, so its steps share one SparkSession (and one JVM start).
+        executor=dg.in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

@@ -1,0 +1,1 @@
+"""The platform's edges: the source database, the lake, the warehouse and the Spark runner."""
