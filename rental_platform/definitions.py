@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from rental_platform.assets.curated import build_curated_assets
@@ -15,14 +13,15 @@ from rental_platform.resources.lake import LocalLake
 from rental_platform.resources.mysql import SourceDatabase
 from rental_platform.resources.spark import LocalSparkRunner
 from rental_platform.resources.warehouse import DuckDBWarehouse
-from rental_platform.settings import DEFAULT_MYSQL_URL, Settings
+from rental_platform.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = PlatformPartitions.starting(settings.partitions_start)
-    # The UI shows the variable's name, not the URL with its password.
+    # A URL with a password can only have come from the environment: hand the resource the
+    # variable, so the UI shows its name and never the password.
     mysql_url = (
-        dg.EnvVar("RENTAL_MYSQL_URL") if "RENTAL_MYSQL_URL" in os.environ else DEFAULT_MYSQL_URL
+        dg.EnvVar("RENTAL_MYSQL_URL") if settings.mysql.password else settings.mysql.redacted_url
     )
     return dg.Definitions(
         assets=[

@@ -16,6 +16,9 @@ from rental_platform.jobs import GRAIN_JOBS, GrainJob
 from rental_platform.spark.layout import period_start
 from rental_platform.tables import Grain
 
+# Step progress at INFO on the console; Dagster's DEBUG events stay in the instance's event log.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 class RangeRunError(RuntimeError):
     """A run of the range failed; the message says which and why."""
@@ -55,7 +58,7 @@ def materialize_range(
         )
         _check_partitions_exist(defs, job, keys)
         result = defs.resolve_job_def(job.name).execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False
+            run_config=QUIET, instance=instance, tags=tags, raise_on_error=False
         )
         outcome = RunOutcome(
             job.name,

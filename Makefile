@@ -1,0 +1,25 @@
+# rental-platform: `make demo` runs the whole platform on sample data; `make test` runs the tests.
+SHELL := /bin/bash
+export DAGSTER_HOME ?= $(CURDIR)/.rental/dagster_home
+VENV := .venv/bin
+
+.PHONY: setup demo dev test lint clean
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	$(VENV)/rental-platform demo
+
+dev: setup
+	$(VENV)/dagster dev --host 127.0.0.1 --port 3000
+
+test: setup
+	$(VENV)/pytest
+
+lint: setup
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+
+clean:
+	rm -rf .rental

@@ -1,0 +1,100 @@
+"""Fixtures on real parts: a MariaDB database per test module, a lake and a DuckDB warehouse in a
+temporary folder, a Dagster instance, and the Spark session shared by the whole test session
+(the local runner creates it once per process)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pymysql
+import pytest
+
+from rental_platform.definitions import build_definitions
+from rental_platform.runs import RunOutcome, materialize_range
+from rental_platform.seed.load import schema_statements
+from rental_platform.settings import Settings, parse_mysql_url
+from rental_platform.spark import layout
+from rental_platform.tables import Table
+
+SERVER_URL = os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
+_names = itertools.count()
+
+
+@dataclass
+class Platform:
+    """One isolated platform: its own source database, lake, warehouse and instance."""
+
+    settings: Settings
+    instance: dg.DagsterInstance
+    source: pymysql.connections.Connection
+
+    def run(self, start: date, end: date) -> list[RunOutcome]:
+        return materialize_range(build_definitions(self.settings), self.instance, start, end)
+
+    def warehouse(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.settings.warehouse_path), read_only=True) as connection:
+            return connection.execute(sql).fetchall()
+
+    def lake(self, table: Table, sql: str = "SELECT * FROM t") -> list[tuple]:
+        """Query every partition of a lake table as `t` (empty partitions have no files)."""
+        base = layout.table_path(self.settings.lake_root, table)
+        files = sorted(Path(base).glob("**/*.parquet"))
+        undated = sorted(
+            Path(layout.undated_path(self.settings.lake_root, table)).glob("*.parquet")
+        )
+        paths = [str(p) for p in files + undated]
+        if not paths:
+            return []
+        with duckdb.connect() as connection:
+            connection.execute("SET TimeZone = 'UTC'")
+            connection.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({paths!r})")
+            return connection.execute(sql).fetchall()
+
+    def execute(self, sql: str, rows: list[tuple] | None = None) -> None:
+        with self.source.cursor() as cursor:
+            if rows is None:
+                cursor.execute(sql)
+            else:
+                cursor.executemany(sql, rows)
+        self.source.commit()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """A platform whose source holds the contract's four tables, empty."""
+    name = f"rental_test_{os.getpid()}_{next(_names)}"
+    server = parse_mysql_url(f"{SERVER_URL}/{name}")
+    admin = pymysql.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password
+    )
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        cursor.execute(f"CREATE DATABASE `{name}`")
+    folder = tmp_path_factory.mktemp(name)
+    settings = Settings.from_env(
+        {
+            "RENTAL_MYSQL_URL": f"{SERVER_URL}/{name}",
+            "RENTAL_LAKE_ROOT": str(folder / "lake"),
+            "RENTAL_WAREHOUSE_URL": f"duckdb:///{folder / 'warehouse.duckdb'}",
+            "RENTAL_PARTITIONS_START": "2025-01-01",
+        }
+    )
+    source = pymysql.connect(**settings.mysql.pymysql_kwargs())
+    with source.cursor() as cursor:
+        for statement in schema_statements().values():
+            cursor.execute(statement)
+    try:
+        with dg.instance_for_test() as instance:
+            yield Platform(settings, instance, source)
+    finally:
+        source.close()
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()

@@ -1,0 +1,78 @@
+"""Configuration is read once from the environment; a bad value fails at start-up naming the
+variable, and a password never appears in a repr, a message or the definitions."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from rental_platform.cli import main
+from rental_platform.definitions import build_definitions
+from rental_platform.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.mysql.host == "127.0.0.1"
+    assert settings.mysql.port == 3306
+    assert settings.mysql.database == "rental"
+    assert settings.lake_root == str(Path(".rental/lake").resolve())
+    assert settings.warehouse_path == Path(".rental/warehouse.duckdb").resolve()
+    assert settings.partitions_start == date(2025, 1, 1)
+
+
+def test_urls_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "RENTAL_MYSQL_URL": "mysql://reader:s%40cret@db.internal:3307/market",
+            "RENTAL_WAREHOUSE_URL": "duckdb:////srv/warehouse.duckdb",
+        }
+    )
+    assert (settings.mysql.user, settings.mysql.password) == ("reader", "s@cret")
+    assert settings.mysql.jdbc_url.startswith("jdbc:mysql://db.internal:3307/market")
+    assert settings.warehouse_path == Path("/srv/warehouse.duckdb")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RENTAL_MYSQL_URL", "postgres://u:topsecret@h/db"),
+        ("RENTAL_MYSQL_URL", "mysql://u:topsecret@h:notaport/db"),
+        ("RENTAL_MYSQL_URL", "mysql://u:topsecret@h:3306/"),
+        ("RENTAL_LAKE_ROOT", "s3://bucket/lake"),
+        ("RENTAL_LAKE_ROOT", " "),
+        ("RENTAL_WAREHOUSE_URL", "sqlite:///x.db"),
+        ("RENTAL_PARTITIONS_START", "2025-13-01"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({variable: value})
+    assert str(error.value).startswith(f"{variable}:")
+    assert "topsecret" not in str(error.value)
+
+
+def test_password_is_never_shown() -> None:
+    settings = Settings.from_env({"RENTAL_MYSQL_URL": "mysql://u:topsecret@h:3306/db"})
+    assert "topsecret" not in repr(settings)
+    assert "topsecret" not in settings.mysql.redacted_url
+    assert "topsecret" not in settings.mysql.jdbc_url
+
+
+def test_definitions_take_a_password_only_from_the_environment(monkeypatch) -> None:
+    url = "mysql://u:topsecret@h:3306/db"
+    monkeypatch.setenv("RENTAL_MYSQL_URL", url)
+    defs = build_definitions(Settings.from_env({"RENTAL_MYSQL_URL": url}))
+    source = defs.resources["source"]
+    assert "topsecret" not in repr(source)
+    with dg.build_resources({"source": source}) as resources:
+        assert resources.source.connection().password == "topsecret"
+
+
+def test_cli_fails_at_start_up_naming_the_variable(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("RENTAL_PARTITIONS_START", "yesterday")
+    assert main(["run", "--start", "2025-01-01", "--end", "2025-01-02"]) == 2
+    assert "RENTAL_PARTITIONS_START" in capsys.readouterr().err
