@@ -45,9 +45,12 @@ def materialize_range(
     """Materialise every asset for every partition overlapping [start, end] (inclusive)."""
     if end < start:
         raise RangeRunError(f"--end {end} is before --start {start}")
+    # Refuse a range some grain cannot cover before launching anything.
+    ranges = [(job, partition_range(job, start, end)) for job in GRAIN_JOBS]
+    for job, keys in ranges:
+        _check_partitions_exist(defs, job, keys)
     outcomes = []
-    for job in GRAIN_JOBS:
-        keys = partition_range(job, start, end)
+    for job, keys in ranges:
         tags = (
             {
                 "dagster/asset_partition_range_start": keys[0],
@@ -56,7 +59,6 @@ def materialize_range(
             if keys
             else {}
         )
-        _check_partitions_exist(defs, job, keys)
         result = defs.resolve_job_def(job.name).execute_in_process(
             run_config=QUIET, instance=instance, tags=tags, raise_on_error=False
         )
