@@ -28,18 +28,29 @@ class CheckResult:
 
 
 def primary_key_unique(df: DataFrame, table: Table) -> CheckResult:
-    """Key columns are never null and no key appears twice."""
+    """Key columns are never null and no key appears twice (one pass; examples only on failure)."""
     key = list(table.key)
-    any_null = (
+    null_key = (
         F.greatest(*[F.col(k).isNull() for k in key]) if len(key) > 1 else F.col(key[0]).isNull()
     )
-    nulls = df.where(any_null).count()
-    duplicates = df.where(~any_null).groupBy(*key).count().where(F.col("count") > 1).drop("count")
-    duplicate_count = duplicates.count()
-    examples = [
-        ", ".join(str(value) for value in row) for row in duplicates.limit(EXAMPLES).collect()
-    ]
+    per_key = df.groupBy(*key).agg(F.count(F.lit(1)).alias("_rows"), F.max(null_key).alias("_null"))
+    totals = per_key.agg(
+        F.sum(F.when(F.col("_null"), F.col("_rows")).otherwise(0)).alias("nulls"),
+        F.sum(F.when(~F.col("_null") & (F.col("_rows") > 1), 1).otherwise(0)).alias("duplicates"),
+    ).collect()[0]
+    nulls, duplicate_count = totals["nulls"] or 0, totals["duplicates"] or 0
     passed = nulls == 0 and duplicate_count == 0
+    examples = (
+        []
+        if passed
+        else [
+            ", ".join(str(value) for value in row)
+            for row in per_key.where(~F.col("_null") & (F.col("_rows") > 1))
+            .select(*key)
+            .limit(EXAMPLES)
+            .collect()
+        ]
+    )
     return CheckResult(
         table.id,
         "primary_key_unique",
