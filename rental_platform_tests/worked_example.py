@@ -44,4 +44,3 @@ EXPECTED = {
 }
 # repeat_customer_rate has a row for every week of the range; the example states this one.
 REPEAT_WEEK = (WEEK, 2, 1, 0.5)
-

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from rental_platform import tables
-from rental_platform.assets.checks import asset_key
 from rental_platform.assets.layer import LayerStep, spark_multi_asset
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.tables import Table
@@ -21,10 +20,6 @@ SOURCES: dict[str, tuple[Table, ...]] = {
 }
 
 
-def _deps(table: Table) -> list[dg.AssetDep]:
-    return [dg.AssetDep(asset_key(upstream)) for upstream in SOURCES[table.name]]
-
-
 def build_curated_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition]:
     return [
         spark_multi_asset(
@@ -36,7 +31,7 @@ def build_curated_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefini
             ),
             (tables.CURATED_LISTINGS, tables.QUARANTINE_LISTINGS),
             None,
-            _deps,
+            SOURCES,
         ),
         spark_multi_asset(
             LayerStep(
@@ -52,6 +47,6 @@ def build_curated_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefini
                 tables.QUARANTINE_USER_VIEWING,
             ),
             partitions.daily,
-            _deps,
+            SOURCES,
         ),
     ]

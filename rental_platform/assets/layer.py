@@ -5,8 +5,7 @@ selected tables and the run's window, hands it to the Spark runner, optionally p
 result to the warehouse, and turns the step's report into materialisations and check results.
 """
 
-
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -49,8 +48,9 @@ def spark_multi_asset(
     layer_step: LayerStep,
     tables: tuple[Table, ...],
     partitions_def: dg.PartitionsDefinition | None,
-    deps: Callable[[Table], list[dg.AssetDep]],
+    inputs: Mapping[str, tuple[Table, ...]] | None = None,
 ) -> dg.AssetsDefinition:
+    """`inputs` names, per table name, the tables it is computed from (its upstream assets)."""
     specs = [
         dg.AssetSpec(
             asset_key(table),
@@ -58,7 +58,7 @@ def spark_multi_asset(
             group_name=GROUPS[table.layer],
             kinds=set(layer_step.kinds),
             owners=OWNERS,
-            deps=deps(table),
+            deps=[asset_key(upstream) for upstream in (inputs or {}).get(table.name, ())],
             metadata={"dagster/column_schema": table_schema(table), "table": table.id},
         )
         for table in tables

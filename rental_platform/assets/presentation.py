@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from rental_platform import tables
-from rental_platform.assets.checks import asset_key
 from rental_platform.assets.layer import LayerStep, spark_multi_asset
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.tables import Grain, Layer, Table
@@ -30,10 +29,6 @@ INPUTS: dict[str, tuple[Table, ...]] = {
 }
 
 
-def _deps(table: Table) -> list[dg.AssetDep]:
-    return [dg.AssetDep(asset_key(upstream)) for upstream in INPUTS[table.name]]
-
-
 def build_presentation_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition]:
     return [
         spark_multi_asset(
@@ -46,7 +41,7 @@ def build_presentation_assets(partitions: PlatformPartitions) -> list[dg.AssetsD
             ),
             tables.tables_of(Layer.PRESENTATION, grain),
             partitions.of(grain),
-            _deps,
+            INPUTS,
         )
         for grain in (Grain.WEEKLY, Grain.MONTHLY)
     ]

@@ -24,7 +24,6 @@ def build_raw_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition
             ),
             tables.tables_of(Layer.RAW, Grain.SNAPSHOT),
             None,
-            lambda _: [],
         ),
         spark_multi_asset(
             LayerStep(
@@ -36,6 +35,5 @@ def build_raw_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition
             ),
             tables.tables_of(Layer.RAW, Grain.DAILY),
             partitions.daily,
-            lambda _: [],
         ),
     ]
