@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import date
 
+import dagster as dg
 import pytest
 
 from rental_platform import tables
+from rental_platform.definitions import build_definitions
 from rental_platform.tables import Grain, Layer
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import Platform
@@ -100,3 +102,26 @@ def test_rematerialising_changes_no_table(example_platform: Platform) -> None:
     example_platform.run(START, END)
     assert snapshot() == before
     assert before["curated.bookings"] and before["presentation.top_listings"]
+
+
+def test_one_table_of_one_week_can_be_rematerialised(example_platform: Platform) -> None:
+    """Subsetting a multi-asset: one KPI, one weekly partition; only that window is published."""
+    defs = build_definitions(example_platform.settings)
+    top_listings = dg.AssetKey(["presentation", "top_listings"])
+    result = dg.materialize(
+        list(defs.assets),
+        selection=[top_listings],
+        partition_key="2025-01-06",
+        resources=defs.resources,
+        instance=example_platform.instance,
+    )
+    assert result.success
+    assert {m.asset_key for m in result.asset_materializations_for_node("kpis_weekly")} == {
+        top_listings
+    }
+    (logged,) = example_platform.warehouse(
+        "SELECT table_name, window_start, window_end, row_count FROM presentation._publish_log "
+        "ORDER BY published_at DESC LIMIT 1"
+    )
+    assert logged == ("top_listings", date(2025, 1, 6), date(2025, 1, 13), 3)
+    assert rows_of(example_platform, "top_listings") == example.EXPECTED["top_listings"]
