@@ -91,6 +91,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def demo_command(settings: Settings, args: argparse.Namespace) -> int:
+    from rental_platform.resources.warehouse import warehouse_for
     from rental_platform.seed import SCALES
     from rental_platform.summary import warehouse_summary
 
@@ -100,7 +101,8 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     print(f"Materialising every asset from {scale.start} to {end}")
     run_command(settings, argparse.Namespace(start=scale.start, end=end))
     print()
-    print(warehouse_summary(settings.warehouse_path))
+    with dg.build_resources({"warehouse": warehouse_for(settings.warehouse)}) as resources:
+        print(warehouse_summary(resources.warehouse))
     return 0
 
 

@@ -12,7 +12,7 @@ from rental_platform.partitions import PlatformPartitions
 from rental_platform.resources.lake import LocalLake
 from rental_platform.resources.mysql import SourceDatabase
 from rental_platform.resources.spark import LocalSparkRunner
-from rental_platform.resources.warehouse import DuckDBWarehouse
+from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.settings import Settings
 
 
@@ -33,7 +33,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "source": SourceDatabase(url=mysql_url),
             "lake": LocalLake(root=settings.lake_root),
-            "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+            "warehouse": warehouse_for(settings.warehouse),
             "spark": LocalSparkRunner(),
         },
         # One process per run, so its steps share one SparkSession (and one JVM start).

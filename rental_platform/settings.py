@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/rental"
 DEFAULT_LAKE_ROOT = "./.rental/lake"
@@ -55,12 +55,38 @@ class MySqlSource:
 
 
 @dataclass(frozen=True)
+class WarehouseTarget:
+    """Where the KPI tables are published. The password never appears in repr or messages."""
+
+    kind: str  # duckdb, postgresql or redshift
+    database: str  # the file's absolute path for DuckDB
+    host: str = ""
+    port: int = 0
+    user: str = ""
+    iam: bool = False
+    workgroup: str | None = None
+    cluster_identifier: str | None = None
+    password: str = field(default="", repr=False)
+
+    @property
+    def public_url(self) -> str:
+        """The URL without any password: safe to show, and enough with the password apart."""
+        if self.kind == "duckdb":
+            return f"duckdb:///{self.database}"
+        options = {"workgroup": self.workgroup, "cluster_identifier": self.cluster_identifier}
+        pairs = ["iam=true", *(f"{key}={value}" for key, value in options.items() if value)]
+        query = "?" + "&".join(pairs) if self.iam else ""
+        user = f"{self.user}@" if self.user else ""
+        return f"{self.kind}://{user}{self.host}:{self.port}/{self.database}{query}"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the platform needs to know about its environment."""
 
     mysql: MySqlSource
     lake_root: str
-    warehouse_path: Path
+    warehouse: WarehouseTarget
     partitions_start: date
 
     @classmethod
@@ -69,8 +95,9 @@ class Settings:
         return cls(
             mysql=parse_mysql_url(env.get("RENTAL_MYSQL_URL", DEFAULT_MYSQL_URL)),
             lake_root=parse_lake_root(env.get("RENTAL_LAKE_ROOT", DEFAULT_LAKE_ROOT)),
-            warehouse_path=parse_warehouse_url(
-                env.get("RENTAL_WAREHOUSE_URL", DEFAULT_WAREHOUSE_URL)
+            warehouse=parse_warehouse_url(
+                env.get("RENTAL_WAREHOUSE_URL", DEFAULT_WAREHOUSE_URL),
+                env.get("RENTAL_WAREHOUSE_PASSWORD", ""),
             ),
             partitions_start=parse_date(
                 "RENTAL_PARTITIONS_START",
@@ -121,16 +148,69 @@ def parse_lake_root(value: str) -> str:
     return str(path)
 
 
-def parse_warehouse_url(url: str) -> Path:
+def parse_warehouse_url(url: str, password: str = "") -> WarehouseTarget:
+    """`duckdb:///path`, `postgresql://user@host:port/db` or `redshift://user@host:port/db`
+    (with `?iam=true` and `workgroup=` or `cluster_identifier=` for IAM authentication).
+
+    A password comes from RENTAL_WAREHOUSE_PASSWORD (or, for PostgreSQL, the URL). Errors never
+    echo the URL.
+    """
     name = "RENTAL_WAREHOUSE_URL"
-    prefix = "duckdb:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise SettingsError(f"{name}: expected duckdb:///path/to/file.duckdb")
-    # duckdb:////abs/file.duckdb is absolute; duckdb:///./file.duckdb is relative to the cwd.
-    path = Path(url.removeprefix(prefix)).expanduser().resolve()
-    if path.is_dir():
-        raise SettingsError(f"{name}: {path} is a folder, expected a file")
-    return path
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "duckdb":
+        path = url.removeprefix("duckdb:///")
+        if not url.startswith("duckdb:///") or not path:
+            raise SettingsError(f"{name}: expected duckdb:///path/to/file.duckdb")
+        # duckdb:////abs/file.duckdb is absolute; duckdb:///./file.duckdb is relative to the cwd.
+        resolved = Path(path).expanduser().resolve()
+        if resolved.is_dir():
+            raise SettingsError(f"{name}: {resolved} is a folder, expected a file")
+        return WarehouseTarget("duckdb", database=str(resolved))
+    if scheme not in ("postgresql", "redshift"):
+        raise SettingsError(
+            f"{name}: expected duckdb:///path, postgresql://user@host:port/db "
+            "or redshift://user@host:port/db"
+        )
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port or (5439 if scheme == "redshift" else 5432)
+    except ValueError as error:
+        raise SettingsError(f"{name}: port is not a number") from error
+    database = parts.path.lstrip("/")
+    if not parts.hostname or not database or "/" in database:
+        raise SettingsError(f"{name}: host and database are required")
+    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    unknown = set(options) - {"iam", "workgroup", "cluster_identifier"}
+    if unknown or (scheme == "postgresql" and options):
+        raise SettingsError(f"{name}: unknown options {sorted(unknown or options)}")
+    iam = options.get("iam", "false").lower() in ("true", "1", "yes")
+    workgroup, cluster = options.get("workgroup"), options.get("cluster_identifier")
+    if iam and bool(workgroup) == bool(cluster):
+        raise SettingsError(
+            f"{name}: with iam=true give exactly one of workgroup= (Redshift Serverless) "
+            "or cluster_identifier= (a provisioned cluster)"
+        )
+    if (workgroup or cluster) and not iam:
+        raise SettingsError(f"{name}: workgroup= and cluster_identifier= go with iam=true")
+    user = unquote(parts.username or "")
+    if not user and not (iam and workgroup):
+        raise SettingsError(f"{name}: a user is required")
+    secret = password or unquote(parts.password or "")
+    if scheme == "redshift" and not iam and not secret:
+        raise SettingsError(
+            f"RENTAL_WAREHOUSE_PASSWORD: Redshift needs a password, or iam=true in {name}"
+        )
+    return WarehouseTarget(
+        scheme,
+        host=parts.hostname,
+        port=port,
+        database=database,
+        user=user,
+        iam=iam,
+        workgroup=workgroup,
+        cluster_identifier=cluster,
+        password=secret,
+    )
 
 
 def parse_date(name: str, value: str) -> date:

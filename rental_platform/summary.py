@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import duckdb
-
-from rental_platform.tables import Grain, Layer, tables_of
+from rental_platform.resources.warehouse import Warehouse
+from rental_platform.tables import Layer, tables_of
 
 HEADLINES = {
     "confirmed bookings": "SELECT SUM(booking_count) FROM presentation.bookings_per_user",
@@ -15,30 +12,29 @@ HEADLINES = {
         "FROM presentation.popular_locations GROUP BY state, cityname "
         "ORDER BY SUM(booking_count) DESC, state, cityname LIMIT 1"
     ),
-    "mean occupancy": "SELECT ROUND(AVG(occupancy_rate), 4) FROM presentation.occupancy_rate",
+    "mean occupancy": (
+        "SELECT ROUND(CAST(AVG(occupancy_rate) AS NUMERIC), 4) FROM presentation.occupancy_rate"
+    ),
     "mean nights per stay": (
-        "SELECT ROUND(SUM(avg_nights * booking_count) / SUM(booking_count), 2) "
-        "FROM presentation.avg_booking_duration"
+        "SELECT ROUND(CAST(SUM(avg_nights * booking_count) / SUM(booking_count) AS NUMERIC), 2)"
+        " FROM presentation.avg_booking_duration"
     ),
     "view-to-booking rate": (
-        "SELECT ROUND(AVG(view_to_booking_rate), 4) FROM presentation.engagement_funnel"
+        "SELECT ROUND(CAST(AVG(view_to_booking_rate) AS NUMERIC), 4) "
+        "FROM presentation.engagement_funnel"
     ),
 }
 
 
-def warehouse_summary(path: Path) -> str:
-    kpi_tables = tables_of(Layer.PRESENTATION, Grain.WEEKLY) + tables_of(
-        Layer.PRESENTATION, Grain.MONTHLY
-    )
-    lines = [f"Warehouse: {path}", "", f"{'table':<36}{'rows':>8}  periods"]
-    with duckdb.connect(str(path), read_only=True) as connection:
-        for table in kpi_tables:
-            rows, first, last = connection.execute(
-                f'SELECT COUNT(*), MIN("{table.partition_column}"), '
-                f'MAX("{table.partition_column}") FROM presentation."{table.name}"'
-            ).fetchone()
-            lines.append(f"presentation.{table.name:<23}{rows:>8}  {first} .. {last}")
-        lines += ["", "Headlines:"]
-        for label, query in HEADLINES.items():
-            lines.append(f"  {label:<26}{connection.execute(query).fetchone()[0]}")
+def warehouse_summary(warehouse: Warehouse) -> str:
+    lines = [f"Warehouse: {warehouse.target}", "", f"{'table':<36}{'rows':>8}  periods"]
+    for table in tables_of(Layer.PRESENTATION):
+        ((rows, first, last),) = warehouse.query(
+            f'SELECT COUNT(*), MIN("{table.partition_column}"), '
+            f'MAX("{table.partition_column}") FROM presentation."{table.name}"'
+        )
+        lines.append(f"presentation.{table.name:<23}{rows:>8}  {first} .. {last}")
+    lines += ["", "Headlines:"]
+    for label, query in HEADLINES.items():
+        lines.append(f"  {label:<26}{warehouse.query(query)[0][0]}")
     return "\n".join(lines)

@@ -344,5 +344,6 @@ ALL_TABLES: tuple[Table, ...] = (
 TABLES: dict[str, Table] = {table.id: table for table in ALL_TABLES}
 
 
-def tables_of(layer: Layer, grain: Grain) -> tuple[Table, ...]:
-    return tuple(t for t in ALL_TABLES if t.layer is layer and t.grain is grain)
+def tables_of(layer: Layer, grain: Grain | None = None) -> tuple[Table, ...]:
+    """The layer's tables, of one grain or all."""
+    return tuple(t for t in ALL_TABLES if t.layer is layer and grain in (None, t.grain))

@@ -17,6 +17,7 @@ import pymysql
 import pytest
 
 from rental_platform.definitions import build_definitions
+from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.runs import RunOutcome, materialize_range
 from rental_platform.seed.load import schema_statements
 from rental_platform.settings import Settings, parse_mysql_url
@@ -39,8 +40,7 @@ class Platform:
         return materialize_range(build_definitions(self.settings), self.instance, start, end)
 
     def warehouse(self, sql: str) -> list[tuple]:
-        with duckdb.connect(str(self.settings.warehouse_path), read_only=True) as connection:
-            return connection.execute(sql).fetchall()
+        return warehouse_for(self.settings.warehouse).query(sql)
 
     def lake(self, table: Table, sql: str = "SELECT * FROM t") -> list[tuple]:
         """Query every partition of a lake table as `t` (empty partitions have no files)."""

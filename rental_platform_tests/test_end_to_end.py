@@ -8,7 +8,7 @@ import pytest
 
 from rental_platform import tables
 from rental_platform.seed import SCALES, seed_source
-from rental_platform.tables import Grain, Layer
+from rental_platform.tables import Layer
 from rental_platform_tests.conftest import Platform
 
 SCALE = SCALES["tiny"]
@@ -55,9 +55,7 @@ def test_curation_keeps_every_row_once(seeded: Platform, raw, curated, quarantin
 
 
 def test_every_kpi_table_is_published(seeded: Platform) -> None:
-    for table in tables.tables_of(Layer.PRESENTATION, Grain.WEEKLY) + tables.tables_of(
-        Layer.PRESENTATION, Grain.MONTHLY
-    ):
+    for table in tables.tables_of(Layer.PRESENTATION):
         rows = seeded.warehouse(f'SELECT COUNT(*) FROM presentation."{table.name}"')[0][0]
         assert rows > 0, table.name
 

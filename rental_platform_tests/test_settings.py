@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert settings.mysql.port == 3306
     assert settings.mysql.database == "rental"
     assert settings.lake_root == str(Path(".rental/lake").resolve())
-    assert settings.warehouse_path == Path(".rental/warehouse.duckdb").resolve()
+    assert settings.warehouse.database == str(Path(".rental/warehouse.duckdb").resolve())
     assert settings.partitions_start == date(2025, 1, 1)
 
 
@@ -33,7 +33,7 @@ def test_urls_are_parsed() -> None:
     )
     assert (settings.mysql.user, settings.mysql.password) == ("reader", "s@cret")
     assert settings.mysql.jdbc_url.startswith("jdbc:mysql://db.internal:3307/market")
-    assert settings.warehouse_path == Path("/srv/warehouse.duckdb")
+    assert settings.warehouse.database == "/srv/warehouse.duckdb"
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,60 @@ def test_cli_fails_at_start_up_naming_the_variable(monkeypatch, capsys) -> None:
     monkeypatch.setenv("RENTAL_PARTITIONS_START", "yesterday")
     assert main(["run", "--start", "2025-01-01", "--end", "2025-01-02"]) == 2
     assert "RENTAL_PARTITIONS_START" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql://analyst@127.0.0.1:5432/analytics",
+            {"kind": "postgresql", "host": "127.0.0.1", "port": 5432, "user": "analyst"},
+        ),
+        (
+            "redshift://etl@wg.123.eu-west-1.redshift-serverless.amazonaws.com/dev?iam=true&workgroup=wg",
+            {"kind": "redshift", "port": 5439, "iam": True, "workgroup": "wg"},
+        ),
+        (
+            "redshift://etl@c.abc.eu-west-1.redshift.amazonaws.com:5439/dev?iam=true&cluster_identifier=c",
+            {"kind": "redshift", "iam": True, "cluster_identifier": "c", "user": "etl"},
+        ),
+    ],
+)
+def test_warehouse_urls(url: str, expected: dict) -> None:
+    target = Settings.from_env({"RENTAL_WAREHOUSE_URL": url}).warehouse
+    assert {key: getattr(target, key) for key in expected} == expected
+    assert Settings.from_env({"RENTAL_WAREHOUSE_URL": target.public_url}).warehouse == target
+
+
+@pytest.mark.parametrize(
+    ("url", "variable"),
+    [
+        ("redshift://etl@host/dev", "RENTAL_WAREHOUSE_PASSWORD"),
+        ("redshift://etl@host/dev?iam=true", "RENTAL_WAREHOUSE_URL"),
+        (
+            "redshift://etl@host/dev?iam=true&workgroup=a&cluster_identifier=b",
+            "RENTAL_WAREHOUSE_URL",
+        ),
+        ("redshift://etl@host/dev?workgroup=a", "RENTAL_WAREHOUSE_URL"),
+        ("postgresql://host/db", "RENTAL_WAREHOUSE_URL"),
+        ("postgresql://u@host/db?iam=true", "RENTAL_WAREHOUSE_URL"),
+    ],
+)
+def test_bad_warehouse_urls(url: str, variable: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable}:"):
+        Settings.from_env({"RENTAL_WAREHOUSE_URL": url})
+
+
+def test_warehouse_password_stays_out_of_sight(monkeypatch) -> None:
+    url = "redshift://etl@host:5439/dev"
+    monkeypatch.setenv("RENTAL_WAREHOUSE_PASSWORD", "topsecret")
+    settings = Settings.from_env(
+        {"RENTAL_WAREHOUSE_URL": url, "RENTAL_WAREHOUSE_PASSWORD": "topsecret"}
+    )
+    assert settings.warehouse.password == "topsecret"
+    assert "topsecret" not in repr(settings) + settings.warehouse.public_url
+    warehouse = build_definitions(settings).resources["warehouse"]
+    assert "topsecret" not in repr(warehouse)
+    with dg.build_resources({"warehouse": warehouse}) as resources:
+        assert resources.warehouse.settings.password == "topsecret"
+        assert "topsecret" not in resources.warehouse.target

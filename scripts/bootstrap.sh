@@ -40,4 +40,4 @@ fi
 
 # The Dagster instance: runs launched from the CLI and the UI land in the same place.
 mkdir -p "${DAGSTER_HOME:-.rental/dagster_home}"
-cp -n dagster.yaml "${DAGSTER_HOME:-.rental/dagster_home}/dagster.yaml" 2>/dev/null || true
+cp dagster.yaml "${DAGSTER_HOME:-.rental/dagster_home}/dagster.yaml"

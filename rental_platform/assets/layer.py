@@ -18,6 +18,7 @@ from rental_platform.spark.steps import StepReport, StepRequest
 from rental_platform.tables import TABLES, Layer, Table
 
 OWNERS = ["team:data-platform"]
+WAREHOUSE_POOL = "warehouse"
 GROUPS = {
     Layer.RAW: "raw",
     Layer.CURATED: "curated",
@@ -78,6 +79,8 @@ def spark_multi_asset(
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
         can_subset=True,
         required_resource_keys=resource_keys,
+        # Publishing runs take turns per warehouse: dagster.yaml limits the pool to one slot.
+        pool=WAREHOUSE_POOL if layer_step.publishes else None,
     )
     def _multi_asset(
         context: AssetExecutionContext,
