@@ -7,9 +7,11 @@ import dagster as dg
 from rental_platform.assets.curated import build_curated_assets
 from rental_platform.assets.presentation import build_presentation_assets
 from rental_platform.assets.raw import build_raw_assets
+from rental_platform.automation import KPI_SENSOR, build_schedules
 from rental_platform.jobs import GRAIN_JOBS
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.resources.lake import LocalLake
+from rental_platform.resources.limits import CheckLimitsResource
 from rental_platform.resources.mysql import SourceDatabase
 from rental_platform.resources.spark import LocalSparkRunner
 from rental_platform.resources.warehouse import warehouse_for
@@ -30,11 +32,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_presentation_assets(partitions),
         ],
         jobs=[job.definition() for job in GRAIN_JOBS],
+        schedules=build_schedules(settings.lookback_days, settings.partitions_start),
+        sensors=[KPI_SENSOR],
         resources={
             "source": SourceDatabase(url=mysql_url),
             "lake": LocalLake(root=settings.lake_root),
             "warehouse": warehouse_for(settings.warehouse),
             "spark": LocalSparkRunner(),
+            "limits": CheckLimitsResource(
+                max_quarantine_share=settings.max_quarantine_share,
+                freshness_hours=settings.freshness_hours,
+            ),
         },
         # One process per run, so its steps share one SparkSession (and one JVM start).
         executor=dg.in_process_executor,

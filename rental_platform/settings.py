@@ -88,6 +88,9 @@ class Settings:
     lake_root: str
     warehouse: WarehouseTarget
     partitions_start: date
+    lookback_days: int = 3
+    max_quarantine_share: float = 0.05
+    freshness_hours: float = 48.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +105,15 @@ class Settings:
             partitions_start=parse_date(
                 "RENTAL_PARTITIONS_START",
                 env.get("RENTAL_PARTITIONS_START", DEFAULT_PARTITIONS_START),
+            ),
+            lookback_days=int(
+                parse_number("RENTAL_LOOKBACK_DAYS", env.get("RENTAL_LOOKBACK_DAYS", "3"), 0, 366)
+            ),
+            max_quarantine_share=parse_number(
+                "RENTAL_MAX_QUARANTINE_SHARE", env.get("RENTAL_MAX_QUARANTINE_SHARE", "0.05"), 0, 1
+            ),
+            freshness_hours=parse_number(
+                "RENTAL_FRESHNESS_HOURS", env.get("RENTAL_FRESHNESS_HOURS", "48"), 1, 24 * 366
             ),
         )
 
@@ -218,3 +230,15 @@ def parse_date(name: str, value: str) -> date:
         return date.fromisoformat(value.strip())
     except ValueError as error:
         raise SettingsError(f"{name}: expected a date YYYY-MM-DD, got {value!r}") from error
+
+
+def parse_number(name: str, value: str, low: float, high: float) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError as error:
+        raise SettingsError(f"{name}: expected a number, got {value!r}") from error
+    if not low <= number <= high:
+        raise SettingsError(f"{name}: must be between {low:g} and {high:g}, got {number:g}")
+    if name == "RENTAL_LOOKBACK_DAYS" and not number.is_integer():
+        raise SettingsError(f"{name}: must be a whole number of days, got {number:g}")
+    return number

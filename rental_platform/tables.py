@@ -36,6 +36,8 @@ class Column:
     type: str
     description: str
     length: int | None = None
+    # A Spark SQL predicate every non-null value must satisfy (the value-range check).
+    valid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,22 @@ class Table:
         raise KeyError(f"{self.id} has no column {name!r}")
 
 
-def _c(name: str, type_: str, description: str, length: int | None = None) -> Column:
-    return Column(name, type_, description, length)
+def _c(
+    name: str, type_: str, description: str, length: int | None = None, valid: str | None = None
+) -> Column:
+    return Column(name, type_, description, length, valid)
+
+
+def _rate(name: str, description: str) -> Column:
+    return _c(name, "double", description, valid=f"{name} BETWEEN 0 AND 1")
+
+
+def _rank(description: str) -> Column:
+    return _c("rank", "bigint", description, valid="rank >= 1")
+
+
+def _count(name: str, description: str) -> Column:
+    return _c(name, "bigint", description, valid=f"{name} >= 0")
 
 
 EXTRACTED_AT = _c(
@@ -93,7 +109,7 @@ APARTMENT_COLUMNS = (
     _c("id", "bigint", "Listing id."),
     _c("title", "string", "Listing title.", 255),
     _c("source", "string", "Where the listing came from.", 100),
-    _c("price", "decimal(10,2)", "Asking price of the listing, in `currency`."),
+    _c("price", "decimal(10,2)", "Asking price of the listing, in `currency`.", valid="price > 0"),
     _c("currency", "string", "ISO 4217 code of the price.", 10),
     _c("listing_created_on", "timestamp", "When the listing was created (UTC)."),
     _c("is_active", "boolean", "Whether the listing is active."),
@@ -132,7 +148,12 @@ BOOKING_COLUMNS = (
     _c("booking_date", "timestamp", "When the booking was made (UTC)."),
     _c("checkin_date", "date", "First night of the stay."),
     _c("checkout_date", "date", "Day of departure (exclusive)."),
-    _c("total_price", "decimal(10,2)", "Total price of the stay, in `currency`."),
+    _c(
+        "total_price",
+        "decimal(10,2)",
+        "Total price of the stay, in `currency`.",
+        valid="total_price >= 0",
+    ),
     _c("currency", "string", "ISO 4217 code of the price.", 10),
     _c("booking_status", "string", "'confirmed', 'cancelled' or 'pending'.", 50),
 )
@@ -187,7 +208,7 @@ CURATED_BOOKINGS = Table(
     "extracted version of each booking_id.",
     (
         *BOOKING_COLUMNS,
-        _c("nights", "int", "Nights of the stay: checkout - checkin."),
+        _c("nights", "int", "Nights of the stay: checkout - checkin.", valid="nights > 0"),
         EXTRACTED_AT,
     ),
     Grain.DAILY,
@@ -240,8 +261,8 @@ AVG_LISTING_PRICE = _weekly(
     "Mean asking price of active listings by week of creation and currency.",
     ("currency",),
     CURRENCY,
-    _c("avg_price", "decimal(12,2)", "Mean price, rounded to cents."),
-    _c("listing_count", "bigint", "Active listings created in the week."),
+    _c("avg_price", "decimal(12,2)", "Mean price, rounded to cents.", valid="avg_price > 0"),
+    _count("listing_count", "Active listings created in the week."),
 )
 POPULAR_LOCATIONS = _weekly(
     "popular_locations",
@@ -249,8 +270,8 @@ POPULAR_LOCATIONS = _weekly(
     ("state", "cityname"),
     STATE,
     CITYNAME,
-    _c("booking_count", "bigint", "Confirmed bookings of listings in the city."),
-    _c("rank", "bigint", "RANK() by booking_count, descending, within the week."),
+    _count("booking_count", "Confirmed bookings of listings in the city."),
+    _rank("RANK() by booking_count, descending, within the week."),
 )
 TOP_LISTINGS = _weekly(
     "top_listings",
@@ -261,44 +282,53 @@ TOP_LISTINGS = _weekly(
     _c("title", "string", "Listing title.", 255),
     STATE,
     CITYNAME,
-    _c("revenue", "decimal(12,2)", "Sum of total_price of the week's confirmed bookings."),
-    _c("booking_count", "bigint", "Confirmed bookings of the listing in the week."),
-    _c("rank", "bigint", "RANK() by revenue, descending, within (week, currency)."),
+    _c(
+        "revenue",
+        "decimal(12,2)",
+        "Sum of total_price of the week's confirmed bookings.",
+        valid="revenue >= 0",
+    ),
+    _count("booking_count", "Confirmed bookings of the listing in the week."),
+    _rank("RANK() by revenue, descending, within (week, currency)."),
 )
 BOOKINGS_PER_USER = _weekly(
     "bookings_per_user",
     "Confirmed bookings per customer and week.",
     ("user_id",),
     _c("user_id", "bigint", "Customer."),
-    _c("booking_count", "bigint", "The customer's confirmed bookings of the week."),
+    _c("booking_count", "bigint", "The customer's confirmed bookings.", valid="booking_count >= 1"),
 )
 AVG_BOOKING_DURATION = _weekly(
     "avg_booking_duration",
     "Length of stay of the week's confirmed bookings.",
     (),
-    _c("avg_nights", "double", "Mean nights."),
-    _c("median_nights", "bigint", "Median nights (the lower middle value for an even count)."),
-    _c("booking_count", "bigint", "Confirmed bookings of the week."),
+    _c("avg_nights", "double", "Mean nights.", valid="avg_nights > 0"),
+    _c(
+        "median_nights",
+        "bigint",
+        "Median nights (the lower middle value for an even count).",
+        valid="median_nights > 0",
+    ),
+    _count("booking_count", "Confirmed bookings of the week."),
 )
 REPEAT_CUSTOMER_RATE = _weekly(
     "repeat_customer_rate",
     "Share of customers with two or more confirmed bookings in the 30 days ending on the "
     "week's Sunday.",
     (),
-    _c("customers", "bigint", "Distinct users with at least one confirmed booking."),
-    _c("repeat_customers", "bigint", "Users with at least two confirmed bookings."),
-    _c("repeat_rate", "double", "repeat_customers / customers (null when no customers)."),
+    _count("customers", "Distinct users with at least one confirmed booking."),
+    _count("repeat_customers", "Users with at least two confirmed bookings."),
+    _rate("repeat_rate", "repeat_customers / customers (null when no customers)."),
 )
 ENGAGEMENT_FUNNEL = _weekly(
     "engagement_funnel",
     "Page views of the week and how many turned into bookings.",
     (),
-    _c("views", "bigint", "Curated page views."),
-    _c("unique_viewers", "bigint", "Distinct viewers."),
-    _c("wishlist_rate", "double", "Wishlisted views / views."),
-    _c(
+    _count("views", "Curated page views."),
+    _count("unique_viewers", "Distinct viewers."),
+    _rate("wishlist_rate", "Wishlisted views / views."),
+    _rate(
         "view_to_booking_rate",
-        "double",
         "Share of viewed (user, listing) pairs booked (confirmed) by that user the same week.",
     ),
 )
@@ -308,13 +338,9 @@ OCCUPANCY_RATE = Table(
     "Booked share of the nights active listings could be booked, per month.",
     (
         MONTH_START,
-        _c(
-            "available_nights",
-            "bigint",
-            "Nights of the month since each active listing's creation.",
-        ),
-        _c("booked_nights", "bigint", "Distinct (listing, night) pairs under a confirmed booking."),
-        _c("occupancy_rate", "double", "booked / available (null when available is 0)."),
+        _count("available_nights", "Nights of the month since each active listing's creation."),
+        _count("booked_nights", "Distinct (listing, night) pairs under a confirmed booking."),
+        _rate("occupancy_rate", "booked / available (null when available is 0)."),
     ),
     Grain.MONTHLY,
     "month_start",

@@ -1,27 +1,13 @@
-"""Which asset checks each table carries. The checks are computed in the Spark steps
-(`rental_platform/spark/quality.py`); this module declares them and turns their results
-into Dagster's."""
+"""The asset checks each table carries, as Dagster sees them. Which checks a table has, and
+how they are computed, is decided in `rental_platform/spark/quality.py` (the Spark steps
+compute them); this module declares them and turns their results into Dagster's."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from rental_platform.spark.quality import CheckResult
-from rental_platform.tables import Layer, Table
-
-CHECKS_BY_LAYER: dict[Layer, dict[str, str]] = {
-    Layer.RAW: {
-        "row_count_matches_source": "The lake holds as many rows as the source for the window.",
-    },
-    Layer.CURATED: {
-        "rows_accounted_for": "raw = curated + quarantined + collapsed duplicates; "
-        "reports quarantined rows by reason.",
-        "primary_key_unique": "The key columns are unique and never null.",
-    },
-    Layer.PRESENTATION: {
-        "primary_key_unique": "The key columns are unique and never null.",
-    },
-}
+from rental_platform.spark.quality import CheckResult, checks_for
+from rental_platform.tables import TABLES, Table
 
 
 def asset_key(table: Table) -> dg.AssetKey:
@@ -29,20 +15,26 @@ def asset_key(table: Table) -> dg.AssetKey:
 
 
 def check_specs(tables: tuple[Table, ...]) -> list[dg.AssetCheckSpec]:
-    """Blocking specs: a failing check stops the downstream assets of the run."""
+    """A failing blocking check stops the downstream assets of the run; the others warn."""
     return [
-        dg.AssetCheckSpec(name, asset=asset_key(table), description=description, blocking=True)
+        dg.AssetCheckSpec(
+            spec.name, asset=asset_key(table), description=spec.description, blocking=spec.blocking
+        )
         for table in tables
-        for name, description in CHECKS_BY_LAYER.get(table.layer, {}).items()
+        for spec in checks_for(table)
     ]
 
 
-def to_check_result(result: CheckResult, key: dg.AssetKey) -> dg.AssetCheckResult:
+def is_blocking(result: CheckResult) -> bool:
+    return next(s.blocking for s in checks_for(TABLES[result.table]) if s.name == result.name)
+
+
+def to_check_result(result: CheckResult) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=key,
+        asset_key=asset_key(TABLES[result.table]),
         check_name=result.name,
         passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.ERROR if is_blocking(result) else dg.AssetCheckSeverity.WARN,
         description=result.description,
         metadata=result.metadata,
     )

@@ -12,12 +12,26 @@ from datetime import date
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from rental_platform.assets.checks import asset_key, check_specs, to_check_result
+from rental_platform.assets.checks import asset_key, check_specs, is_blocking, to_check_result
+from rental_platform.resources.spark import SparkRunner
 from rental_platform.spark import layout
 from rental_platform.spark.steps import StepReport, StepRequest
-from rental_platform.tables import TABLES, Layer, Table
+from rental_platform.tables import Layer, Table
 
 OWNERS = ["team:data-platform"]
+MAX_RETRIES = 3
+RETRY_BASE_SECONDS = 10
+# Error texts of failures that a later try can get past.
+TRANSIENT_ERRORS = (
+    "Communications link failure",
+    "Could not connect",
+    "Connection refused",
+    "Connection reset",
+    "Socket fail",
+    "ExecutorLostFailure",
+    "Executor lost",
+    "Py4JNetworkError",
+)
 WAREHOUSE_POOL = "warehouse"
 GROUPS = {
     Layer.RAW: "raw",
@@ -37,6 +51,7 @@ class LayerStep:
     description: str
     reads_source: bool = False
     publishes: bool = False
+    automation: dg.AutomationCondition | None = None
 
 
 def table_schema(table: Table) -> dg.TableSchema:
@@ -49,9 +64,10 @@ def spark_multi_asset(
     layer_step: LayerStep,
     tables: tuple[Table, ...],
     partitions_def: dg.PartitionsDefinition | None,
-    inputs: Mapping[str, tuple[Table, ...]] | None = None,
+    inputs: Mapping[str, tuple[Table | dg.AssetDep, ...]] | None = None,
 ) -> dg.AssetsDefinition:
-    """`inputs` names, per table name, the tables it is computed from (its upstream assets)."""
+    """`inputs` names, per table name, the tables it is computed from (its upstream assets),
+    as an `AssetDep` where it reads other partitions than its own window's."""
     specs = [
         dg.AssetSpec(
             asset_key(table),
@@ -59,12 +75,16 @@ def spark_multi_asset(
             group_name=GROUPS[table.layer],
             kinds=set(layer_step.kinds),
             owners=OWNERS,
-            deps=[asset_key(upstream) for upstream in (inputs or {}).get(table.name, ())],
+            deps=[
+                upstream if isinstance(upstream, dg.AssetDep) else asset_key(upstream)
+                for upstream in (inputs or {}).get(table.name, ())
+            ],
             metadata={"dagster/column_schema": table_schema(table), "table": table.id},
+            automation_condition=layer_step.automation,
         )
         for table in tables
     ]
-    resource_keys = {"spark", "lake"}
+    resource_keys = {"spark", "lake", "limits"}
     if layer_step.reads_source:
         resource_keys.add("source")
     if layer_step.publishes:
@@ -110,20 +130,42 @@ def _run(
         window_start=window[0] if window else None,
         window_end=window[1] if window else None,
         source=resources.source.connection() if layer_step.reads_source else None,
+        limits=resources.limits.limits(),
     )
     context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
-    report = resources.spark.run(request)
+    report = _run_with_retries(context, resources.spark, request)
 
-    failed = {check.table for check in report.checks if not check.passed}
+    # A table with a failing blocking check is not published; its result stops the run.
+    failed = {c.table for c in report.checks if not c.passed and is_blocking(c)}
     for table in selected:
         metadata = _metadata(table, report, window)
         if layer_step.publishes and window and table.id not in failed:
             metadata |= _publish(context, table, window)
         yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
     for check in report.checks:
-        key = asset_key(TABLES[check.table])
-        if dg.AssetCheckKey(key, check.name) in context.selected_asset_check_keys:
-            yield to_check_result(check, key)
+        result = to_check_result(check)
+        if dg.AssetCheckKey(result.asset_key, check.name) in context.selected_asset_check_keys:
+            yield result
+
+
+def _run_with_retries(
+    context: AssetExecutionContext, runner: SparkRunner, request: StepRequest
+) -> StepReport:
+    """Run the step; a transient failure (the source connection dropped, a Spark executor
+    lost) is retried with exponential backoff, and the error of the last try fails the run."""
+    try:
+        return runner.run(request)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        wait = RETRY_BASE_SECONDS * 2**context.retry_number
+        context.log.warning(f"Transient failure, retrying in {wait} s: {error}")
+        raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from error
+
+
+def is_transient(error: BaseException) -> bool:
+    text = str(error)
+    return any(marker in text for marker in TRANSIENT_ERRORS)
 
 
 def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None) -> dict:
@@ -134,6 +176,8 @@ def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None
         "spark_step_seconds": report.duration_seconds,
         **table_report.metadata,
     }
+    if "preview" in metadata:
+        metadata["preview"] = dg.MetadataValue.md(metadata["preview"])
     if window:
         metadata["window_start"] = window[0].isoformat()
         metadata["window_end"] = window[1].isoformat()

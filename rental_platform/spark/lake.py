@@ -84,6 +84,11 @@ class Lake:
             return self.spark.createDataFrame([], schema)
         return conform(self.spark.read.schema(schema).parquet(*with_files), table)
 
+    def stored_schema(self, paths: list[str]) -> T.StructType | None:
+        """The schema the Parquet files under `paths` were written with (None: no files)."""
+        with_files = [path for path in paths if self._has_parquet(path)]
+        return self.spark.read.parquet(*with_files).schema if with_files else None
+
     def _has_parquet(self, path: str) -> bool:
         hadoop_path = self._Path(path)
         if not self._fs.exists(hadoop_path):

@@ -7,15 +7,73 @@ personal data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from rental_platform.tables import REJECT_REASON, Table
+from rental_platform import tables
+from rental_platform.tables import REJECT_REASON, Grain, Layer, Table
 
 EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class CheckLimits:
+    """Thresholds the checks compare with (RENTAL_MAX_QUARANTINE_SHARE, RENTAL_FRESHNESS_HOURS)."""
+
+    max_quarantine_share: float = 0.05
+    freshness_hours: float = 48.0
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    description: str
+    # A failing blocking check stops the run's downstream assets; the others warn.
+    blocking: bool = True
+
+
+SCHEMA = CheckSpec("schema_matches_catalogue", "The stored columns and types are the catalogue's.")
+ROW_COUNT = CheckSpec(
+    "row_count_matches_source", "The lake holds as many rows as the source, day by day."
+)
+FRESHNESS = CheckSpec(
+    "freshness",
+    "The newest daily partition is no older than RENTAL_FRESHNESS_HOURS.",
+    blocking=False,
+)
+ACCOUNTED = CheckSpec("rows_accounted_for", "raw = curated + quarantined + collapsed duplicates.")
+QUARANTINE_SHARE = CheckSpec(
+    "quarantine_share_within_limit",
+    "Quarantined rows are at most RENTAL_MAX_QUARANTINE_SHARE of the raw rows; counts by reason.",
+)
+PRIMARY_KEY = CheckSpec("primary_key_unique", "The key columns are unique and never null.")
+LISTINGS_EXIST = CheckSpec("listings_exist", "Every booking's listing is a curated listing.")
+VALUES = CheckSpec("values_in_range", "Prices and nights positive, rates in [0, 1], ranks >= 1.")
+
+
+def checks_for(table: Table) -> list[CheckSpec]:
+    """The checks a table carries; the steps compute exactly these."""
+    specs: list[CheckSpec] = []
+    if table.layer is Layer.QUARANTINE:
+        return specs
+    specs.append(SCHEMA)
+    if table.layer is Layer.RAW:
+        specs.append(ROW_COUNT)
+        if table.grain is Grain.DAILY:
+            specs.append(FRESHNESS)
+        return specs
+    if table.layer is Layer.CURATED:
+        specs += [ACCOUNTED, QUARANTINE_SHARE]
+    specs.append(PRIMARY_KEY)
+    if table is tables.CURATED_BOOKINGS:
+        specs.append(LISTINGS_EXIST)
+    if any(column.valid for column in table.columns):
+        specs.append(VALUES)
+    return specs
 
 
 @dataclass(frozen=True)
@@ -53,7 +111,7 @@ def primary_key_unique(df: DataFrame, table: Table) -> CheckResult:
     )
     return CheckResult(
         table.id,
-        "primary_key_unique",
+        PRIMARY_KEY.name,
         passed,
         f"({', '.join(key)}) is unique and not null"
         if passed
@@ -74,7 +132,7 @@ def row_count_matches_source(
     total_source, total_lake = sum(source.values()), sum(lake.values())
     return CheckResult(
         table.id,
-        "row_count_matches_source",
+        ROW_COUNT.name,
         not mismatches,
         f"{total_lake} rows extracted, {total_source} in the source"
         + (f"; {len(mismatches)} periods differ" if mismatches else ""),
@@ -98,7 +156,7 @@ def rows_accounted_for(
     accounted = curated_rows + quarantined + collapsed_rows
     return CheckResult(
         curated.id,
-        "rows_accounted_for",
+        ACCOUNTED.name,
         accounted == raw_rows,
         f"raw {raw_rows} = curated {curated_rows} + quarantined {quarantined} "
         f"+ collapsed {collapsed_rows}"
@@ -122,3 +180,102 @@ def counts_by_day(df: DataFrame, column: str) -> dict[str, int]:
 
 def _label(day: date | None) -> str:
     return "undated" if day is None else day.isoformat()
+
+
+def schema_matches(table: Table, stored: T.StructType | None) -> CheckResult:
+    """The Parquet files as written hold the catalogue's columns, in order, with its types.
+    `stored` is None when the step wrote no file (an empty window): nothing to compare."""
+    want = {c.name: T._parse_datatype_string(c.type).simpleString() for c in table.columns}
+    have = {f.name: f.dataType.simpleString() for f in stored.fields} if stored else want
+    differences = [
+        f"{name}: catalogue {kind}, stored {have.get(name, 'absent')}"
+        for name, kind in want.items()
+        if have.get(name) != kind
+    ] + [f"{name}: not in the catalogue" for name in have if name not in want]
+    if not differences and list(have) != list(want):
+        differences.append("columns stored in another order")
+    return CheckResult(
+        table.id,
+        SCHEMA.name,
+        not differences,
+        "columns and types as in the catalogue"
+        if not differences
+        else f"{len(differences)} differences from the catalogue",
+        {"differences": differences[:EXAMPLES]},
+    )
+
+
+def quarantine_share(curated: Table, accounting: CheckResult, limit: float) -> CheckResult:
+    """The share of raw rows rejected stays under the limit: a jump means a broken source."""
+    raw = accounting.metadata["raw_rows"]
+    quarantined = accounting.metadata["quarantined_rows"]
+    share = quarantined / raw if raw else 0.0
+    return CheckResult(
+        curated.id,
+        QUARANTINE_SHARE.name,
+        share <= limit,
+        f"{quarantined} of {raw} rows quarantined ({share:.2%}, limit {limit:.2%})",
+        {
+            "quarantine_share": round(share, 6),
+            "limit": limit,
+            "quarantined_rows": quarantined,
+            "quarantined_by_reason": accounting.metadata["quarantined_by_reason"],
+        },
+    )
+
+
+def listings_exist(bookings: DataFrame, listing_ids: DataFrame) -> CheckResult:
+    """Every curated booking points at a curated listing (the listings may have been
+    re-curated since the bookings were)."""
+    orphans = bookings.join(
+        F.broadcast(listing_ids.select(F.col("id").alias("apartment_id")).distinct()),
+        "apartment_id",
+        "left_anti",
+    )
+    count = orphans.count()
+    examples = [
+        str(r["booking_id"]) for r in orphans.select("booking_id").limit(EXAMPLES).collect()
+    ]
+    return CheckResult(
+        tables.CURATED_BOOKINGS.id,
+        LISTINGS_EXIST.name,
+        count == 0,
+        "every booking's listing exists" if count == 0 else f"{count} bookings of unknown listings",
+        {"orphan_bookings": count, "example_booking_ids": examples if count else []},
+    )
+
+
+def values_in_range(df: DataFrame, table: Table) -> CheckResult:
+    """Each column's `valid` predicate holds for every non-null value (one pass)."""
+    rules = {c.name: c.valid for c in table.columns if c.valid}
+    counts = df.agg(
+        *[
+            F.sum(F.when(F.col(name).isNotNull() & ~F.expr(rule), 1).otherwise(0)).alias(name)
+            for name, rule in rules.items()
+        ]
+    ).collect()[0]
+    violations = {name: counts[name] or 0 for name in rules if counts[name]}
+    return CheckResult(
+        table.id,
+        VALUES.name,
+        not violations,
+        "all values in range"
+        if not violations
+        else "; ".join(f"{n} rows break {rules[name]}" for name, n in violations.items()),
+        {"rules": rules, "violations": violations},
+    )
+
+
+def freshness(table: Table, newest: date | None, now: datetime, hours: float) -> CheckResult:
+    """The newest day partition ends no more than `hours` before now."""
+    if newest is None:
+        return CheckResult(table.id, FRESHNESS.name, False, "no partition yet", {})
+    age = now - datetime.combine(newest + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    age_hours = round(age.total_seconds() / 3600, 1)
+    return CheckResult(
+        table.id,
+        FRESHNESS.name,
+        age_hours <= hours,
+        f"newest partition {newest.isoformat()} ended {age_hours} h ago (limit {hours} h)",
+        {"newest_partition": newest.isoformat(), "age_hours": age_hours, "limit_hours": hours},
+    )

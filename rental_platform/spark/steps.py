@@ -19,7 +19,7 @@ from rental_platform import tables
 from rental_platform.spark import curate, kpis, layout, quality
 from rental_platform.spark.extract import SourceConnection, SourceReader
 from rental_platform.spark.lake import Lake
-from rental_platform.spark.quality import CheckResult
+from rental_platform.spark.quality import CheckLimits, CheckResult
 from rental_platform.tables import Grain, Table
 
 
@@ -32,6 +32,7 @@ class StepRequest:
     window_start: date | None = None
     window_end: date | None = None
     source: SourceConnection | None = None
+    limits: CheckLimits = field(default_factory=CheckLimits)
 
 
 @dataclass
@@ -71,6 +72,17 @@ class _Step:
     def record(self, table: Table, rows: int, **metadata: Any) -> None:
         self.report.tables[table.id] = TableReport(table.id, rows, metadata)
 
+    def check(self, result: CheckResult) -> None:
+        self.report.checks.append(result)
+
+    def check_schema(self, table: Table, *paths: str) -> None:
+        """Compare what the step wrote for `table` (under `paths`) with the catalogue."""
+        if self.selected(table):
+            self.check(quality.schema_matches(table, self.lake.stored_schema(list(paths))))
+
+    def period_paths(self, table: Table, periods: list[date]) -> list[str]:
+        return [layout.period_path(self.request.lake_root, table, period) for period in periods]
+
     def land_periods(self, table: Table, df: DataFrame, periods: list[date]) -> DataFrame:
         """Write `df` if the table was asked for, and return what the lake now holds."""
         if not self.selected(table):
@@ -109,7 +121,8 @@ def extract_snapshot(step: _Step) -> None:
             continue
         landed = step.land_snapshot(table, reader.snapshot(table)).count()
         step.record(table, landed)
-        step.report.checks.append(
+        step.check_schema(table, layout.table_path(step.request.lake_root, table))
+        step.check(
             quality.row_count_matches_source(
                 table, {"all": reader.count_snapshot(table)}, {"all": landed}
             )
@@ -137,9 +150,7 @@ def extract_daily(step: _Step) -> None:
             partitions=len(days),
             undated_rows=lake_counts["undated"],
         )
-        step.report.checks.append(
-            quality.row_count_matches_source(table, source_counts, lake_counts)
-        )
+        step.check(quality.row_count_matches_source(table, source_counts, lake_counts))
 
 
 # --- curated -----------------------------------------------------------------------------------
@@ -159,8 +170,13 @@ def _account(
     accounting = quality.rows_accounted_for(
         curated_table, raw_rows, curated_rows, quarantine_df, collapsed_rows
     )
-    step.report.checks.append(accounting)
-    step.report.checks.append(quality.primary_key_unique(curated_df, curated_table))
+    step.check(accounting)
+    step.check(
+        quality.quarantine_share(
+            curated_table, accounting, step.request.limits.max_quarantine_share
+        )
+    )
+    _check_rows(step, curated_table, curated_df)
     if step.selected(curated_table):
         step.record(curated_table, curated_rows, collapsed_rows=collapsed_rows)
     if step.selected(quarantine_table):
@@ -171,10 +187,20 @@ def _account(
         )
 
 
+def _check_rows(step: _Step, table: Table, landed: DataFrame) -> None:
+    """The row-level checks of a curated or presentation table: keys and value ranges."""
+    step.check(quality.primary_key_unique(landed, table))
+    if quality.VALUES in quality.checks_for(table):
+        step.check(quality.values_in_range(landed, table))
+
+
 def curate_listings(step: _Step) -> None:
     raw = step.lake.read_snapshot(tables.RAW_APARTMENTS)
     result = curate.curate_listings(raw, step.lake.read_snapshot(tables.RAW_APARTMENT_ATTRIBUTES))
     curated_df = step.land_snapshot(tables.CURATED_LISTINGS, result.curated)
+    step.check_schema(
+        tables.CURATED_LISTINGS, layout.table_path(step.request.lake_root, tables.CURATED_LISTINGS)
+    )
     quarantine_df = step.land_snapshot(tables.QUARANTINE_LISTINGS, result.quarantine)
     _account(
         step,
@@ -214,6 +240,9 @@ def curate_daily(step: _Step) -> None:
         )
         dated, undated = rules(raw), rules(raw_undated)
         curated_df = step.land_periods(curated_table, dated.curated, days)
+        step.check_schema(curated_table, *step.period_paths(curated_table, days))
+        if curated_table is tables.CURATED_BOOKINGS:
+            step.check(quality.listings_exist(curated_df, listing_ids))
         # Undated rows always break a rule (their date is null): they land in quarantine only.
         quarantine_df = step.land_periods(quarantine_table, dated.quarantine, days).unionByName(
             step.land_undated(quarantine_table, undated.quarantine)
@@ -239,8 +268,22 @@ def _publishable(step: _Step, grain: Grain, builders: dict[Table, Callable[[], D
         if not step.selected(table):
             continue
         landed = step.land_periods(table, build(), starts)
-        step.record(table, landed.count(), periods=len(starts))
-        step.report.checks.append(quality.primary_key_unique(landed, table))
+        step.record(
+            table, landed.count(), periods=len(starts), preview=markdown_preview(landed, table)
+        )
+        step.check_schema(table, *step.period_paths(table, starts))
+        _check_rows(step, table, landed)
+
+
+def markdown_preview(df: DataFrame, table: Table, rows: int = 10) -> str:
+    """The first rows of a KPI window, by key, as a Markdown table for the UI."""
+    head = df.orderBy(*table.key).limit(rows).collect()
+    lines = [
+        "| " + " | ".join(table.column_names) + " |",
+        "|" + "---|" * len(table.column_names),
+        *("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in head),
+    ]
+    return "\n".join(lines)
 
 
 def kpis_weekly(step: _Step) -> None:

@@ -1,0 +1,17 @@
+"""The thresholds the data-quality checks compare with, visible in the UI's resource config."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from rental_platform.spark.quality import CheckLimits
+
+
+class CheckLimitsResource(dg.ConfigurableResource):
+    """RENTAL_MAX_QUARANTINE_SHARE and RENTAL_FRESHNESS_HOURS."""
+
+    max_quarantine_share: float = 0.05
+    freshness_hours: float = 48.0
+
+    def limits(self) -> CheckLimits:
+        return CheckLimits(self.max_quarantine_share, self.freshness_hours)
