@@ -1,0 +1,299 @@
+"""SQL that generates the large tables (bookings, views) inside MariaDB.
+
+MariaDB-only: rows come from the SEQUENCE engine (`seq_1_to_N`), which MySQL does not have.
+Generating server-side with one `INSERT ... SELECT` per table avoids shipping millions of rows
+over the wire and loads 1M bookings + 5M views in well under a minute on two cores.
+
+Randomness is a pure function of (seed, salt, row number): CRC32 of a string, then a
+multiplicative mix (CRC32 alone is affine over GF(2), so different salts would give correlated
+draws). Only integer arithmetic and IEEE doubles are involved, so the same seed gives the same
+rows. Dirt is placed by a permutation of the row numbers rather than by chance, so every kind of
+dirt occurs an exact number of times (at least once) at any scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rental_platform.seed.generate import LISTING_ID_BASE
+from rental_platform.seed.scales import SeedScale
+
+LISTING_PICK = "tmp_seed_listing_pick"
+HOUR_PICK = "tmp_seed_hour_pick"
+
+# Share of rows per kind of dirt (or noise). Each kind hits at least one row.
+BOOKING_DIRT = (
+    ("user_null", 0.005),
+    ("apartment_null", 0.005),
+    ("booking_date_null", 0.003),
+    ("checkin_null", 0.003),
+    ("checkout_null", 0.003),
+    ("dates_reversed", 0.005),  # checkout <= checkin
+    ("total_null", 0.003),
+    ("total_negative", 0.003),
+    ("status_invalid", 0.004),  # 'refunded', 'expired', NULL, ''
+    ("status_noise", 0.015),  # valid after lower/trim
+    ("currency_noise", 0.010),  # casing/whitespace noise, a few empty
+    ("orphan", 0.010),  # apartment id not in apartments
+    ("end_of_day", 0.002),  # booked at 23:59:59
+)
+VIEW_DIRT = (
+    ("user_null", 0.005),
+    ("apartment_null", 0.005),
+    ("viewed_at_null", 0.003),
+    ("orphan", 0.010),
+    ("duplicate", 0.015),  # exact copy of the previous row
+)
+# Share of views that precede a booking ("funnel" views: same user and listing), roughly.
+FUNNEL_SHARE = 0.4
+# Repeat customers: this share of bookings/views come from this small share of users.
+FREQUENT_ACTIVITY, FREQUENT_USERS = 0.35, 0.03
+
+
+def _coprime_near(n: int, fraction: float) -> int:
+    """An integer coprime with n near n * fraction (a multiplier that permutes 0..n-1)."""
+    candidate = max(1, int(n * fraction))
+    while math.gcd(candidate, n) != 1:
+        candidate += 1
+    return candidate
+
+
+@dataclass(frozen=True)
+class _Random:
+    """Deterministic pseudo-random SQL expressions of (seed, salt, row-number expression)."""
+
+    seed: int
+
+    def u(self, salt: str, key: str) -> str:
+        """A DOUBLE uniform in [0, 1)."""
+        return (
+            f"(((CRC32(CONCAT_WS(':',{self.seed},'{salt}',{key})) * 2654435761) & 4294967295)"
+            " * 2.3283064365386963e-10)"
+        )
+
+    def below(self, salt: str, key: str, n: int) -> str:
+        """An integer uniform in [0, n), in integer arithmetic: a BIGINT (not a DOUBLE) is
+        several times cheaper to feed to CONCAT_WS and to join on."""
+        if not 0 < n < 2**32:
+            raise ValueError(f"n out of range: {n}")
+        return (
+            f"((((CRC32(CONCAT_WS(':',{self.seed},'{salt}',{key})) * 2654435761) & 4294967295)"
+            f" * {n}) >> 32)"
+        )
+
+
+class _Dirt:
+    """Exact, disjoint ranges of a row-number permutation, one per kind of dirt."""
+
+    def __init__(self, rows: int, kinds: tuple[tuple[str, float], ...], seed: int, salt: int):
+        self.rows = rows
+        # pos(n) = (n * mult + offset) mod rows is a bijection of 1..rows onto 0..rows-1; with
+        # mult near rows/2, consecutive rows never share a (small) range.
+        self.mult = _coprime_near(rows, 0.382 + (seed % 97) / 1000.0)
+        self.offset = (seed * 7_919 + salt * 104_729) % rows
+        self.ranges: dict[str, tuple[int, int]] = {}
+        first = 0
+        for kind, rate in kinds:
+            count = max(1, round(rate * rows))
+            self.ranges[kind] = (first, first + count - 1)
+            first += count
+        if first > rows // 4:
+            raise ValueError(f"too few rows ({rows}) for the planned dirt")
+
+    def pos(self, key: str) -> str:
+        return f"(({key}) * {self.mult} + {self.offset}) % {self.rows}"
+
+    def is_(self, kind: str, key: str) -> str:
+        lo, hi = self.ranges[kind]
+        return f"({self.pos(key)} BETWEEN {lo} AND {hi})"
+
+    def counts(self) -> dict[str, int]:
+        return {kind: hi - lo + 1 for kind, (lo, hi) in self.ranges.items()}
+
+
+def _user(r: _Random, scale: SeedScale, prefix: str, key: str) -> str:
+    """A user id, skewed to repeat customers; ids are scrambled so they are not the low ones."""
+    frequent = max(1, int(scale.users * FREQUENT_USERS))
+    mult = _coprime_near(scale.users, 0.6180339887)
+    index = (
+        f"IF({r.u(prefix + 'f', key)} < {FREQUENT_ACTIVITY}, "
+        f"{r.below(prefix + 'u', key, frequent)}, {r.below(prefix + 'u', key, scale.users)})"
+    )
+    return f"((({index}) * {mult}) % {scale.users} + 1)"
+
+
+def _orphan_id(r: _Random, scale: SeedScale, salt: str, key: str) -> str:
+    return f"({LISTING_ID_BASE + scale.listings + 1} + {r.below(salt, key, 1000)})"
+
+
+def _booked(r: _Random, d: _Dirt, key: str) -> str:
+    """booking_date of booking `key`, before dirt; needs the hour pick joined as `hp`."""
+    booked = f"(hp.hour_start + INTERVAL {r.below('bs', key, 3600)} SECOND)"
+    eod = "TIMESTAMP(DATE(hp.hour_start), '23:59:59')"
+    return f"IF({d.is_('end_of_day', key)}, {eod}, {booked})"
+
+
+def _booked_apartment(r: _Random, d: _Dirt, scale: SeedScale, key: str) -> str:
+    """apartment_id of booking `key`, before dirt; needs the listing pick joined as `lp`."""
+    return f"IF({d.is_('orphan', key)}, {_orphan_id(r, scale, 'bo', key)}, lp.apartment_id)"
+
+
+def booking_dirt(scale: SeedScale, seed: int) -> _Dirt:
+    return _Dirt(scale.bookings, BOOKING_DIRT, seed, salt=1)
+
+
+def bookings_sql(scale: SeedScale, seed: int, listing_slots: int, hour_slots: int) -> str:
+    """INSERT ... SELECT for all bookings; needs the two pick tables (see `load.py`)."""
+    r = _Random(seed)
+    d = booking_dirt(scale, seed)
+    n = "s.seq"
+    lead = f"FLOOR(61 * POW({r.u('bl', n)}, 2))"  # 0..60 days, mostly short
+    nights = f"IF({r.u('bw', n)} < 0.08, 7, 1 + FLOOR(14 * POW({r.u('bn', n)}, 2)))"  # 1..14
+    checkin = f"(DATE(hp.hour_start) + INTERVAL {lead} DAY)"
+    checkout = (
+        f"IF({d.is_('dates_reversed', n)}, {checkin} - INTERVAL {r.below('br', n, 3)} DAY, "
+        f"{checkin} + INTERVAL {nights} DAY)"
+    )
+    total = f"ROUND(lp.nightly * {nights} * (0.95 + 0.1 * {r.u('bp', n)}), 2)"
+    total = f"IF({d.is_('total_negative', n)}, -{total}, {total})"
+    status_u = r.u("bx", n)
+    status = (
+        f"CASE WHEN {status_u} < 0.82 THEN 'confirmed' "
+        f"WHEN {status_u} < 0.94 THEN 'cancelled' ELSE 'pending' END"
+    )
+    noisy_status = (
+        f"ELT(1 + {r.below('bz', n, 6)}, 'Confirmed ', ' CANCELLED', 'Pending', 'CONFIRMED', "
+        "' confirmed ', 'Cancelled')"
+    )
+    bad_status = f"ELT(1 + {r.below('bz', n, 4)}, 'refunded', 'expired', NULL, '')"
+    status = (
+        f"IF({d.is_('status_invalid', n)}, {bad_status}, "
+        f"IF({d.is_('status_noise', n)}, {noisy_status}, {status}))"
+    )
+    noisy_currency = (
+        f"ELT(1 + {r.below('bc', n, 4)}, CONCAT(' ', LOWER(lp.currency)), "
+        "CONCAT(LEFT(lp.currency, 1), LOWER(SUBSTR(lp.currency, 2)), ' '), LOWER(lp.currency), '')"
+    )
+
+    def unless(kind: str, expr: str) -> str:
+        return f"IF({d.is_(kind, n)}, NULL, {expr})"
+
+    return f"""
+INSERT INTO bookings (booking_id, user_id, apartment_id, booking_date, checkin_date,
+                      checkout_date, total_price, currency, booking_status)
+SELECT
+  {n},
+  {unless("user_null", _user(r, scale, "b", n))},
+  {unless("apartment_null", _booked_apartment(r, d, scale, n))},
+  {unless("booking_date_null", _booked(r, d, n))},
+  {unless("checkin_null", checkin)},
+  {unless("checkout_null", checkout)},
+  {unless("total_null", total)},
+  IF({d.is_("currency_noise", n)}, {noisy_currency}, lp.currency),
+  {status}
+FROM seq_1_to_{scale.bookings} s
+JOIN {LISTING_PICK} lp ON lp.slot = {r.below("ba", n, listing_slots)}
+JOIN {HOUR_PICK} hp ON hp.slot = {r.below("bh", n, hour_slots)}
+"""
+
+
+def funnel_views_per_booking(scale: SeedScale) -> int:
+    """Most funnel views one booking gets (each gets 0..this many, uniformly): about
+    FUNNEL_SHARE of all views, never more than all of them."""
+    return max(0, min(3, int(2 * FUNNEL_SHARE * scale.views / scale.bookings)))
+
+
+def funnel_views_sql(scale: SeedScale, seed: int) -> str:
+    """INSERT ... SELECT of the views that precede a booking, from the loaded `bookings`.
+
+    Each clean booking (user, listing and booking_date present) gets 0..N views by the same
+    user of the same listing, up to a week before its booking_date and never before the range
+    starts. A sequential scan of bookings (no random lookups) keeps this cheap; STRAIGHT_JOIN
+    pins the plan, so the physical row order is the same on every run.
+    """
+    r = _Random(seed)
+    per_booking = funnel_views_per_booking(scale)
+    key = "b.booking_id, s.seq"
+    since_start = (
+        f"TIMESTAMPDIFF(SECOND, TIMESTAMP'{scale.start.isoformat()} 00:00:00', b.booking_date)"
+    )
+    before = f"FLOOR(POW({r.u('vd', key)}, 2) * LEAST(604800, {since_start}))"
+    cta_u = r.u("vc", key)
+    cta = (
+        f"CASE WHEN {cta_u} < 0.45 THEN 'book_now' WHEN {cta_u} < 0.75 THEN 'contact_owner' "
+        "ELSE 'none' END"
+    )
+    return f"""
+INSERT INTO user_viewing (user_id, apartment_id, viewed_at, is_wishlisted, call_to_action)
+SELECT
+  b.user_id,
+  b.apartment_id,
+  b.booking_date - INTERVAL {before} SECOND,
+  IF({r.u("vw", key)} < 0.25, 1, 0),
+  {cta}
+FROM bookings b
+STRAIGHT_JOIN seq_1_to_{max(per_booking, 1)} s
+  ON s.seq <= {_views_of("b.booking_id", r, per_booking)}
+WHERE b.user_id IS NOT NULL AND b.apartment_id IS NOT NULL AND b.booking_date IS NOT NULL
+"""
+
+
+def _views_of(booking_id: str, r: _Random, per_booking: int) -> str:
+    return r.below("vn", booking_id, per_booking + 1)
+
+
+def funnel_views_count_sql(scale: SeedScale, seed: int) -> str:
+    """SELECT of how many rows `funnel_views_sql` will insert, without the bookings table.
+
+    Lets the browsing views (which fill up to scale.views) load while bookings load.
+    Mirrors the funnel's WHERE: booking fields are NULL exactly where booking dirt says so.
+    """
+    d = booking_dirt(scale, seed)
+    clean = " AND ".join(
+        f"NOT {d.is_(kind, 'seq')}" for kind in ("user_null", "apartment_null", "booking_date_null")
+    )
+    per_booking = funnel_views_per_booking(scale)
+    return (
+        f"SELECT COALESCE(SUM({_views_of('seq', _Random(seed), per_booking)}), 0)"
+        f" FROM seq_1_to_{scale.bookings} WHERE {clean}"
+    )
+
+
+def browse_views_sql(
+    scale: SeedScale, seed: int, rows: int, listing_slots: int, hour_slots: int
+) -> str:
+    """INSERT ... SELECT of `rows` browsing views (the rest after the funnel views).
+
+    Listing by popularity, time by weekday/season/hour, users skewed to repeat visitors.
+    Carries the views' dirt; a duplicate row is computed from the previous row number, so it
+    is an exact copy.
+    """
+    r = _Random(seed)
+    d = _Dirt(rows, VIEW_DIRT, seed, salt=2)
+    k = "s.k"
+    apartment = f"IF({d.is_('orphan', k)}, {_orphan_id(r, scale, 'vo', k)}, lp.apartment_id)"
+    viewed_at = f"(hp.hour_start + INTERVAL {r.below('vs', k, 3600)} SECOND)"
+    cta_u = r.u("vc", k)
+    cta = (
+        f"CASE WHEN {cta_u} < 0.75 THEN 'none' WHEN {cta_u} < 0.90 THEN 'contact_owner' "
+        "ELSE 'book_now' END"
+    )
+    # Kept BIGINT UNSIGNED: IF(seq = 1, 2, seq - 1) would be DECIMAL, and slow everywhere.
+    dup_of = f"seq + IF({d.is_('duplicate', 'seq')}, IF(seq = 1, 1, -1), 0)"
+
+    def unless(kind: str, expr: str) -> str:
+        return f"IF({d.is_(kind, k)}, NULL, {expr})"
+
+    return f"""
+INSERT INTO user_viewing (user_id, apartment_id, viewed_at, is_wishlisted, call_to_action)
+SELECT
+  {unless("user_null", _user(r, scale, "v", k))},
+  {unless("apartment_null", apartment)},
+  {unless("viewed_at_null", viewed_at)},
+  IF({r.u("vw", k)} < 0.06, 1, 0),
+  {cta}
+FROM (SELECT seq, {dup_of} AS k FROM seq_1_to_{rows}) s
+JOIN {LISTING_PICK} lp ON lp.slot = {r.below("va", k, listing_slots)}
+JOIN {HOUR_PICK} hp ON hp.slot = {r.below("vh", k, hour_slots)}
+"""
