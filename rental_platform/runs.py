@@ -7,6 +7,7 @@ run that fails or whose blocking checks fail.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -40,13 +41,18 @@ def partition_range(job: GrainJob, start: date, end: date) -> tuple[str, str] | 
 
 
 def materialize_range(
-    defs: dg.Definitions, instance: dg.DagsterInstance, start: date, end: date
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    start: date,
+    end: date,
+    grains: Collection[Grain] = tuple(Grain),
 ) -> list[RunOutcome]:
-    """Materialise every asset for every partition overlapping [start, end] (inclusive)."""
+    """Materialise every asset (of the given grains) for every partition overlapping
+    [start, end] (inclusive)."""
     if end < start:
         raise RangeRunError(f"--end {end} is before --start {start}")
     # Refuse a range some grain cannot cover before launching anything.
-    ranges = [(job, partition_range(job, start, end)) for job in GRAIN_JOBS]
+    ranges = [(job, partition_range(job, start, end)) for job in GRAIN_JOBS if job.grain in grains]
     for job, keys in ranges:
         _check_partitions_exist(defs, job, keys)
     outcomes = []

@@ -22,6 +22,10 @@ DEFS = build_definitions(Settings.from_env({"RENTAL_PARTITIONS_START": "2024-01-
 GRAPH = DEFS.resolve_asset_graph()
 
 
+def test_the_definitions_load_as_a_code_location_would() -> None:
+    dg.Definitions.validate_loadable(DEFS)
+
+
 def upstream_days(kpi: tables.Table, partition: str, upstream: tables.Table) -> list[str]:
     child, parent = GRAPH.get(asset_key(kpi)), GRAPH.get(asset_key(upstream))
     mapping = GRAPH.get_partition_mapping(child.key, parent.key)

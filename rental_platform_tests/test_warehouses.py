@@ -29,7 +29,7 @@ from rental_platform.resources.warehouse import (
 )
 from rental_platform.runs import materialize_range
 from rental_platform.settings import parse_warehouse_url
-from rental_platform.tables import Column, Layer
+from rental_platform.tables import Column, Grain, Layer
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import Platform
 
@@ -174,8 +174,13 @@ def test_the_worked_example_lands_identically_in_duckdb_and_postgresql(
         platform.settings, warehouse=parse_warehouse_url(postgres_url)
     )
     platform.run(date(2025, 1, 1), date(2025, 2, 28))
+    # The same lake, published again by the KPI steps, now to PostgreSQL.
     materialize_range(
-        build_definitions(on_postgres), platform.instance, date(2025, 1, 1), date(2025, 2, 28)
+        build_definitions(on_postgres),
+        platform.instance,
+        date(2025, 1, 1),
+        date(2025, 2, 28),
+        grains=(Grain.WEEKLY, Grain.MONTHLY),
     )
     duck, postgres = (
         warehouse_for(platform.settings.warehouse),

@@ -18,8 +18,10 @@ LISTINGS, BOOKINGS, VIEWS = (
     tables.CURATED_BOOKINGS,
     tables.CURATED_USER_VIEWING,
 )
-# Which upstream days a KPI partition reads. Offsets count downstream periods back.
-# A week reads its own seven days (the default mapping).
+# Which upstream days a KPI partition reads. Offsets count downstream periods back; the first
+# week or month may reach before the first day, which simply has no partitions.
+# A week or month reads its own days.
+OWN_DAYS = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
 # repeat_customer_rate: the 30 days ending on the week's Sunday start 23 days before its
 # Monday; four weeks back covers them (and five days more, which only over-marks staleness).
 REPEAT_WINDOW = dg.TimeWindowPartitionMapping(
@@ -31,36 +33,56 @@ BOOKED_AHEAD = dg.TimeWindowPartitionMapping(
     start_offset=-24, allow_nonexistent_upstream_partitions=True
 )
 
+
+def _days(table: Table, mapping: dg.TimeWindowPartitionMapping = OWN_DAYS) -> dg.AssetDep:
+    return dg.AssetDep(asset_key(table), partition_mapping=mapping)
+
+
 # The curated inputs of each KPI.
 INPUTS: dict[str, tuple[Table | dg.AssetDep, ...]] = {
     "avg_listing_price": (LISTINGS,),
-    "popular_locations": (BOOKINGS, LISTINGS),
-    "top_listings": (BOOKINGS, LISTINGS),
-    "bookings_per_user": (BOOKINGS,),
-    "avg_booking_duration": (BOOKINGS,),
-    "repeat_customer_rate": (dg.AssetDep(asset_key(BOOKINGS), partition_mapping=REPEAT_WINDOW),),
-    "engagement_funnel": (VIEWS, BOOKINGS),
-    "occupancy_rate": (
-        LISTINGS,
-        dg.AssetDep(asset_key(BOOKINGS), partition_mapping=BOOKED_AHEAD),
-    ),
+    "popular_locations": (_days(BOOKINGS), LISTINGS),
+    "top_listings": (_days(BOOKINGS), LISTINGS),
+    "bookings_per_user": (_days(BOOKINGS),),
+    "avg_booking_duration": (_days(BOOKINGS),),
+    "repeat_customer_rate": (_days(BOOKINGS, REPEAT_WINDOW),),
+    "engagement_funnel": (_days(VIEWS), _days(BOOKINGS)),
+    "occupancy_rate": (LISTINGS, _days(BOOKINGS, BOOKED_AHEAD)),
 }
+
+
+# Dagster gives a multi-asset one partition mapping per upstream asset, so the KPI whose
+# bookings window reaches back four weeks has a multi-asset of its own; it runs the same
+# Spark step as the other weekly KPIs.
+KPI_GROUPS: tuple[tuple[str, Grain, tuple[Table, ...]], ...] = (
+    (
+        "kpis_weekly",
+        Grain.WEEKLY,
+        tuple(
+            t
+            for t in tables.tables_of(Layer.PRESENTATION, Grain.WEEKLY)
+            if t is not tables.REPEAT_CUSTOMER_RATE
+        ),
+    ),
+    ("kpis_weekly_repeat_customers", Grain.WEEKLY, (tables.REPEAT_CUSTOMER_RATE,)),
+    ("kpis_monthly", Grain.MONTHLY, tables.tables_of(Layer.PRESENTATION, Grain.MONTHLY)),
+)
 
 
 def build_presentation_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition]:
     return [
         spark_multi_asset(
             LayerStep(
-                f"kpis_{grain}",
+                name,
                 f"kpis_{grain}",
                 KINDS,
-                f"The {grain} KPI tables, computed in Spark and published to the warehouse.",
+                f"{grain.capitalize()} KPI tables, computed in Spark, published to the warehouse.",
                 publishes=True,
                 automation=KPI_AUTOMATION,
             ),
-            tables.tables_of(Layer.PRESENTATION, grain),
+            kpi_tables,
             partitions.of(grain),
             INPUTS,
         )
-        for grain in (Grain.WEEKLY, Grain.MONTHLY)
+        for name, grain, kpi_tables in KPI_GROUPS
     ]

@@ -86,12 +86,12 @@ BEDROOM_WORDS = {0: "Studio", 1: "One BR", 2: "Two BR", 3: "Three BR", 4: "Four 
 
 # Dirt in listings, as a share of listings; each kind hits at least one listing at any scale.
 LISTING_DIRT = (
-    ("price_null", 0.008),
-    ("price_zero", 0.005),
-    ("price_negative", 0.003),
-    ("currency_null", 0.005),
-    ("currency_empty", 0.005),
-    ("created_null", 0.008),
+    ("price_null", 0.0040),
+    ("price_zero", 0.0025),
+    ("price_negative", 0.0015),
+    ("currency_null", 0.0025),
+    ("currency_empty", 0.0025),
+    ("created_null", 0.0040),
     ("no_attributes", 0.015),
     ("location_null", 0.010),
     # noise the curated layer must normalise, not quarantine

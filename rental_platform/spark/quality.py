@@ -233,15 +233,17 @@ def listings_exist(bookings: DataFrame, listing_ids: DataFrame) -> CheckResult:
         "left_anti",
     )
     count = orphans.count()
-    examples = [
-        str(r["booking_id"]) for r in orphans.select("booking_id").limit(EXAMPLES).collect()
-    ]
+    examples = (
+        [str(r["booking_id"]) for r in orphans.select("booking_id").limit(EXAMPLES).collect()]
+        if count
+        else []
+    )
     return CheckResult(
         tables.CURATED_BOOKINGS.id,
         LISTINGS_EXIST.name,
         count == 0,
         "every booking's listing exists" if count == 0 else f"{count} bookings of unknown listings",
-        {"orphan_bookings": count, "example_booking_ids": examples if count else []},
+        {"orphan_bookings": count, "example_booking_ids": examples},
     )
 
 
