@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import pytest
 from pyspark.sql import SparkSession
 
@@ -47,3 +49,45 @@ def test_accounting_check_catches_a_lost_row(spark: SparkSession) -> None:
     assert not lost.passed
     kept = quality.rows_accounted_for(tables.CURATED_BOOKINGS, 10, 8, quarantine, 1)
     assert kept.passed and kept.metadata["quarantined_by_reason"] == {"user_id_null": 1}
+
+
+def test_schema_check_names_the_differing_columns(spark: SparkSession) -> None:
+    table = tables.BOOKINGS_PER_USER
+    good = spark.createDataFrame([], "week_start date, user_id bigint, booking_count bigint")
+    assert quality.schema_matches(table, good.schema).passed
+    bad = spark.createDataFrame([], "week_start date, user_id string, extra int")
+    result = quality.schema_matches(table, bad.schema)
+    assert not result.passed
+    assert result.metadata["differences"] == [
+        "user_id: catalogue bigint, stored string",
+        "booking_count: catalogue bigint, stored absent",
+        "extra: not in the catalogue",
+    ]
+
+
+def test_value_ranges_come_from_the_catalogue(spark: SparkSession) -> None:
+    table = tables.OCCUPANCY_RATE
+    frame = spark.createDataFrame(
+        [("2025-01-01", 10, 4, 0.4), ("2025-02-01", 10, 12, 1.2), ("2025-03-01", 0, 0, None)],
+        "month_start string, available_nights bigint, booked_nights bigint, occupancy_rate double",
+    )
+    result = quality.values_in_range(frame, table)
+    assert not result.passed
+    assert result.metadata["violations"] == {"occupancy_rate": 1}
+    assert quality.values_in_range(frame.where("booked_nights < 12"), table).passed
+
+
+def test_freshness_warns_on_an_old_newest_partition() -> None:
+    now = datetime(2025, 3, 10, 6, tzinfo=UTC)
+    fresh = quality.freshness(tables.RAW_BOOKINGS, date(2025, 3, 9), now, 48)
+    assert fresh.passed and fresh.metadata["age_hours"] == 6.0
+    stale = quality.freshness(tables.RAW_BOOKINGS, date(2025, 3, 6), now, 48)
+    assert not stale.passed and stale.metadata["age_hours"] == 78.0
+    assert not quality.freshness(tables.RAW_BOOKINGS, None, now, 48).passed
+
+
+def test_every_declared_check_is_blocking_but_freshness() -> None:
+    declared = {spec for table in tables.ALL_TABLES for spec in quality.checks_for(table)}
+    assert {spec.name for spec in declared if not spec.blocking} == {"freshness"}
+    assert quality.checks_for(tables.QUARANTINE_BOOKINGS) == []
+    assert quality.LISTINGS_EXIST in quality.checks_for(tables.CURATED_BOOKINGS)
