@@ -1,4 +1,5 @@
-"""The local SparkSession: one per process, tuned for a small machine, with UTC everywhere."""
+"""The SparkSession: one per process, with UTC everywhere, tuned for one small machine when
+run locally. On Glue / EMR the cluster decides master, memory and jars."""
 
 from __future__ import annotations
 
@@ -10,32 +11,41 @@ from pyspark.sql import SparkSession
 MARIADB_JDBC_JAR = "/usr/share/java/mariadb-java-client.jar"
 
 # DATETIME values are UTC and must not shift: the JVM, the session and the JDBC driver all use
-# UTC. The UI and the console progress bar cost start-up time and clutter logs.
-BASE_CONF: dict[str, str] = {
+# UTC, wherever the step runs.
+PORTABLE_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
     "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+# One machine: the UI and the progress bar cost start-up time and clutter logs; shuffles are
+# sized for its cores; everything stays on loopback.
+LOCAL_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": str(max(2, 2 * (os.cpu_count() or 1))),
-    "spark.sql.adaptive.enabled": "true",
-    "spark.sql.sources.partitionOverwriteMode": "dynamic",
-    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.driver.memory": "2g",
     "spark.jars": MARIADB_JDBC_JAR,
-    # Stay on loopback: nothing here needs another interface.
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
 }
 
 
 def get_or_create_session(
-    master: str = "local[*]", extra_conf: Mapping[str, str] | None = None
+    master: str | None = "local[*]", extra_conf: Mapping[str, str] | None = None
 ) -> SparkSession:
-    """The process's SparkSession; the first call pays the JVM start, later calls reuse it."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = SparkSession.builder.master(master).appName("rental-platform")
-    for key, value in {**BASE_CONF, **(extra_conf or {})}.items():
+    """The process's SparkSession; the first call pays the JVM start, later calls reuse it.
+
+    `master=None` leaves master and resources to the cluster (a Glue or EMR job).
+    """
+    builder = SparkSession.builder.appName("rental-platform")
+    conf = dict(PORTABLE_CONF)
+    if master is not None:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = builder.master(master)
+        conf |= LOCAL_CONF
+    for key, value in {**conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,36 @@ class StepRequest:
     source: SourceConnection | None = None
     limits: CheckLimits = field(default_factory=CheckLimits)
 
+    def to_json(self) -> dict[str, Any]:
+        """The request as a remote job receives it: everything but the source password,
+        which the job reads from the environment or a secret store itself."""
+        return {
+            "step": self.step,
+            "tables": list(self.tables),
+            "lake_root": self.lake_root,
+            "window_start": self.window_start.isoformat() if self.window_start else None,
+            "window_end": self.window_end.isoformat() if self.window_end else None,
+            "source": {"jdbc_url": self.source.jdbc_url, "user": self.source.user}
+            if self.source
+            else None,
+            "limits": asdict(self.limits),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source_password: str = "") -> StepRequest:
+        source = data.get("source")
+        return cls(
+            step=data["step"],
+            tables=tuple(data["tables"]),
+            lake_root=data["lake_root"],
+            window_start=_date(data.get("window_start")),
+            window_end=_date(data.get("window_end")),
+            source=SourceConnection(source["jdbc_url"], source["user"], source_password)
+            if source
+            else None,
+            limits=CheckLimits(**data.get("limits", {})),
+        )
+
 
 @dataclass
 class TableReport:
@@ -48,6 +78,23 @@ class StepReport:
     tables: dict[str, TableReport] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
     duration_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepReport:
+        """The same report a local run returns, rebuilt from what a remote job sent back."""
+        return cls(
+            step=data["step"],
+            tables={key: TableReport(**value) for key, value in data["tables"].items()},
+            checks=[CheckResult(**check) for check in data["checks"]],
+            duration_seconds=data["duration_seconds"],
+        )
+
+
+def _date(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
 
 
 class _Step:

@@ -1,0 +1,90 @@
+"""The remote side of a Spark step: what a Glue or EMR job runs, through Dagster Pipes.
+
+It reads the `StepRequest` from the Pipes context, runs the very step function the local
+runner runs, and reports one materialisation per table (explicit asset keys), every check
+result, and the whole `StepReport` (so the Dagster side gets exactly what a local run returns).
+The source password never travels with the request: it comes from RENTAL_MYSQL_PASSWORD or
+from AWS Secrets Manager (RENTAL_MYSQL_SECRET_ARN).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+from rental_platform.spark.quality import checks_for
+from rental_platform.spark.session import get_or_create_session
+from rental_platform.spark.steps import StepReport, StepRequest, run_step
+from rental_platform.tables import TABLES
+
+REQUEST_EXTRA = "step_request"
+BLOCKING_SEVERITY, WARNING_SEVERITY = "ERROR", "WARN"
+
+
+def source_password() -> str:
+    secret_arn = os.environ.get("RENTAL_MYSQL_SECRET_ARN")
+    if not secret_arn:
+        return os.environ.get("RENTAL_MYSQL_PASSWORD", "")
+    import boto3
+
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
+    try:
+        return json.loads(secret)["password"]
+    except (ValueError, KeyError, TypeError):
+        return secret
+
+
+def asset_key(table_id: str) -> str:
+    table = TABLES[table_id]
+    return f"{table.layer}/{table.name}"
+
+
+def pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Pipes takes plain values as they are; structures and Markdown need their type named."""
+    typed: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if isinstance(value, dict | list):
+            typed[key] = {"raw_value": value, "type": "json"}
+        elif key == "preview":
+            typed[key] = {"raw_value": value, "type": "md"}
+        else:
+            typed[key] = value
+    return typed
+
+
+def report(pipes: PipesContext, step_report: StepReport, blocking: dict[str, bool]) -> None:
+    for table in step_report.tables.values():
+        pipes.report_asset_materialization(
+            asset_key=asset_key(table.table),
+            metadata=pipes_metadata({"dagster/row_count": table.row_count, **table.metadata}),
+        )
+    for check in step_report.checks:
+        pipes.report_asset_check(
+            check_name=check.name,
+            passed=check.passed,
+            asset_key=asset_key(check.table),
+            severity=BLOCKING_SEVERITY if blocking.get(check.name, True) else WARNING_SEVERITY,
+            metadata=pipes_metadata(check.metadata),
+        )
+    pipes.report_custom_message(step_report.to_json())
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        request = StepRequest.from_json(pipes.get_extra(REQUEST_EXTRA), source_password())
+        pipes.log.info(f"Spark step {request.step} for {', '.join(request.tables)}")
+        master = os.environ.get("RENTAL_SPARK_MASTER")  # set for local runs; unset on a cluster
+        step_report = run_step(get_or_create_session(master), request)
+        blocking = {
+            spec.name: spec.blocking
+            for table in request.tables
+            for spec in checks_for(TABLES[table])
+        }
+        report(pipes, step_report, blocking)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The remote side of a step, run locally by the same Pipes contract a Glue or EMR job uses:
+`spark/entrypoint.py` in a subprocess reports materialisations, checks and the StepReport."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import dagster as dg
+
+from rental_platform import tables
+from rental_platform.assets.checks import asset_key, check_specs
+from rental_platform.spark.entrypoint import REQUEST_EXTRA
+from rental_platform.spark.extract import SourceConnection
+from rental_platform.spark.steps import StepReport, StepRequest
+from rental_platform_tests import worked_example as example
+from rental_platform_tests.conftest import Platform
+
+SNAPSHOTS = (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
+
+
+def test_step_request_travels_without_the_password() -> None:
+    request = StepRequest(
+        "extract_daily",
+        ("raw.bookings",),
+        "/lake",
+        source=SourceConnection("jdbc:mysql://db:3306/rental", "reader", "topsecret"),
+    )
+    sent = request.to_json()
+    assert "topsecret" not in json.dumps(sent)
+    assert StepRequest.from_json(sent, "topsecret") == request
+
+
+def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
+    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
+    mysql = platform.settings.mysql
+    request = StepRequest(
+        "extract_snapshot",
+        tuple(t.id for t in SNAPSHOTS),
+        platform.settings.lake_root,
+        source=SourceConnection(mysql.jdbc_url, mysql.user),
+    )
+    messages: list[dict] = []
+
+    @dg.multi_asset(
+        specs=[dg.AssetSpec(asset_key(t)) for t in SNAPSHOTS], check_specs=check_specs(SNAPSHOTS)
+    )
+    def remote_snapshots(context, pipes: dg.PipesSubprocessClient):
+        invocation = pipes.run(
+            command=[sys.executable, "-m", "rental_platform.spark.entrypoint"],
+            context=context,
+            extras={REQUEST_EXTRA: request.to_json()},
+            env={"RENTAL_SPARK_MASTER": "local[1]", "RENTAL_MYSQL_PASSWORD": mysql.password},
+        )
+        messages.extend(invocation.get_custom_messages())
+        yield from invocation.get_results()
+
+    result = dg.materialize(
+        [remote_snapshots],
+        resources={"pipes": dg.PipesSubprocessClient()},
+        instance=platform.instance,
+    )
+    assert result.success
+    rows = {
+        m.asset_key.to_user_string(): m.metadata["dagster/row_count"].value
+        for m in result.asset_materializations_for_node("remote_snapshots")
+    }
+    assert rows == {"raw/apartments": 3, "raw/apartment_attributes": 0}
+    checks = {
+        (e.asset_key.to_user_string(), e.check_name): e.passed
+        for e in result.get_asset_check_evaluations()
+    }
+    assert checks[("raw/apartments", "row_count_matches_source")]
+    assert checks[("raw/apartment_attributes", "schema_matches_catalogue")]
+    (report,) = [StepReport.from_json(m) for m in messages]
+    assert report.tables["raw.apartments"].row_count == 3
