@@ -13,7 +13,7 @@ from rental_platform.partitions import PlatformPartitions
 from rental_platform.resources.lake import LocalLake
 from rental_platform.resources.limits import CheckLimitsResource
 from rental_platform.resources.mysql import SourceDatabase
-from rental_platform.resources.spark import LocalSparkRunner
+from rental_platform.resources.spark import spark_runner
 from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.settings import Settings
 
@@ -38,7 +38,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "source": SourceDatabase(url=mysql_url),
             "lake": LocalLake(root=settings.lake_root),
             "warehouse": warehouse_for(settings.warehouse),
-            "spark": LocalSparkRunner(),
+            "spark": spark_runner(settings.runner),
             "limits": CheckLimitsResource(
                 max_quarantine_share=settings.max_quarantine_share,
                 freshness_hours=settings.freshness_hours,

@@ -115,5 +115,8 @@ def _failure_message(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> 
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
+            # Dagster wraps the step's own error: the innermost cause is what went wrong.
+            while error is not None and error.cause is not None:
+                error = error.cause
             lines.append(f"step {event.step_key}: {error.message.strip() if error else 'failed'}")
     return "\n".join(lines)

@@ -81,6 +81,20 @@ class WarehouseTarget:
 
 
 @dataclass(frozen=True)
+class RunnerSettings:
+    """Where Spark steps run: `local` (in-process) or `glue` (an AWS Glue job, via Pipes)."""
+
+    kind: str = "local"
+    glue_job_name: str = ""
+    pipes_bucket: str = ""
+    pipes_prefix: str = ""
+    glue_worker_type: str = "G.1X"
+    glue_workers: int = 2
+    # An ARN names the secret; it is not the secret.
+    mysql_secret_arn: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the platform needs to know about its environment."""
 
@@ -91,6 +105,7 @@ class Settings:
     lookback_days: int = 3
     max_quarantine_share: float = 0.05
     freshness_hours: float = 48.0
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +130,7 @@ class Settings:
             freshness_hours=parse_number(
                 "RENTAL_FRESHNESS_HOURS", env.get("RENTAL_FRESHNESS_HOURS", "48"), 1, 24 * 366
             ),
+            runner=parse_runner(env),
         )
 
 
@@ -242,3 +258,37 @@ def parse_number(name: str, value: str, low: float, high: float) -> float:
     if name == "RENTAL_LOOKBACK_DAYS" and not number.is_integer():
         raise SettingsError(f"{name}: must be a whole number of days, got {number:g}")
     return number
+
+
+RUNNERS = ("local", "glue")
+
+
+def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
+    kind = env.get("RENTAL_SPARK_RUNNER", "local").strip()
+    if kind not in RUNNERS:
+        raise SettingsError(
+            f"RENTAL_SPARK_RUNNER: expected one of {', '.join(RUNNERS)}, got {kind!r} "
+            "(emr_serverless and emr are not built yet)"
+        )
+    if kind == "local":
+        return RunnerSettings()
+    job = env.get("RENTAL_GLUE_JOB_NAME", "").strip()
+    if not job:
+        raise SettingsError("RENTAL_GLUE_JOB_NAME: required with RENTAL_SPARK_RUNNER=glue")
+    prefix = env.get("RENTAL_PIPES_S3_PREFIX", "").strip()
+    parts = urlsplit(prefix)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise SettingsError(
+            "RENTAL_PIPES_S3_PREFIX: expected s3://bucket/prefix for Pipes context and messages"
+        )
+    return RunnerSettings(
+        kind=kind,
+        glue_job_name=job,
+        pipes_bucket=parts.netloc,
+        pipes_prefix=parts.path.strip("/") or "dagster-pipes",
+        glue_worker_type=env.get("RENTAL_GLUE_WORKER_TYPE", "G.1X").strip(),
+        glue_workers=int(
+            parse_number("RENTAL_GLUE_WORKERS", env.get("RENTAL_GLUE_WORKERS", "2"), 2, 1000)
+        ),
+        mysql_secret_arn=env.get("RENTAL_MYSQL_SECRET_ARN") or None,
+    )

@@ -154,7 +154,7 @@ def _run_with_retries(
     """Run the step; a transient failure (the source connection dropped, a Spark executor
     lost) is retried with exponential backoff, and the error of the last try fails the run."""
     try:
-        return runner.run(request)
+        return runner.run(context, request)
     except Exception as error:
         if not is_transient(error):
             raise

@@ -4,16 +4,24 @@ It reads the `StepRequest` from the Pipes context, runs the very step function t
 runner runs, and reports one materialisation per table (explicit asset keys), every check
 result, and the whole `StepReport` (so the Dagster side gets exactly what a local run returns).
 The source password never travels with the request: it comes from RENTAL_MYSQL_PASSWORD or
-from AWS Secrets Manager (RENTAL_MYSQL_SECRET_ARN).
+from AWS Secrets Manager (the secret's ARN in the job argument `--rental-mysql-secret-arn`, or
+RENTAL_MYSQL_SECRET_ARN).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
-from dagster_pipes import PipesContext, open_dagster_pipes
+from dagster_pipes import (
+    PipesCliArgsParamsLoader,
+    PipesContext,
+    PipesS3ContextLoader,
+    PipesS3MessageWriter,
+    open_dagster_pipes,
+)
 
 from rental_platform.spark.quality import checks_for
 from rental_platform.spark.session import get_or_create_session
@@ -21,11 +29,19 @@ from rental_platform.spark.steps import StepReport, StepRequest, run_step
 from rental_platform.tables import TABLES
 
 REQUEST_EXTRA = "step_request"
+# A job argument naming the Secrets Manager secret that holds the source password.
+SECRET_ARN_ARGUMENT = "--rental-mysql-secret-arn"
+# Remote jobs receive the Pipes bootstrap parameters as job arguments, not environment.
+PIPES_CONTEXT_ARGUMENT = "--dagster-pipes-context"
 BLOCKING_SEVERITY, WARNING_SEVERITY = "ERROR", "WARN"
 
 
-def source_password() -> str:
-    secret_arn = os.environ.get("RENTAL_MYSQL_SECRET_ARN")
+def _argument(name: str, argv: list[str]) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
+def source_password(argv: list[str]) -> str:
+    secret_arn = _argument(SECRET_ARN_ARGUMENT, argv) or os.environ.get("RENTAL_MYSQL_SECRET_ARN")
     if not secret_arn:
         return os.environ.get("RENTAL_MYSQL_PASSWORD", "")
     import boto3
@@ -72,9 +88,25 @@ def report(pipes: PipesContext, step_report: StepReport, blocking: dict[str, boo
     pipes.report_custom_message(step_report.to_json())
 
 
-def main() -> None:
-    with open_dagster_pipes() as pipes:
-        request = StepRequest.from_json(pipes.get_extra(REQUEST_EXTRA), source_password())
+def _pipes_channels(argv: list[str]) -> dict[str, Any]:
+    """Glue / EMR: bootstrap parameters in the job arguments, context and messages on S3.
+    A local subprocess: Dagster Pipes' defaults (environment and files)."""
+    if PIPES_CONTEXT_ARGUMENT not in argv:
+        return {}
+    import boto3
+
+    s3 = boto3.client("s3")
+    return {
+        "params_loader": PipesCliArgsParamsLoader(),
+        "context_loader": PipesS3ContextLoader(client=s3),
+        "message_writer": PipesS3MessageWriter(client=s3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv if argv is None else argv
+    with open_dagster_pipes(**_pipes_channels(argv)) as pipes:
+        request = StepRequest.from_json(pipes.get_extra(REQUEST_EXTRA), source_password(argv))
         pipes.log.info(f"Spark step {request.step} for {', '.join(request.tables)}")
         master = os.environ.get("RENTAL_SPARK_MASTER")  # set for local runs; unset on a cluster
         step_report = run_step(get_or_create_session(master), request)

@@ -198,6 +198,15 @@ def extract_daily(step: _Step) -> None:
             undated_rows=lake_counts["undated"],
         )
         step.check(quality.row_count_matches_source(table, source_counts, lake_counts))
+        step.check_schema(
+            table,
+            *step.period_paths(table, days),
+            layout.undated_path(step.request.lake_root, table),
+        )
+        newest = max(step.lake.existing_periods(table), default=None)
+        step.check(
+            quality.freshness(table, newest, datetime.now(UTC), step.request.limits.freshness_hours)
+        )
 
 
 # --- curated -----------------------------------------------------------------------------------
