@@ -11,26 +11,21 @@ the database is always `rental_bench_seed`. The password is never printed.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import time
-from urllib.parse import unquote, urlsplit
 
 import pymysql
 
 from rental_platform.seed import SCALES, seed_source
+from rental_platform.settings import Settings
 
 DATABASE = "rental_bench_seed"
 
 
 def connect_kwargs() -> dict[str, object]:
-    parts = urlsplit(os.environ.get("RENTAL_MYSQL_URL", "mysql://root@127.0.0.1:3306/x"))
-    return {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-        "database": DATABASE,
-    }
+    """The server of RENTAL_MYSQL_URL (or the default), with the benchmark's own database."""
+    source = Settings.from_env().mysql
+    return dataclasses.replace(source, database=DATABASE).pymysql_kwargs()
 
 
 def main() -> None:

@@ -13,26 +13,24 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pymysql
 import pytest
 
 from rental_platform.seed import SCALES, seed_source
 from rental_platform.seed.load import SOURCE_TABLES, schema_statements, secondary_keys
+from rental_platform.settings import parse_mysql_url
 
 SCALE = SCALES["tiny"]
 DATABASE = f"rental_test_seed_{os.getpid()}"
+SERVER_URL = os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
 
 
 def _server_kwargs() -> dict[str, Any]:
-    parts = urlsplit(os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306"))
-    return {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-    }
+    """The test server's connection, without a database (it may not exist yet)."""
+    kwargs = parse_mysql_url(f"{SERVER_URL}/{DATABASE}").pymysql_kwargs()
+    del kwargs["database"]
+    return kwargs
 
 
 KWARGS = {**_server_kwargs(), "database": DATABASE}
