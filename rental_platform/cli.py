@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="seed sample data, run its whole range, summarise")
     demo.set_defaults(command=demo_command)
+
+    deploy = commands.add_parser(
+        "deploy", help="upload the Spark code for a remote runner; create or update its Glue job"
+    )
+    deploy.set_defaults(command=deploy_command)
     return parser
 
 
@@ -103,6 +108,14 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     print()
     with dg.build_resources({"warehouse": warehouse_for(settings.warehouse)}) as resources:
         print(warehouse_summary(resources.warehouse))
+    return 0
+
+
+def deploy_command(settings: Settings, args: argparse.Namespace) -> int:
+    from rental_platform.deploy import deploy
+
+    for line in deploy(settings.runner).lines():
+        print(line)
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -81,17 +81,75 @@ class WarehouseTarget:
 
 
 @dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (`s3://bucket/prefix`)."""
+
+    bucket: str
+    prefix: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+
+@dataclass(frozen=True)
+class GlueJob:
+    """The AWS Glue job that runs the Spark steps (`rental-platform deploy` creates it)."""
+
+    name: str
+    worker_type: str = "G.1X"
+    workers: int = 2
+    # The role the job runs as: needed by `deploy` to create the job, not to run it.
+    role_arn: str | None = None
+    # A Glue connection that puts the job in the source database's VPC.
+    connection: str | None = None
+
+
+@dataclass(frozen=True)
+class EmrServerlessApp:
+    """An EMR Serverless Spark application and the role its job runs assume."""
+
+    application_id: str
+    role_arn: str
+
+
+@dataclass(frozen=True)
+class EmrCluster:
+    """The EMR cluster started for each step (and terminated when the step ends)."""
+
+    release_label: str = "emr-7.5.0"
+    instance_type: str = "m5.xlarge"
+    core_instances: int = 2
+    service_role: str = "EMR_DefaultRole"
+    instance_profile: str = "EMR_EC2_DefaultRole"
+    subnet_id: str | None = None
+    log_uri: str | None = None
+
+
+@dataclass(frozen=True)
 class RunnerSettings:
-    """Where Spark steps run: `local` (in-process) or `glue` (an AWS Glue job, via Pipes)."""
+    """Where Spark steps run: `local` (in-process), or remotely through Dagster Pipes on
+    `glue`, `emr_serverless` or `emr`, with the code `deploy` uploaded under `code`."""
 
     kind: str = "local"
-    glue_job_name: str = ""
-    pipes_bucket: str = ""
-    pipes_prefix: str = ""
-    glue_worker_type: str = "G.1X"
-    glue_workers: int = 2
+    pipes: S3Location | None = None
+    code: S3Location | None = None
     # An ARN names the secret; it is not the secret.
     mysql_secret_arn: str | None = None
+    glue: GlueJob | None = None
+    emr_serverless: EmrServerlessApp | None = None
+    emr: EmrCluster | None = None
+    # How often to ask AWS whether a job has ended (Glue's client always waits 5 s).
+    poll_seconds: float = 5.0
+    # Extra Spark settings for the local runner (RENTAL_SPARK_CONF).
+    spark_conf: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def remote(self) -> bool:
+        return self.kind != "local"
 
 
 @dataclass(frozen=True)
@@ -106,11 +164,13 @@ class Settings:
     max_quarantine_share: float = 0.05
     freshness_hours: float = 48.0
     runner: RunnerSettings = field(default_factory=RunnerSettings)
+    # The role Redshift assumes to COPY KPI partitions from an S3 lake.
+    redshift_copy_role_arn: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        return cls(
+        settings = cls(
             mysql=parse_mysql_url(env.get("RENTAL_MYSQL_URL", DEFAULT_MYSQL_URL)),
             lake_root=parse_lake_root(env.get("RENTAL_LAKE_ROOT", DEFAULT_LAKE_ROOT)),
             warehouse=parse_warehouse_url(
@@ -131,7 +191,10 @@ class Settings:
                 "RENTAL_FRESHNESS_HOURS", env.get("RENTAL_FRESHNESS_HOURS", "48"), 1, 24 * 366
             ),
             runner=parse_runner(env),
+            redshift_copy_role_arn=_optional(env, "RENTAL_REDSHIFT_COPY_ROLE_ARN"),
         )
+        check_lake_reachable(settings.lake_root, settings.runner)
+        return settings
 
 
 def parse_mysql_url(url: str) -> MySqlSource:
@@ -161,14 +224,18 @@ def parse_mysql_url(url: str) -> MySqlSource:
 
 
 def parse_lake_root(value: str) -> str:
-    """A local folder, made absolute so every process of a run sees the same lake."""
+    """`s3://bucket/prefix`, or a local folder made absolute so every process of a run sees
+    the same lake."""
     name = "RENTAL_LAKE_ROOT"
     value = value.strip()
     if not value:
         raise SettingsError(f"{name}: must not be empty")
+    if value.startswith("s3://"):
+        return parse_s3_location(name, value).uri
     if "://" in value and not value.startswith("file://"):
         raise SettingsError(
-            f"{name}: only a local folder is supported for now (got scheme {value.split(':')[0]!r})"
+            f"{name}: expected a local folder or s3://bucket/prefix "
+            f"(got scheme {value.split(':')[0]!r})"
         )
     path = Path(value.removeprefix("file://")).expanduser().resolve()
     if path.exists() and not path.is_dir():
@@ -260,35 +327,117 @@ def parse_number(name: str, value: str, low: float, high: float) -> float:
     return number
 
 
-RUNNERS = ("local", "glue")
+RUNNERS = ("local", "glue", "emr_serverless", "emr")
+# Spark reads s3:// through the S3A file system of these jars; Glue and EMR bring their own.
+HADOOP_AWS_JAR = "hadoop-aws"
+
+
+def parse_s3_location(name: str, value: str) -> S3Location:
+    parts = urlsplit(value.strip())
+    if parts.scheme != "s3" or not parts.netloc:
+        raise SettingsError(f"{name}: expected s3://bucket/prefix, got {value.strip()!r}")
+    return S3Location(parts.netloc, parts.path.strip("/"))
+
+
+def parse_spark_conf(value: str) -> dict[str, str]:
+    """`key=value` pairs separated by commas."""
+    conf: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        key, equals, setting = pair.partition("=")
+        if not equals or not key.strip().startswith("spark."):
+            raise SettingsError(
+                f"RENTAL_SPARK_CONF: expected spark.key=value pairs separated by commas, "
+                f"got {pair!r}"
+            )
+        conf[key.strip()] = setting.strip()
+    return conf
+
+
+def _required(env: Mapping[str, str], name: str, kind: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name}: required with RENTAL_SPARK_RUNNER={kind}")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+def _count(env: Mapping[str, str], name: str, default: int, low: int) -> int:
+    value = parse_number(name, env.get(name, str(default)), low, 1000)
+    if not value.is_integer():
+        raise SettingsError(f"{name}: must be a whole number, got {value:g}")
+    return int(value)
 
 
 def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
     kind = env.get("RENTAL_SPARK_RUNNER", "local").strip()
     if kind not in RUNNERS:
         raise SettingsError(
-            f"RENTAL_SPARK_RUNNER: expected one of {', '.join(RUNNERS)}, got {kind!r} "
-            "(emr_serverless and emr are not built yet)"
+            f"RENTAL_SPARK_RUNNER: expected one of {', '.join(RUNNERS)}, got {kind!r}"
         )
+    spark_conf = parse_spark_conf(env.get("RENTAL_SPARK_CONF", ""))
     if kind == "local":
-        return RunnerSettings()
-    job = env.get("RENTAL_GLUE_JOB_NAME", "").strip()
-    if not job:
-        raise SettingsError("RENTAL_GLUE_JOB_NAME: required with RENTAL_SPARK_RUNNER=glue")
-    prefix = env.get("RENTAL_PIPES_S3_PREFIX", "").strip()
-    parts = urlsplit(prefix)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise SettingsError(
-            "RENTAL_PIPES_S3_PREFIX: expected s3://bucket/prefix for Pipes context and messages"
-        )
-    return RunnerSettings(
+        return RunnerSettings(spark_conf=spark_conf)
+    runner = RunnerSettings(
         kind=kind,
-        glue_job_name=job,
-        pipes_bucket=parts.netloc,
-        pipes_prefix=parts.path.strip("/") or "dagster-pipes",
-        glue_worker_type=env.get("RENTAL_GLUE_WORKER_TYPE", "G.1X").strip(),
-        glue_workers=int(
-            parse_number("RENTAL_GLUE_WORKERS", env.get("RENTAL_GLUE_WORKERS", "2"), 2, 1000)
+        pipes=parse_s3_location(
+            "RENTAL_PIPES_S3_PREFIX", _required(env, "RENTAL_PIPES_S3_PREFIX", kind)
         ),
-        mysql_secret_arn=env.get("RENTAL_MYSQL_SECRET_ARN") or None,
+        code=parse_s3_location(
+            "RENTAL_CODE_S3_PREFIX", _required(env, "RENTAL_CODE_S3_PREFIX", kind)
+        ),
+        mysql_secret_arn=_optional(env, "RENTAL_MYSQL_SECRET_ARN"),
+        poll_seconds=parse_number(
+            "RENTAL_REMOTE_POLL_SECONDS", env.get("RENTAL_REMOTE_POLL_SECONDS", "5"), 0.1, 600
+        ),
     )
+    if kind == "glue":
+        glue = GlueJob(
+            name=_required(env, "RENTAL_GLUE_JOB_NAME", kind),
+            worker_type=env.get("RENTAL_GLUE_WORKER_TYPE", "G.1X").strip(),
+            workers=_count(env, "RENTAL_GLUE_WORKERS", 2, 2),
+            role_arn=_optional(env, "RENTAL_GLUE_ROLE_ARN"),
+            connection=_optional(env, "RENTAL_GLUE_CONNECTION"),
+        )
+        return replace(runner, glue=glue)
+    if kind == "emr_serverless":
+        application = EmrServerlessApp(
+            application_id=_required(env, "RENTAL_EMR_SERVERLESS_APPLICATION_ID", kind),
+            role_arn=_required(env, "RENTAL_EMR_SERVERLESS_ROLE_ARN", kind),
+        )
+        return replace(runner, emr_serverless=application)
+    log_uri = _optional(env, "RENTAL_EMR_LOG_URI")
+    cluster = EmrCluster(
+        release_label=env.get("RENTAL_EMR_RELEASE_LABEL", "emr-7.5.0").strip(),
+        instance_type=env.get("RENTAL_EMR_INSTANCE_TYPE", "m5.xlarge").strip(),
+        core_instances=_count(env, "RENTAL_EMR_CORE_INSTANCES", 2, 1),
+        service_role=env.get("RENTAL_EMR_SERVICE_ROLE", "EMR_DefaultRole").strip(),
+        instance_profile=env.get("RENTAL_EMR_INSTANCE_PROFILE", "EMR_EC2_DefaultRole").strip(),
+        subnet_id=_optional(env, "RENTAL_EMR_SUBNET_ID"),
+        log_uri=log_uri and parse_s3_location("RENTAL_EMR_LOG_URI", log_uri).uri + "/",
+    )
+    return replace(runner, emr=cluster)
+
+
+def check_lake_reachable(lake_root: str, runner: RunnerSettings) -> None:
+    """Spark must be able to reach the lake: a remote job cannot see this machine's folders,
+    and local Spark reads S3 only with the hadoop-aws jars."""
+    on_s3 = lake_root.startswith("s3://")
+    if runner.remote and not on_s3:
+        raise SettingsError(
+            f"RENTAL_LAKE_ROOT: RENTAL_SPARK_RUNNER={runner.kind} runs Spark on AWS, which cannot "
+            "reach a local folder; set an s3://bucket/prefix"
+        )
+    if on_s3 and not runner.remote:
+        jars = runner.spark_conf.get("spark.jars", "") + runner.spark_conf.get(
+            "spark.jars.packages", ""
+        )
+        if HADOOP_AWS_JAR not in jars:
+            raise SettingsError(
+                "RENTAL_SPARK_CONF: an s3:// RENTAL_LAKE_ROOT with local Spark needs the "
+                "hadoop-aws jars (spark.jars or spark.jars.packages) and spark.hadoop.fs.s3.impl="
+                "org.apache.hadoop.fs.s3a.S3AFileSystem; or run Spark on AWS "
+                "(RENTAL_SPARK_RUNNER=glue, emr_serverless or emr)"
+            )

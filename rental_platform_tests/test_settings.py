@@ -11,7 +11,7 @@ import pytest
 
 from rental_platform.cli import main
 from rental_platform.definitions import build_definitions
-from rental_platform.settings import Settings, SettingsError
+from rental_platform.settings import EmrCluster, GlueJob, S3Location, Settings, SettingsError
 
 
 def test_defaults() -> None:
@@ -42,7 +42,7 @@ def test_urls_are_parsed() -> None:
         ("RENTAL_MYSQL_URL", "postgres://u:topsecret@h/db"),
         ("RENTAL_MYSQL_URL", "mysql://u:topsecret@h:notaport/db"),
         ("RENTAL_MYSQL_URL", "mysql://u:topsecret@h:3306/"),
-        ("RENTAL_LAKE_ROOT", "s3://bucket/lake"),
+        ("RENTAL_LAKE_ROOT", "gs://bucket/lake"),
         ("RENTAL_LAKE_ROOT", " "),
         ("RENTAL_WAREHOUSE_URL", "sqlite:///x.db"),
         ("RENTAL_PARTITIONS_START", "2025-13-01"),
@@ -53,6 +53,90 @@ def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
         Settings.from_env({variable: value})
     assert str(error.value).startswith(f"{variable}:")
     assert "topsecret" not in str(error.value)
+
+
+AWS = {
+    "RENTAL_LAKE_ROOT": "s3://lake/prefix/",
+    "RENTAL_PIPES_S3_PREFIX": "s3://ops/pipes",
+    "RENTAL_CODE_S3_PREFIX": "s3://ops/code",
+}
+
+
+@pytest.mark.parametrize(
+    ("variable", "environment"),
+    [
+        ("RENTAL_SPARK_RUNNER", {"RENTAL_SPARK_RUNNER": "databricks"}),
+        ("RENTAL_GLUE_JOB_NAME", {**AWS, "RENTAL_SPARK_RUNNER": "glue"}),
+        (
+            "RENTAL_PIPES_S3_PREFIX",
+            {**AWS, "RENTAL_SPARK_RUNNER": "emr", "RENTAL_PIPES_S3_PREFIX": "/tmp"},
+        ),
+        (
+            "RENTAL_CODE_S3_PREFIX",
+            {
+                "RENTAL_SPARK_RUNNER": "emr",
+                "RENTAL_LAKE_ROOT": "s3://l/p",
+                "RENTAL_PIPES_S3_PREFIX": "s3://o/p",
+            },
+        ),
+        (
+            "RENTAL_EMR_SERVERLESS_ROLE_ARN",
+            {
+                **AWS,
+                "RENTAL_SPARK_RUNNER": "emr_serverless",
+                "RENTAL_EMR_SERVERLESS_APPLICATION_ID": "00abc",
+            },
+        ),
+        (
+            "RENTAL_EMR_CORE_INSTANCES",
+            {**AWS, "RENTAL_SPARK_RUNNER": "emr", "RENTAL_EMR_CORE_INSTANCES": "1.5"},
+        ),
+        # Spark on AWS cannot see this machine's folders.
+        (
+            "RENTAL_LAKE_ROOT",
+            {**AWS, "RENTAL_SPARK_RUNNER": "emr", "RENTAL_LAKE_ROOT": "/data/lake"},
+        ),
+        # Local Spark reads s3:// only with the hadoop-aws jars.
+        ("RENTAL_SPARK_CONF", {"RENTAL_LAKE_ROOT": "s3://lake/prefix"}),
+        ("RENTAL_SPARK_CONF", {"RENTAL_SPARK_CONF": "spark.driver.memory"}),
+    ],
+)
+def test_a_bad_runner_setting_names_its_variable(variable: str, environment: dict) -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env(environment)
+    assert str(error.value).startswith(f"{variable}:")
+
+
+def test_remote_runners_are_configured_from_the_environment() -> None:
+    glue = Settings.from_env(
+        {
+            **AWS,
+            "RENTAL_SPARK_RUNNER": "glue",
+            "RENTAL_GLUE_JOB_NAME": "step",
+            "RENTAL_GLUE_WORKERS": "10",
+        }
+    )
+    assert glue.lake_root == "s3://lake/prefix"
+    assert glue.runner.pipes == S3Location("ops", "pipes")
+    assert glue.runner.code == S3Location("ops", "code")
+    assert glue.runner.glue == GlueJob("step", workers=10)
+    emr = Settings.from_env(
+        {
+            **AWS,
+            "RENTAL_SPARK_RUNNER": "emr",
+            "RENTAL_EMR_SUBNET_ID": "subnet-1",
+            "RENTAL_EMR_LOG_URI": "s3://ops/logs",
+        }
+    )
+    assert emr.runner.emr == EmrCluster(subnet_id="subnet-1", log_uri="s3://ops/logs/")
+    local_s3 = Settings.from_env(
+        {
+            "RENTAL_LAKE_ROOT": "s3://lake/prefix",
+            "RENTAL_SPARK_CONF": "spark.jars.packages=org.apache.hadoop:hadoop-aws:3.3.4, "
+            "spark.hadoop.fs.s3.impl=org.apache.hadoop.fs.s3a.S3AFileSystem",
+        }
+    )
+    assert local_s3.runner.spark_conf["spark.hadoop.fs.s3.impl"].endswith("S3AFileSystem")
 
 
 def test_password_is_never_shown() -> None:

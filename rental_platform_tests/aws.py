@@ -1,0 +1,72 @@
+"""The AWS control plane on loopback: moto's server (S3, Glue, EMR Serverless, EMR, Secrets
+Manager, CloudWatch Logs), and this process's AWS settings pointing at it.
+
+The server is the one `moto_server` starts, run in a thread of the test process so that tests
+can do what moto's HTTP API cannot: teach it Glue's UpdateJob (moto 5.2.1 has none), and move
+job states (moto's EMR Serverless jobs are born SUCCESS, its Glue runs end on their own, its
+EMR clusters never finish a step; `remote_side.RemoteSide` ends them as the test says).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import requests
+from moto.backends import get_backend
+from moto.core.responses import ActionResult
+from moto.core.utils import camelcase_to_underscores, utcnow
+from moto.glue.exceptions import InvalidInputException
+from moto.glue.responses import GlueResponse
+from moto.moto_api import state_manager
+from moto.server import ThreadedMotoServer
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+def backend(service: str):
+    """moto's state of one service, in the test account and region."""
+    return get_backend(service)[ACCOUNT][REGION]
+
+
+def _update_job(self: GlueResponse) -> ActionResult:
+    """Glue's UpdateJob, as documented: every field the JobUpdate leaves out is reset."""
+    job = self.glue_backend.get_job(self._get_param("JobName"))
+    update = self._get_param("JobUpdate")
+    if "MaxCapacity" in update and "WorkerType" in update:
+        raise InvalidInputException("UpdateJob", "do not set MaxCapacity with WorkerType")
+    for key in job.as_dict().keys() - {"Name", "CreatedOn", "LastModifiedOn"}:
+        attribute = camelcase_to_underscores(key)
+        assert hasattr(job, attribute), attribute
+        setattr(job, attribute, update.get(key))
+    job.last_modified_on = utcnow()
+    return ActionResult({"JobName": job.name})
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[str]:
+    """A fresh moto server for the test module; yields its endpoint URL."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GlueResponse, "update_job", _update_job, raising=False)
+        # Glue runs stay STARTING, EMR Serverless ones PENDING, until a test ends them.
+        patch.setattr("moto.emrserverless.models.JOB_STATUS", "PENDING")
+        state_manager.set_transition("glue::job_run", {"progression": "manual", "times": 10**9})
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        for key, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+        }.items():
+            patch.setenv(key, value)
+        try:
+            yield endpoint
+        finally:
+            requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # the next module starts empty
+            server.stop()
+            state_manager.unset_transition("glue::job_run")
