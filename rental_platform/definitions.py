@@ -10,7 +10,7 @@ from rental_platform.assets.raw import build_raw_assets
 from rental_platform.automation import KPI_SENSOR, build_schedules
 from rental_platform.jobs import GRAIN_JOBS
 from rental_platform.partitions import PlatformPartitions
-from rental_platform.resources.lake import LocalLake
+from rental_platform.resources.lake import lake_for
 from rental_platform.resources.limits import CheckLimitsResource
 from rental_platform.resources.mysql import SourceDatabase
 from rental_platform.resources.spark import spark_runner
@@ -36,8 +36,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[KPI_SENSOR],
         resources={
             "source": SourceDatabase(url=mysql_url),
-            "lake": LocalLake(root=settings.lake_root),
-            "warehouse": warehouse_for(settings.warehouse),
+            "lake": lake_for(settings.lake_root),
+            "warehouse": warehouse_for(settings.warehouse, settings.redshift_copy_role_arn),
             "spark": spark_runner(settings.runner),
             "limits": CheckLimitsResource(
                 max_quarantine_share=settings.max_quarantine_share,

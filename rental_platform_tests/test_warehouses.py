@@ -21,6 +21,7 @@ import pytest
 from rental_platform import tables
 from rental_platform.definitions import build_definitions
 from rental_platform.resources.warehouse import (
+    RedshiftWarehouse,
     Warehouse,
     WarehouseSchemaError,
     copy_from_s3_sql,
@@ -246,3 +247,61 @@ def test_redshift_copy_statement() -> None:
         "FROM 's3://lake/presentation/top_listings/week=2025-01-06/' "
         "IAM_ROLE 'arn:aws:iam::123456789012:role/rental-redshift-copy' FORMAT AS PARQUET"
     )
+
+
+class RecordingCursor:
+    """Stands in for a Redshift connection and cursor (none runs here): it records each
+    statement and answers the two queries publishing reads."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.description = None
+
+    def cursor(self) -> RecordingCursor:
+        return self
+
+    def execute(self, sql: str, parameters: list | None = None) -> None:
+        self.statements.append(sql)
+
+    def fetchall(self) -> list:
+        return []  # no columns yet: the table is created
+
+    def fetchone(self) -> tuple:
+        return (7,)
+
+    def commit(self) -> None:
+        self.statements.append("COMMIT")
+
+    def rollback(self) -> None:
+        self.statements.append("ROLLBACK")
+
+    def close(self) -> None:
+        pass
+
+
+def test_redshift_loads_an_s3_lake_with_copy_in_the_publish_transaction() -> None:
+    recording = RecordingCursor()
+
+    class RecordedRedshift(RedshiftWarehouse):
+        def _connect(self) -> RecordingCursor:
+            return recording
+
+    role = "arn:aws:iam::123456789012:role/rental-redshift-copy"
+    warehouse = RecordedRedshift(url="redshift://etl@rs.example:5439/dev", password="pw")
+    warehouse = warehouse.model_copy(update={"copy_role_arn": role})
+    lake = "s3://lake/presentation/avg_listing_price"
+    files = [f"{lake}/week=2025-01-06/part-0.parquet", f"{lake}/week=2025-01-13/part-0.parquet"]
+    publication = warehouse.publish(TABLE, WEEK_1, WEEK_3, files, "run-1")
+
+    assert publication.row_count == 7
+    published = recording.statements[recording.statements.index("COMMIT") + 1 :]
+    assert published[0].startswith('DELETE FROM presentation."avg_listing_price" WHERE')
+    assert published[1].startswith('CREATE TEMP TABLE "avg_listing_price_staging" ("week_start"')
+    assert published[2:4] == [
+        copy_from_s3_sql('"avg_listing_price_staging"', f"{lake}/week=2025-01-06", role),
+        copy_from_s3_sql('"avg_listing_price_staging"', f"{lake}/week=2025-01-13", role),
+    ]
+    assert published[4].startswith('INSERT INTO presentation."avg_listing_price" ("week_start"')
+    assert published[4].endswith('FROM "avg_listing_price_staging"')
+    assert published[5] == 'DROP TABLE "avg_listing_price_staging"'
+    assert published[-1] == "COMMIT" and "ROLLBACK" not in published

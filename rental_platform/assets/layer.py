@@ -6,6 +6,7 @@ result to the warehouse, and turns the step's report into materialisations and c
 """
 
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
 
@@ -187,7 +188,9 @@ def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None
 def _publish(context: AssetExecutionContext, table: Table, window: tuple[date, date]) -> dict:
     """Replace the window's rows in the warehouse with what the step wrote to the lake."""
     starts = layout.periods(table.grain, *window)
-    files = context.resources.lake.parquet_files(table, starts)
-    warehouse = context.resources.warehouse
-    publication = warehouse.publish(table, window[0], window[1], files, context.run.run_id)
+    lake, warehouse = context.resources.lake, context.resources.warehouse
+    files = lake.parquet_files(table, starts)
+    in_place = lake.on_s3 and warehouse.copies_from_s3
+    with nullcontext(files) if in_place else lake.local_copies(files) as readable:
+        publication = warehouse.publish(table, window[0], window[1], readable, context.run.run_id)
     return {"warehouse": warehouse.target, "published_rows": publication.row_count}

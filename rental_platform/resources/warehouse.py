@@ -147,6 +147,11 @@ class Warehouse(dg.ConfigurableResource, ABC):
     placeholder: ClassVar[str] = "%s"
 
     @property
+    def copies_from_s3(self) -> bool:
+        """Whether it loads Parquet files from S3 itself (else they are copied here first)."""
+        return False
+
+    @property
     def settings(self) -> WarehouseTarget:
         return parse_warehouse_url(self.url, self.password)
 
@@ -345,12 +350,36 @@ def redshift_connect_kwargs(
 
 class RedshiftWarehouse(SqlWarehouse):
     """Amazon Redshift (`redshift://user@host:port/db`), through redshift_connector, with a
-    password from RENTAL_WAREHOUSE_PASSWORD or IAM authentication."""
+    password from RENTAL_WAREHOUSE_PASSWORD or IAM authentication.
+
+    With `copy_role_arn` (RENTAL_REDSHIFT_COPY_ROLE_ARN), Parquet files on S3 are loaded by
+    Redshift itself with COPY, so they never pass through the Dagster process."""
+
+    copy_role_arn: str | None = None
+
+    @property
+    def copies_from_s3(self) -> bool:
+        return bool(self.copy_role_arn)
 
     def _connect(self) -> Any:
         import redshift_connector
 
         return redshift_connector.connect(**redshift_connect_kwargs(self.settings))
+
+    def _insert_files(self, cursor: Any, table: Table, files: list[str]) -> None:
+        if not (self.copy_role_arn and files[0].startswith("s3://")):
+            super()._insert_files(cursor, table, files)
+            return
+        names = ", ".join(f'"{name}"' for name in table.column_names)
+        staging = f'"{table.name}_staging"'
+        columns = ", ".join(column_ddl(c, table) for c in table.columns)
+        cursor.execute(f"CREATE TEMP TABLE {staging} ({columns})")
+        for folder in sorted({uri.rsplit("/", 1)[0] for uri in files}):
+            cursor.execute(copy_from_s3_sql(staging, folder, self.copy_role_arn))
+        cursor.execute(
+            f'INSERT INTO {SCHEMA}."{table.name}" ({names}) SELECT {names} FROM {staging}'
+        )
+        cursor.execute(f"DROP TABLE {staging}")
 
 
 def copy_from_s3_sql(staging_table: str, s3_prefix: str, iam_role: str) -> str:
@@ -373,15 +402,18 @@ WAREHOUSES: dict[str, type[Warehouse]] = {
 }
 
 
-def warehouse_for(target: WarehouseTarget) -> Warehouse:
+def warehouse_for(target: WarehouseTarget, copy_role_arn: str | None = None) -> Warehouse:
     """The resource for a target. A password is handed over as the environment variable it came
     from, so the UI and run config show the variable's name, never the password."""
     warehouse = WAREHOUSES[target.kind]
+    options: dict[str, Any] = {"copy_role_arn": copy_role_arn} if target.kind == "redshift" else {}
     if not target.password:
-        return warehouse(url=target.public_url)
+        return warehouse(url=target.public_url, **options)
     if os.environ.get("RENTAL_WAREHOUSE_PASSWORD"):
-        return warehouse(url=target.public_url, password=dg.EnvVar("RENTAL_WAREHOUSE_PASSWORD"))
-    return warehouse(url=dg.EnvVar("RENTAL_WAREHOUSE_URL"))
+        return warehouse(
+            url=target.public_url, password=dg.EnvVar("RENTAL_WAREHOUSE_PASSWORD"), **options
+        )
+    return warehouse(url=dg.EnvVar("RENTAL_WAREHOUSE_URL"), **options)
 
 
 def _utc_now() -> datetime:

@@ -18,6 +18,8 @@ from typing import Any
 from dagster_pipes import (
     PipesCliArgsParamsLoader,
     PipesContext,
+    PipesEnvVarParamsLoader,
+    PipesParamsLoader,
     PipesS3ContextLoader,
     PipesS3MessageWriter,
     open_dagster_pipes,
@@ -31,7 +33,7 @@ from rental_platform.tables import TABLES
 REQUEST_EXTRA = "step_request"
 # A job argument naming the Secrets Manager secret that holds the source password.
 SECRET_ARN_ARGUMENT = "--rental-mysql-secret-arn"
-# Remote jobs receive the Pipes bootstrap parameters as job arguments, not environment.
+# Glue jobs receive the Pipes bootstrap parameters as job arguments, not environment.
 PIPES_CONTEXT_ARGUMENT = "--dagster-pipes-context"
 BLOCKING_SEVERITY, WARNING_SEVERITY = "ERROR", "WARN"
 
@@ -89,15 +91,19 @@ def report(pipes: PipesContext, step_report: StepReport, blocking: dict[str, boo
 
 
 def _pipes_channels(argv: list[str]) -> dict[str, Any]:
-    """Glue / EMR: bootstrap parameters in the job arguments, context and messages on S3.
-    A local subprocess: Dagster Pipes' defaults (environment and files)."""
-    if PIPES_CONTEXT_ARGUMENT not in argv:
-        return {}
+    """Where the Pipes bootstrap parameters are (Glue: job arguments; EMR Serverless and EMR:
+    the driver's environment), and, when they point at S3, context and messages on S3. A local
+    subprocess keeps Dagster Pipes' defaults (environment and files)."""
+    params: PipesParamsLoader = (
+        PipesCliArgsParamsLoader() if PIPES_CONTEXT_ARGUMENT in argv else PipesEnvVarParamsLoader()
+    )
+    if not params.is_dagster_pipes_process() or "bucket" not in params.load_context_params():
+        return {"params_loader": params}
     import boto3
 
     s3 = boto3.client("s3")
     return {
-        "params_loader": PipesCliArgsParamsLoader(),
+        "params_loader": params,
         "context_loader": PipesS3ContextLoader(client=s3),
         "message_writer": PipesS3MessageWriter(client=s3),
     }

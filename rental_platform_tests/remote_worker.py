@@ -1,0 +1,92 @@
+"""The remote side of a Spark job, played locally: a long-lived process that runs
+`spark/entrypoint.py`'s `main` for each job it is handed, with exactly the job's arguments and
+environment, in one JVM (a real cluster keeps its JVMs too; a JVM per job would cost seconds).
+
+The lake: Glue and EMR read and write `s3://` natively, local Spark cannot (no hadoop-aws
+here). So this stand-in maps the job's S3 lake to a local folder: it points the step request in
+the Pipes context (on S3) at the folder, runs the step, and then mirrors the folder to the S3
+lake, so the Dagster side reads exactly what the step wrote, from S3.
+
+Protocol: one JSON object per line on stdin ({"argv": [...], "env": {...}}); one line back,
+{"ok": bool}. Output goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import boto3
+from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, decode_param
+
+from rental_platform.settings import parse_s3_location
+from rental_platform.spark import entrypoint
+
+PIPES_CONTEXT_ARGUMENT = entrypoint.PIPES_CONTEXT_ARGUMENT
+
+
+def _context_location(argv: list[str]) -> tuple[str, str]:
+    if PIPES_CONTEXT_ARGUMENT in argv:
+        params = decode_param(argv[argv.index(PIPES_CONTEXT_ARGUMENT) + 1])
+    else:
+        params = PipesEnvVarParamsLoader().load_context_params()
+    return params["bucket"], params["key"]
+
+
+def _point_request_at(local_root: str, argv: list[str]) -> str:
+    """Rewrite the step request's lake root in the Pipes context; the S3 root it had."""
+    s3 = boto3.client("s3")
+    bucket, key = _context_location(argv)
+    context = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    request = context["extras"][entrypoint.REQUEST_EXTRA]
+    s3_root, request["lake_root"] = request["lake_root"], local_root
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(context).encode())
+    return s3_root
+
+
+def _mirror(local_root: str, s3_root: str) -> None:
+    """Make the S3 lake hold exactly the local folder's files."""
+    s3, lake = boto3.client("s3"), parse_s3_location("lake", s3_root)
+    local = {
+        lake.key(str(path.relative_to(local_root))): path
+        for path in Path(local_root).rglob("*")
+        if path.is_file() and not path.name.endswith(".crc")
+    }
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=lake.bucket, Prefix=lake.prefix)
+    remote = {item["Key"] for page in pages for item in page.get("Contents", [])}
+    for key in remote - set(local):
+        s3.delete_object(Bucket=lake.bucket, Key=key)
+    for key, path in local.items():
+        s3.upload_file(str(path), lake.bucket, key)
+
+
+def serve(local_root: str) -> None:
+    for line in sys.stdin:
+        job = json.loads(line)
+        saved = dict(os.environ)
+        os.environ.update(job["env"])
+        argv = ["entrypoint.py", *job["argv"]]
+        sys.argv = argv
+        ok = True
+        try:
+            s3_root = _point_request_at(local_root, argv)
+            entrypoint.main(argv)
+            _mirror(local_root, s3_root)
+        except BaseException:
+            traceback.print_exc()
+            ok = False
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            # A job process opens Pipes once; this one opens it per job, so forget the last.
+            PipesContext._instance = None
+        print(json.dumps({"ok": ok}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.stdout = os.fdopen(os.dup(1), "w")  # replies only; everything else goes to stderr
+    os.dup2(2, 1)
+    serve(sys.argv[1])

@@ -1,0 +1,291 @@
+"""The Glue, EMR Serverless and EMR runners, against moto's server on loopback, with an S3 lake.
+
+The control-plane calls (S3, Glue, EMR Serverless, EMR, Secrets Manager) go to moto. moto runs
+no job, so `RemoteSide` plays each job: it runs the real `spark/entrypoint.py` locally with
+exactly the arguments and environment moto recorded for the job, so real Spark output and real
+Pipes messages (through moto's S3) flow back to Dagster, and the KPIs are published from the S3
+lake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import duckdb
+import pytest
+
+from rental_platform import tables
+from rental_platform.assets.checks import asset_key
+from rental_platform.definitions import build_definitions
+from rental_platform.deploy import deploy
+from rental_platform.runs import RangeRunError, RunOutcome, materialize_range
+from rental_platform.settings import (
+    EmrCluster,
+    EmrServerlessApp,
+    GlueJob,
+    RunnerSettings,
+    S3Location,
+    Settings,
+    parse_mysql_url,
+    parse_warehouse_url,
+)
+from rental_platform.tables import Grain
+from rental_platform_tests import worked_example as example
+from rental_platform_tests.aws import aws  # noqa: F401
+from rental_platform_tests.conftest import Platform
+from rental_platform_tests.remote_side import Job, RemoteSide, Worker
+
+JOB, BUCKET, LAKE_BUCKET = "rental-platform-step", "rental-platform", "rental-lake"
+READER, READER_PASSWORD = "rental_reader", "Gl0e-reader-pw"
+START, END = date(2025, 1, 1), date(2025, 1, 12)
+RUNNERS = ("glue", "emr_serverless", "emr")
+
+
+@dataclasses.dataclass
+class AwsSetup:
+    platform: Platform
+    secret_arn: str
+    application_id: str
+
+
+@pytest.fixture(scope="module")
+def aws_setup(platform: Platform, aws: str) -> AwsSetup:  # noqa: F811
+    """The worked example's source, read by a user that has only SELECT and whose password
+    lives in Secrets Manager; the buckets, the Glue job and the EMR Serverless application."""
+    database = platform.settings.mysql.database
+    platform.execute(f"DROP USER IF EXISTS '{READER}'@'%'")
+    platform.execute(f"CREATE USER '{READER}'@'%' IDENTIFIED BY '{READER_PASSWORD}'")
+    platform.execute(f"GRANT SELECT ON `{database}`.* TO '{READER}'@'%'")
+    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
+    platform.execute(
+        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
+        example.APARTMENT_ATTRIBUTES,
+    )
+    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    s3 = boto3.client("s3")
+    for bucket in (BUCKET, LAKE_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    secret = boto3.client("secretsmanager").create_secret(
+        Name="rental/mysql", SecretString=json.dumps({"password": READER_PASSWORD})
+    )
+    application = boto3.client("emr-serverless").create_application(
+        name="rental-platform", releaseLabel="emr-7.5.0", type="SPARK"
+    )
+    setup = AwsSetup(platform, secret["ARN"], application["applicationId"])
+    runner = runner_settings(setup, "glue")
+    deploy(dataclasses.replace(runner, glue=dataclasses.replace(runner.glue, role_arn=ROLE)))
+    return setup
+
+
+ROLE = "arn:aws:iam::123456789012:role/rental-platform-job"
+
+
+def runner_settings(setup: AwsSetup, kind: str) -> RunnerSettings:
+    return RunnerSettings(
+        kind=kind,
+        pipes=S3Location(BUCKET, "pipes"),
+        code=S3Location(BUCKET, "code"),
+        mysql_secret_arn=setup.secret_arn,
+        glue=GlueJob(JOB) if kind == "glue" else None,
+        emr_serverless=EmrServerlessApp(setup.application_id, ROLE)
+        if kind == "emr_serverless"
+        else None,
+        emr=EmrCluster(log_uri=f"s3://{BUCKET}/emr-logs/") if kind == "emr" else None,
+    )
+
+
+def remote_settings(setup: AwsSetup, kind: str, folder: Path) -> Settings:
+    settings = setup.platform.settings
+    return dataclasses.replace(
+        settings,
+        mysql=parse_mysql_url(f"mysql://{READER}@127.0.0.1:3306/{settings.mysql.database}"),
+        lake_root=f"s3://{LAKE_BUCKET}/{kind}",
+        warehouse=parse_warehouse_url(f"duckdb:///{folder / 'warehouse.duckdb'}"),
+        runner=dataclasses.replace(runner_settings(setup, kind), poll_seconds=0.2),
+    )
+
+
+@dataclasses.dataclass
+class RemoteRun:
+    kind: str
+    settings: Settings
+    instance: dg.DagsterInstance
+    outcomes: list[RunOutcome]
+    jobs: list[Job]
+    worker_log: Path
+
+
+@pytest.fixture(scope="module", params=RUNNERS)
+def remote_run(request, aws_setup: AwsSetup, tmp_path_factory) -> RemoteRun:
+    """Every layer of the example's first twelve days, each Spark step a job on `kind`."""
+    kind = request.param
+    folder = tmp_path_factory.mktemp(kind)
+    settings = remote_settings(aws_setup, kind, folder)
+    worker = Worker(folder / "lake", folder / "remote.log")
+    try:
+        with RemoteSide(kind, worker) as remote:
+            outcomes = materialize_range(
+                build_definitions(settings), aws_setup.platform.instance, START, END
+            )
+    finally:
+        worker.close()
+    return RemoteRun(
+        kind, settings, aws_setup.platform.instance, outcomes, remote.jobs, folder / "remote.log"
+    )
+
+
+def test_every_layer_ran_as_remote_jobs(remote_run: RemoteRun) -> None:
+    # materialize_range raises on a failed run: every job ran, with no failed blocking check
+    assert [o.job for o in remote_run.outcomes] == [
+        "snapshots",
+        "daily",
+        "weekly_kpis",
+        "monthly_kpis",
+    ]
+    # raw and curated snapshots, raw and curated days, two weekly KPI steps, one monthly
+    assert len(remote_run.jobs) == 7
+    for job in remote_run.jobs:
+        pipes = " ".join(job.argv) + " ".join(job.env)
+        assert "dagster-pipes-context" in pipes or "DAGSTER_PIPES_CONTEXT" in pipes
+
+
+def test_materialisations_and_checks_came_back_through_pipes(remote_run: RemoteRun) -> None:
+    instance = remote_run.instance
+    rows = {
+        table: instance.get_latest_materialization_event(asset_key(table))
+        .asset_materialization.metadata["dagster/row_count"]
+        .value
+        for table in (tables.RAW_APARTMENTS, tables.CURATED_BOOKINGS, tables.TOP_LISTINGS)
+    }
+    assert rows == {tables.RAW_APARTMENTS: 3, tables.CURATED_BOOKINGS: 4, tables.TOP_LISTINGS: 3}
+    for table, check in [
+        (tables.RAW_BOOKINGS, "row_count_matches_source"),
+        (tables.CURATED_BOOKINGS, "primary_key_unique"),
+    ]:
+        record = instance.get_latest_asset_check_evaluation_record(
+            dg.AssetCheckKey(asset_key(table), check)
+        )
+        assert record.event.dagster_event.event_specific_data.passed
+        assert record.run_id == remote_run.outcomes[1].run_id
+
+
+def test_kpis_were_published_from_the_s3_lake(remote_run: RemoteRun) -> None:
+    s3 = boto3.client("s3")
+    listed = s3.list_objects_v2(
+        Bucket=LAKE_BUCKET, Prefix=f"{remote_run.kind}/presentation/top_listings/week=2025-01-06/"
+    )
+    assert [item["Key"].endswith(".parquet") for item in listed["Contents"]] == [True]
+    warehouse = remote_run.settings.warehouse.database
+    with duckdb.connect(warehouse, read_only=True) as connection:
+        top = connection.execute("SELECT * FROM presentation.top_listings ORDER BY ALL").fetchall()
+    assert top == example.EXPECTED["top_listings"]
+
+
+def test_the_source_password_never_leaves_secrets_manager(remote_run: RemoteRun) -> None:
+    sent = json.dumps([dataclasses.asdict(job) | {"handle": None} for job in remote_run.jobs])
+    assert remote_run.settings.runner.mysql_secret_arn in sent
+    assert READER_PASSWORD not in sent
+    for outcome in remote_run.outcomes:
+        for record in remote_run.instance.all_logs(outcome.run_id):
+            assert READER_PASSWORD not in str(record)
+    assert READER_PASSWORD not in remote_run.worker_log.read_text()
+
+
+@pytest.mark.parametrize("kind", ["glue", "emr"])
+def test_a_failed_job_fails_its_assets(aws_setup: AwsSetup, kind: str, tmp_path: Path) -> None:
+    settings = remote_settings(aws_setup, kind, tmp_path)
+    with RemoteSide(kind, None, fail=True), pytest.raises(RangeRunError) as error:
+        materialize_range(
+            build_definitions(settings),
+            aws_setup.platform.instance,
+            START,
+            START,
+            (Grain.SNAPSHOT,),
+        )
+    assert ("FAILED" if kind == "glue" else "TERMINATED_WITH_ERRORS") in str(error.value)
+
+
+def test_a_job_that_reports_nothing_fails_its_assets(aws_setup: AwsSetup, tmp_path: Path) -> None:
+    """A job that ends SUCCEEDED without any Pipes message is not a success."""
+    settings = remote_settings(aws_setup, "emr_serverless", tmp_path)
+    with RemoteSide("emr_serverless", None, run_jobs=False), pytest.raises(RangeRunError) as error:
+        materialize_range(
+            build_definitions(settings),
+            aws_setup.platform.instance,
+            START,
+            START,
+            (Grain.SNAPSHOT,),
+        )
+    assert "without reporting its step through Dagster Pipes" in str(error.value)
+
+
+def test_code_that_was_not_deployed_does_not_run(aws_setup: AwsSetup, tmp_path: Path) -> None:
+    settings = remote_settings(aws_setup, "emr", tmp_path)
+    settings = dataclasses.replace(
+        settings, runner=dataclasses.replace(settings.runner, code=S3Location(BUCKET, "elsewhere"))
+    )
+    with pytest.raises(RangeRunError) as error:
+        materialize_range(
+            build_definitions(settings),
+            aws_setup.platform.instance,
+            START,
+            START,
+            (Grain.SNAPSHOT,),
+        )
+    assert "run `rental-platform deploy`" in str(error.value)
+
+
+def test_interrupting_a_run_cancels_its_remote_job(aws_setup: AwsSetup, tmp_path: Path) -> None:
+    """What the UI's Terminate does to a run worker (an interrupt), done to `rental-platform
+    run`: the EMR Serverless job it started is cancelled."""
+    settings = remote_settings(aws_setup, "emr_serverless", tmp_path)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "RENTAL_MYSQL_URL": settings.mysql.redacted_url,
+        "RENTAL_LAKE_ROOT": settings.lake_root,
+        "RENTAL_WAREHOUSE_URL": settings.warehouse.public_url,
+        "RENTAL_SPARK_RUNNER": "emr_serverless",
+        "RENTAL_PIPES_S3_PREFIX": f"s3://{BUCKET}/pipes",
+        "RENTAL_CODE_S3_PREFIX": f"s3://{BUCKET}/code",
+        "RENTAL_MYSQL_SECRET_ARN": aws_setup.secret_arn,
+        "RENTAL_EMR_SERVERLESS_APPLICATION_ID": aws_setup.application_id,
+        "RENTAL_EMR_SERVERLESS_ROLE_ARN": ROLE,
+    }
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with RemoteSide("emr_serverless", None, hold=True) as remote:
+        run = subprocess.Popen(
+            [
+                Path(sys.executable).parent / "rental-platform",
+                "run",
+                "--start",
+                "2025-01-01",
+                "--end",
+                "2025-01-01",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not remote.jobs:
+            assert run.poll() is None, run.communicate()[0]
+            assert time.monotonic() < deadline, "no job was started"
+            time.sleep(0.2)
+        (job,) = remote.jobs
+        assert remote.state(job) == "PENDING"
+        run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=120)
+    assert run.returncode != 0, output
+    assert remote.state(job) == "CANCELLED", output
