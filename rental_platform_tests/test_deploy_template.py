@@ -1,0 +1,328 @@
+"""The production deployment files: the CloudFormation template lints clean, holds no secret and
+grants no more than docs/aws.md says; the production dagster.yaml opens a real instance on
+PostgreSQL, configured from the environment only."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+from cfnlint.decode import cfn_yaml
+
+from rental_platform.settings import parse_warehouse_url
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "deploy" / "rental-platform.yaml"
+DAGSTER_YAML = ROOT / "deploy" / "dagster.yaml"
+LOCAL_DAGSTER_YAML = ROOT / "dagster.yaml"
+GUIDE = ROOT / "docs" / "aws.md"
+POSTGRES_SERVER = os.environ.get(
+    "RENTAL_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
+)
+
+# Parameters and properties that hold, or are, a secret.
+SECRET_PARAMETER = re.compile(r"(?i)password|secret|token|credential")
+# (Not the switches and generators: ManageAdminPassword, GenerateSecretString.)
+SECRET_PROPERTY = re.compile(r"(?i)^(?!manage|generate).*(password|secretstring)$")
+DYNAMIC_SECRET = re.compile(r"^\{\{resolve:(secretsmanager|ssm-secure):")
+# Actions that cannot be scoped to a resource (AWS offers no resource ARN for them).
+UNSCOPABLE_ACTIONS = {
+    "cloudwatch:PutMetricData",
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeVpcEndpoints",
+    "ec2:DescribeRouteTables",
+}
+# What the template's outputs must give (docs/aws.md's environment, without the defaults).
+OUTPUT_VARIABLES = {
+    "RENTAL_LAKE_ROOT",
+    "RENTAL_PIPES_S3_PREFIX",
+    "RENTAL_CODE_S3_PREFIX",
+    "RENTAL_MYSQL_SECRET_ARN",
+    "RENTAL_GLUE_JOB_NAME",
+    "RENTAL_GLUE_ROLE_ARN",
+    "RENTAL_EMR_SERVERLESS_APPLICATION_ID",
+    "RENTAL_EMR_SERVERLESS_ROLE_ARN",
+    "RENTAL_EMR_INSTANCE_PROFILE",
+    "RENTAL_EMR_LOG_URI",
+    "RENTAL_REDSHIFT_COPY_ROLE_ARN",
+    "RENTAL_WAREHOUSE_URL",
+}
+
+
+def _template() -> dict[str, Any]:
+    return cfn_yaml.load(str(TEMPLATE))
+
+
+# ---- cfn-lint ----------------------------------------------------------------------------------
+
+
+def test_template_passes_cfn_lint() -> None:
+    """cfn-lint knows every resource type used (Glue, EMR Serverless, Redshift Serverless) and
+    validates properties, references and policies: no error, no warning."""
+    lint = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, f"cfn-lint:\n{lint.stdout}{lint.stderr}"
+
+
+# ---- no secret in the template -----------------------------------------------------------------
+
+
+def _no_echo(parameter: dict[str, Any]) -> bool:
+    return str(parameter.get("NoEcho", "false")).lower() == "true"
+
+
+def _secret_is_safe(value: Any, hidden: set[str]) -> bool:
+    """A secret-holding value may only come from a NoEcho parameter, a dynamic reference to a
+    secret store, or be absent (AWS::NoValue), on every branch of an Fn::If."""
+    if isinstance(value, bool):
+        return True  # a switch (e.g. ManageAdminPassword), not a secret
+    if isinstance(value, str):
+        return bool(DYNAMIC_SECRET.match(value))
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            return argument in hidden or argument == "AWS::NoValue"
+        if function == "Fn::If":
+            return all(_secret_is_safe(branch, hidden) for branch in argument[1:])
+    return False
+
+
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
+    """Every (path, key, value) of a nested structure."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path, str(key), value
+            yield from _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for number, value in enumerate(node):
+            yield from _walk(value, f"{path}[{number}]")
+
+
+def secret_problems(template: dict[str, Any]) -> list[str]:
+    """Every place a secret could be written in clear, or leak out, in a template."""
+    parameters = template.get("Parameters", {})
+    problems = [
+        f"parameter {name} must be NoEcho with no default"
+        for name, parameter in parameters.items()
+        if SECRET_PARAMETER.search(name)
+        and (not _no_echo(parameter) or parameter.get("Default", "") != "")
+    ]
+    hidden = {name for name, parameter in parameters.items() if _no_echo(parameter)}
+    problems += [
+        f"{path}.{key} is not from a NoEcho parameter or a secret store"
+        for name, resource in template.get("Resources", {}).items()
+        for path, key, value in _walk(resource.get("Properties", {}), name)
+        if SECRET_PROPERTY.search(key) and not _secret_is_safe(value, hidden)
+    ]
+    problems += [
+        f"{path}.{key} puts the NoEcho parameter {value} in an output"
+        for path, key, value in _walk(template.get("Outputs", {}), "Outputs")
+        if key == "Ref" and value in hidden
+    ]
+    problems += [
+        f"{path}.{key} puts the NoEcho parameter {name} in an output"
+        for path, key, value in _walk(template.get("Outputs", {}), "Outputs")
+        if key == "Fn::Sub"
+        for name in hidden
+        if f"${{{name}}}" in str(value)
+    ]
+    return problems
+
+
+def test_template_holds_no_secret() -> None:
+    """The source password is generated by Secrets Manager or given as a NoEcho parameter, the
+    Redshift admin password is AWS-managed: no secret is written in the template or shown."""
+    template = _template()
+    assert secret_problems(template) == []
+    secret = template["Resources"]["SourcePasswordSecret"]["Properties"]
+    generated = secret["GenerateSecretString"]["Fn::If"][2]
+    assert generated["GenerateStringKey"] == "password"  # {"password": ...}, as the job reads it
+    namespace = template["Resources"]["RedshiftNamespace"]["Properties"]
+    assert namespace["ManageAdminPassword"] is True
+    assert "AdminUserPassword" not in namespace
+
+
+@pytest.mark.parametrize(
+    ("where", "change"),
+    [
+        ("a literal SecretString", ("SourcePasswordSecret", "SecretString", "hunter2")),
+        ("a literal admin password", ("RedshiftNamespace", "AdminUserPassword", "Hunter2!x")),
+        ("a password built by Fn::Sub", ("SourcePasswordSecret", "SecretString", {"Fn::Sub": "x"})),
+    ],
+)
+def test_the_secret_check_catches_a_literal(where: str, change: tuple[str, str, Any]) -> None:
+    """The check above is not vacuous: a template with a secret written in it is refused."""
+    template = copy.deepcopy(_template())
+    resource, key, value = change
+    template["Resources"][resource]["Properties"][key] = value
+    assert secret_problems(template), where
+
+
+def test_the_secret_check_catches_an_echoed_password_parameter() -> None:
+    template = copy.deepcopy(_template())
+    del template["Parameters"]["SourcePassword"]["NoEcho"]
+    problems = secret_problems(template)
+    assert any("parameter SourcePassword" in problem for problem in problems)
+
+
+# ---- least privilege -----------------------------------------------------------------------------
+
+
+def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        documents = [properties.get("PolicyDocument")]
+        documents += [p["PolicyDocument"] for p in properties.get("Policies", [])]
+        for document in filter(None, documents):
+            for statement in document["Statement"]:
+                yield name, statement
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_policies_grant_no_wildcard_action_or_resource() -> None:
+    """Every Allow names its actions; `Resource: "*"` only for actions that cannot be scoped;
+    no AWS-managed policy (they are broad) is attached."""
+    template = _template()
+    allows = [(name, s) for name, s in _statements(template) if s["Effect"] == "Allow"]
+    assert len(allows) > 20
+    for name, statement in allows:
+        actions = _as_list(statement["Action"])
+        assert not [a for a in actions if "*" in a], (name, statement.get("Sid"))
+        if "*" in _as_list(statement["Resource"]):
+            assert set(actions) <= UNSCOPABLE_ACTIONS, (name, statement.get("Sid"))
+    for name, resource in template["Resources"].items():
+        for arn in resource.get("Properties", {}).get("ManagedPolicyArns", []):
+            assert "iam::aws:policy" not in str(arn), name
+
+
+def test_only_the_spark_jobs_read_the_secret_and_redshift_reads_only_presentation() -> None:
+    template = _template()
+    readers = {
+        name
+        for name, statement in _statements(template)
+        if "secretsmanager:GetSecretValue" in _as_list(statement["Action"])
+    }
+    assert readers == {"SparkJobPolicy"}
+    copy_resources = [
+        str(resource)
+        for name, statement in _statements(template)
+        if name == "RedshiftCopyRole" and "s3:GetObject" in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+    ]
+    assert copy_resources and all("/presentation/" in r for r in copy_resources)
+
+
+# ---- outputs and the guide -------------------------------------------------------------------
+
+
+def test_outputs_give_the_variables_the_guide_documents() -> None:
+    """`describe-stacks` turns the outputs into RENTAL_* variables (docs/aws.md): each is one
+    the guide's table explains, and the warehouse URL is one the platform parses."""
+    template = _template()
+    outputs = {
+        output["Description"]: output["Value"]
+        for output in template["Outputs"].values()
+        if str(output["Description"]).startswith("RENTAL_")
+    }
+    assert OUTPUT_VARIABLES - set(outputs) == set()
+    guide = GUIDE.read_text()
+    assert [v for v in outputs if f"| `{v}` |" not in guide] == []
+
+    url_template, _ = outputs["RENTAL_WAREHOUSE_URL"]["Fn::Sub"]
+    values = {name: p.get("Default") for name, p in template["Parameters"].items()}
+    values["Host"] = "wg.123456789012.eu-west-1.redshift-serverless.amazonaws.com"
+    url = re.sub(r"\$\{(\w+)\}", lambda m: values[m[1]], url_template)
+    target = parse_warehouse_url(url)
+    assert (target.kind, target.iam, target.workgroup) == ("redshift", True, "rental-platform")
+
+
+# ---- the production Dagster instance -------------------------------------------------------
+
+
+@pytest.fixture
+def dagster_database() -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database; yields the DAGSTER_PG_* settings that reach it."""
+    server = urlsplit(POSTGRES_SERVER)
+    name = f"dagster_deploy_test_{os.getpid()}"
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {
+            "DAGSTER_PG_HOST": server.hostname or "127.0.0.1",
+            "DAGSTER_PG_PORT": str(server.port or 5432),
+            "DAGSTER_PG_USER": unquote(server.username or "postgres"),
+            # Trust auth: set, and empty (the config reads it from the environment regardless).
+            "DAGSTER_PG_PASSWORD": unquote(server.password or ""),
+            "DAGSTER_PG_DB": name,
+        }
+    finally:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_production_dagster_yaml_opens_a_postgres_instance(
+    dagster_database: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/dagster.yaml, with nothing but the DAGSTER_PG_* variables, gives an instance whose
+    runs, events and schedules live in PostgreSQL, with the local pool limit and no telemetry."""
+    for variable, value in dagster_database.items():
+        monkeypatch.setenv(variable, value)
+    shutil.copy(DAGSTER_YAML, tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.telemetry_enabled is False
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+        run = instance.create_run_for_job(dg.GraphDefinition(name="probe").to_job())
+        assert instance.get_run_by_id(run.run_id).job_name == "probe"
+    finally:
+        instance.dispose()
+    with psycopg.connect(
+        f"{POSTGRES_SERVER}/{dagster_database['DAGSTER_PG_DB']}", autocommit=True
+    ) as database:
+        stored = database.execute("SELECT run_id FROM runs").fetchall()
+    assert stored == [(run.run_id,)]
+
+
+def test_production_and_local_instances_share_the_pool_limits() -> None:
+    """Both instances let one run at a time publish to the warehouse."""
+    production = yaml.safe_load(DAGSTER_YAML.read_text())
+    local = yaml.safe_load(LOCAL_DAGSTER_YAML.read_text())
+    assert production["concurrency"] == local["concurrency"]
+    assert production["telemetry"] == {"enabled": False}
+    # Only environment references: no host, user or password written in the file.
+    assert production["storage"]["postgres"]["postgres_db"] == {
+        "hostname": {"env": "DAGSTER_PG_HOST"},
+        "port": {"env": "DAGSTER_PG_PORT"},
+        "username": {"env": "DAGSTER_PG_USER"},
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "db_name": {"env": "DAGSTER_PG_DB"},
+    }
