@@ -1,4 +1,5 @@
-"""`rental-platform`: seed the source, materialise a date range, or run the whole demo."""
+"""`rental-platform`: seed the source, materialise a date range, run the whole demo, or deploy
+the Spark code for a remote runner."""
 
 from __future__ import annotations
 

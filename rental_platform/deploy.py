@@ -109,13 +109,10 @@ def _error_code(error: ClientError) -> str:
 
 
 def _upload(package: CodePackage, code: S3Location, s3: BaseClient) -> list[str]:
-    """Put the archive and the entry script under their content-addressed keys, unless there."""
+    """Put the package's files under their content-addressed keys, unless there."""
     uploaded = []
     with _aws(f"uploading the code to {code.uri} (RENTAL_CODE_S3_PREFIX)"):
-        for name, body in (
-            (package.archive_name, package.archive),
-            (package.entry_script_name, package.entry_script),
-        ):
+        for name, body in package.files.items():
             key = code.key(name)
             try:
                 s3.head_object(Bucket=code.bucket, Key=key)
@@ -144,6 +141,7 @@ def glue_job_definition(job: GlueJob, code: S3Location, package: CodePackage) ->
         "NumberOfWorkers": job.workers,
         "DefaultArguments": {
             "--extra-py-files": package.archive_uri(code),
+            "--extra-jars": package.driver_jar_uri(code),
             "--job-language": "python",
             "--enable-metrics": "true",
         },

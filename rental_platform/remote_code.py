@@ -1,5 +1,6 @@
 """The code a remote Spark job runs: the Dagster-free Spark package, zipped with what it imports,
-and a one-line entry script, both named by a hash of their content.
+a one-line entry script, and the JDBC driver that reads the source (Glue and EMR bring MySQL's,
+not the MariaDB driver the steps use), all named by a hash of their content.
 
 `rental-platform deploy` uploads them; the remote runners compute the same names from the code
 on this machine, so a job always runs exactly the code the Dagster side was built from.
@@ -18,6 +19,7 @@ import dagster_pipes
 
 import rental_platform
 from rental_platform.settings import S3Location
+from rental_platform.spark.session import MARIADB_JDBC_JAR
 
 ENTRY_SCRIPT = b"from rental_platform.spark.entrypoint import main\n\nmain()\n"
 # A fixed timestamp, so the same sources always give the same archive bytes.
@@ -46,7 +48,17 @@ def _sources() -> dict[str, Path]:
 class CodePackage:
     archive: bytes
     entry_script: bytes
+    driver_jar: bytes
     digest: str
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        """What `deploy` uploads, by name."""
+        return {
+            self.archive_name: self.archive,
+            self.entry_script_name: self.entry_script,
+            self.driver_jar_name: self.driver_jar,
+        }
 
     @property
     def archive_name(self) -> str:
@@ -55,6 +67,13 @@ class CodePackage:
     @property
     def entry_script_name(self) -> str:
         return f"entrypoint-{self.digest}.py"
+
+    @property
+    def driver_jar_name(self) -> str:
+        return f"mariadb-java-client-{self.digest}.jar"
+
+    def driver_jar_uri(self, code: S3Location) -> str:
+        return f"s3://{code.bucket}/{code.key(self.driver_jar_name)}"
 
     def archive_uri(self, code: S3Location) -> str:
         return f"s3://{code.bucket}/{code.key(self.archive_name)}"
@@ -73,5 +92,6 @@ def code_package() -> CodePackage:
             info.external_attr = 0o644 << 16
             archive.writestr(info, path.read_bytes())
     content = buffer.getvalue()
-    digest = hashlib.sha256(content + ENTRY_SCRIPT).hexdigest()[:16]
-    return CodePackage(content, ENTRY_SCRIPT, digest)
+    jar = Path(MARIADB_JDBC_JAR).read_bytes()
+    digest = hashlib.sha256(content + ENTRY_SCRIPT + jar).hexdigest()[:16]
+    return CodePackage(content, ENTRY_SCRIPT, jar, digest)

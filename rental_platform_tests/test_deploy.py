@@ -53,9 +53,9 @@ def _puts(code: S3Location) -> Counter[str]:
     return Counter(version["Key"] for version in versions)
 
 
-def _uris(code: S3Location) -> tuple[str, str]:
+def _uris(code: S3Location) -> tuple[str, str, str]:
     package = code_package()
-    return package.archive_uri(code), package.entry_script_uri(code)
+    return package.archive_uri(code), package.entry_script_uri(code), package.driver_jar_uri(code)
 
 
 def _glue_runner(code: S3Location, job: GlueJob) -> RunnerSettings:
@@ -86,27 +86,26 @@ def test_deploy_points_the_stacks_job_at_the_code_and_repeating_it_changes_nothi
     code, name, package = _code_location(), _unique("job"), code_package()
     _stack_job(name)
     runner = _glue_runner(code, GlueJob(name))
-    archive, script = _uris(code)
+    archive, script, jar = _uris(code)
 
     first = deploy(runner)
 
-    assert first.uploaded == [archive, script]
+    assert first.uploaded == [archive, script, jar]
     assert first.lines() == [
         f"uploaded {archive}",
         f"uploaded {script}",
+        f"uploaded {jar}",
         f"updated Glue job {name}",
     ]
     s3 = boto3.client("s3")
-    for key, body in (
-        (code.key(package.archive_name), package.archive),
-        (code.key(package.entry_script_name), package.entry_script),
-    ):
-        assert s3.get_object(Bucket=code.bucket, Key=key)["Body"].read() == body
+    for name_, body in package.files.items():
+        assert s3.get_object(Bucket=code.bucket, Key=code.key(name_))["Body"].read() == body
     job = _job(name)
     assert job["Command"] == {"Name": "glueetl", "ScriptLocation": script, "PythonVersion": "3"}
     assert job["DefaultArguments"] == {
         "--TempDir": "s3://stack-assets/tmp",
         "--extra-py-files": archive,
+        "--extra-jars": jar,
         "--job-language": "python",
         "--enable-metrics": "true",
     }
@@ -121,10 +120,7 @@ def test_deploy_points_the_stacks_job_at_the_code_and_repeating_it_changes_nothi
     assert (second.uploaded, second.job_change) == ([], None)
     assert second.lines() == [f"nothing to change: code {package.digest} is deployed"]
     assert _job(name) == job  # LastModifiedOn too: no UpdateJob
-    assert _puts(code) == {
-        code.key(package.archive_name): 1,
-        code.key(package.entry_script_name): 1,
-    }
+    assert _puts(code) == {code.key(name_): 1 for name_ in package.files}
 
 
 def test_a_changed_setting_updates_the_job_and_uploads_nothing() -> None:
@@ -145,11 +141,11 @@ def test_a_changed_setting_updates_the_job_and_uploads_nothing() -> None:
 def test_a_missing_job_is_created_with_the_role() -> None:
     code, name = _code_location(), _unique("job")
     runner = _glue_runner(code, GlueJob(name, role_arn=DEPLOY_ROLE, connection="vpc"))
-    archive, script = _uris(code)
+    archive, script, jar = _uris(code)
 
     report = deploy(runner)
 
-    assert (report.uploaded, report.job_change) == ([archive, script], "created")
+    assert (report.uploaded, report.job_change) == ([archive, script, jar], "created")
     assert report.lines()[-1] == f"created Glue job {name}"
     job = _job(name)
     assert (job["Role"], job["GlueVersion"]) == (DEPLOY_ROLE, "5.0")
@@ -199,12 +195,12 @@ def _emr_serverless_runner(code: S3Location, application: str) -> RunnerSettings
 def test_emr_serverless_deploy_uploads_for_a_spark_application() -> None:
     code = _code_location()
     runner = _emr_serverless_runner(code, _application())
-    archive, script = _uris(code)
+    archive, script, jar = _uris(code)
 
     report = deploy(runner)
 
-    assert (report.uploaded, report.job_change) == ([archive, script], None)
-    assert report.lines() == [f"uploaded {archive}", f"uploaded {script}"]
+    assert (report.uploaded, report.job_change) == ([archive, script, jar], None)
+    assert report.lines() == [f"uploaded {archive}", f"uploaded {script}", f"uploaded {jar}"]
     assert deploy(runner).lines() == [
         f"nothing to change: code {code_package().digest} is deployed"
     ]
@@ -267,12 +263,13 @@ def test_the_cli_deploys_and_then_has_nothing_to_change(
 ) -> None:
     code, name = _code_location(), _unique("job")
     _environment(monkeypatch, code.uri, name)
-    archive, script = _uris(code)
+    archive, script, jar = _uris(code)
 
     assert main(["deploy"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"uploaded {archive}",
         f"uploaded {script}",
+        f"uploaded {jar}",
         f"created Glue job {name}",
     ]
     assert main(["deploy"]) == 0

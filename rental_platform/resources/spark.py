@@ -114,6 +114,10 @@ class RemoteSparkRunner(SparkRunner, ABC):
     def archive_uri(self) -> str:
         return code_package().archive_uri(self.code)
 
+    @property
+    def driver_jar_uri(self) -> str:
+        return code_package().driver_jar_uri(self.code)
+
     def secret_arguments(self) -> list[str]:
         return [SECRET_ARN_ARGUMENT, self.mysql_secret_arn] if self.mysql_secret_arn else []
 
@@ -143,7 +147,7 @@ class GlueSparkRunner(RemoteSparkRunner):
         client = PipesGlueClient(
             context_injector=injector, message_reader=reader, client=boto3.client("glue")
         )
-        arguments = {"--extra-py-files": self.archive_uri}
+        arguments = {"--extra-py-files": self.archive_uri, "--extra-jars": self.driver_jar_uri}
         if self.mysql_secret_arn:
             arguments[SECRET_ARN_ARGUMENT] = self.mysql_secret_arn
         invocation = client.run(
@@ -185,7 +189,8 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
                     "sparkSubmit": {
                         "entryPoint": self.entry_script_uri,
                         "entryPointArguments": self.secret_arguments(),
-                        "sparkSubmitParameters": f"--conf spark.submit.pyFiles={self.archive_uri}",
+                        "sparkSubmitParameters": f"--conf spark.submit.pyFiles={self.archive_uri}"
+                        f" --conf spark.jars={self.driver_jar_uri}",
                     }
                 },
             },
@@ -265,6 +270,7 @@ class EmrSparkRunner(RemoteSparkRunner):
         if self.subnet_id:
             instances["Ec2SubnetId"] = self.subnet_id
         submit = ["spark-submit", "--deploy-mode", "cluster", "--py-files", self.archive_uri]
+        submit += ["--jars", self.driver_jar_uri]
         params: dict[str, Any] = {
             "Name": f"rental-platform {context.op_handle}",
             "ReleaseLabel": self.release_label,
