@@ -142,7 +142,7 @@ class RunnerSettings:
     glue: GlueJob | None = None
     emr_serverless: EmrServerlessApp | None = None
     emr: EmrCluster | None = None
-    # How often to ask AWS whether a job has ended (Glue's client always waits 5 s).
+    # How often to ask AWS whether a job has ended.
     poll_seconds: float = 5.0
     # Extra Spark settings for the local runner (RENTAL_SPARK_CONF).
     spark_conf: Mapping[str, str] = field(default_factory=dict)

@@ -118,11 +118,11 @@ SERVICES = {service.name: service for service in (GlueJobs(), EmrServerlessJobs(
 class Worker:
     """The local stand-in for the cluster's driver: `remote_worker.py` in one process."""
 
-    def __init__(self, lake_folder: Path, log: Path) -> None:
+    def __init__(self, log: Path) -> None:
         self.log = log
         self._log_file = log.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rental_platform_tests.remote_worker", str(lake_folder)],
+            [sys.executable, "-m", "rental_platform_tests.remote_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log_file,
@@ -130,9 +130,11 @@ class Worker:
             env={**os.environ, "RENTAL_SPARK_MASTER": "local[1]"},
         )
 
-    def run(self, job: Job) -> bool:
+    def run(self, job: Job, lake_folder: Path) -> bool:
+        """Run the job with its S3 lake mapped to `lake_folder`; whether it succeeded."""
         assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(json.dumps({"argv": job.argv, "env": job.env}) + "\n")
+        message = {"argv": job.argv, "env": job.env, "lake": str(lake_folder)}
+        self.process.stdin.write(json.dumps(message) + "\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())["ok"]
 
@@ -144,20 +146,21 @@ class Worker:
 
 
 class RemoteSide(threading.Thread):
-    """Plays AWS for one service: each new job runs on the worker (unless `run_jobs` is off)
-    and then ends SUCCEEDED, or FAILED if `fail` is set; with `hold`, jobs are left running."""
+    """Plays AWS for one service: each new job runs on the worker, its lake in `lake_folder`
+    (with no worker, it runs nothing), and then ends SUCCEEDED, or FAILED if `fail` is set;
+    with `hold`, jobs are left running."""
 
     def __init__(
         self,
         service: str,
-        worker: Worker | None,
-        run_jobs: bool = True,
+        worker: Worker | None = None,
+        lake_folder: Path | None = None,
         fail: bool = False,
         hold: bool = False,
     ) -> None:
         super().__init__(daemon=True)
         self.service = SERVICES[service]
-        self.worker, self.run_jobs, self.fail, self.hold = worker, run_jobs, fail, hold
+        self.worker, self.lake_folder, self.fail, self.hold = worker, lake_folder, fail, hold
         self.jobs: list[Job] = []
         self.stopped = threading.Event()
         self.seen: set[str] = set()
@@ -169,7 +172,7 @@ class RemoteSide(threading.Thread):
                 self.jobs.append(job)
                 if self.hold:
                     continue
-                ok = self.worker.run(job) if self.run_jobs and self.worker else True
+                ok = self.worker.run(job, self.lake_folder) if self.worker else True
                 self.service.end(job, ok and not self.fail)
             time.sleep(0.2)
 

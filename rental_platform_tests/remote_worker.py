@@ -7,8 +7,8 @@ here). So this stand-in maps the job's S3 lake to a local folder: it points the 
 the Pipes context (on S3) at the folder, runs the step, and then mirrors the folder to the S3
 lake, so the Dagster side reads exactly what the step wrote, from S3.
 
-Protocol: one JSON object per line on stdin ({"argv": [...], "env": {...}}); one line back,
-{"ok": bool}. Output goes to stderr.
+Protocol: one JSON object per line on stdin ({"argv": [...], "env": {...}, "lake": folder});
+one line back, {"ok": bool}. Output goes to stderr.
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ def _mirror(local_root: str, s3_root: str) -> None:
         s3.upload_file(str(path), lake.bucket, key)
 
 
-def serve(local_root: str) -> None:
+def serve() -> None:
     for line in sys.stdin:
         job = json.loads(line)
+        local_root = job["lake"]
         saved = dict(os.environ)
         os.environ.update(job["env"])
         argv = ["entrypoint.py", *job["argv"]]
@@ -89,4 +90,4 @@ def serve(local_root: str) -> None:
 if __name__ == "__main__":
     sys.stdout = os.fdopen(os.dup(1), "w")  # replies only; everything else goes to stderr
     os.dup2(2, 1)
-    serve(sys.argv[1])
+    serve()

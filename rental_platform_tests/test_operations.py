@@ -119,6 +119,9 @@ def test_kpis_are_automated_and_the_sensor_is_on() -> None:
         ("Communications link failure", True),
         ("org.apache.spark.SparkException: ExecutorLostFailure (executor 1 exited)", True),
         ("AnalysisException: Column 'x' does not exist", False),
+        # A wrong password or database stays wrong: retrying only delays the failure.
+        ("Could not connect to address=(host=db): Access denied for user 'reader'", False),
+        ("Could not connect to address=(host=db): Unknown database 'rentl'", False),
     ],
 )
 def test_transient_failures_are_told_apart(message: str, transient: bool) -> None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -125,23 +126,25 @@ class RemoteRun:
     worker_log: Path
 
 
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory) -> Iterator[Worker]:
+    """One driver process for every runner's jobs: one JVM start, not one per runner."""
+    worker = Worker(tmp_path_factory.mktemp("worker") / "remote.log")
+    yield worker
+    worker.close()
+
+
 @pytest.fixture(scope="module", params=RUNNERS)
-def remote_run(request, aws_setup: AwsSetup, tmp_path_factory) -> RemoteRun:
+def remote_run(request, aws_setup: AwsSetup, worker: Worker, tmp_path_factory) -> RemoteRun:
     """Every layer of the example's first twelve days, each Spark step a job on `kind`."""
     kind = request.param
     folder = tmp_path_factory.mktemp(kind)
     settings = remote_settings(aws_setup, kind, folder)
-    worker = Worker(folder / "lake", folder / "remote.log")
-    try:
-        with RemoteSide(kind, worker) as remote:
-            outcomes = materialize_range(
-                build_definitions(settings), aws_setup.platform.instance, START, END
-            )
-    finally:
-        worker.close()
-    return RemoteRun(
-        kind, settings, aws_setup.platform.instance, outcomes, remote.jobs, folder / "remote.log"
-    )
+    with RemoteSide(kind, worker, folder / "lake") as remote:
+        outcomes = materialize_range(
+            build_definitions(settings), aws_setup.platform.instance, START, END
+        )
+    return RemoteRun(kind, settings, aws_setup.platform.instance, outcomes, remote.jobs, worker.log)
 
 
 def test_every_layer_ran_as_remote_jobs(remote_run: RemoteRun) -> None:
@@ -204,7 +207,7 @@ def test_the_source_password_never_leaves_secrets_manager(remote_run: RemoteRun)
 @pytest.mark.parametrize("kind", ["glue", "emr"])
 def test_a_failed_job_fails_its_assets(aws_setup: AwsSetup, kind: str, tmp_path: Path) -> None:
     settings = remote_settings(aws_setup, kind, tmp_path)
-    with RemoteSide(kind, None, fail=True), pytest.raises(RangeRunError) as error:
+    with RemoteSide(kind, fail=True), pytest.raises(RangeRunError) as error:
         materialize_range(
             build_definitions(settings),
             aws_setup.platform.instance,
@@ -218,7 +221,7 @@ def test_a_failed_job_fails_its_assets(aws_setup: AwsSetup, kind: str, tmp_path:
 def test_a_job_that_reports_nothing_fails_its_assets(aws_setup: AwsSetup, tmp_path: Path) -> None:
     """A job that ends SUCCEEDED without any Pipes message is not a success."""
     settings = remote_settings(aws_setup, "emr_serverless", tmp_path)
-    with RemoteSide("emr_serverless", None, run_jobs=False), pytest.raises(RangeRunError) as error:
+    with RemoteSide("emr_serverless"), pytest.raises(RangeRunError) as error:
         materialize_range(
             build_definitions(settings),
             aws_setup.platform.instance,
@@ -263,7 +266,7 @@ def test_interrupting_a_run_cancels_its_remote_job(aws_setup: AwsSetup, tmp_path
         "RENTAL_EMR_SERVERLESS_ROLE_ARN": ROLE,
     }
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    with RemoteSide("emr_serverless", None, hold=True) as remote:
+    with RemoteSide("emr_serverless", hold=True) as remote:
         run = subprocess.Popen(
             [
                 Path(sys.executable).parent / "rental-platform",

@@ -33,6 +33,8 @@ TRANSIENT_ERRORS = (
     "Executor lost",
     "Py4JNetworkError",
 )
+# ...unless the cause will not go away by itself: a wrong password or database name.
+PERMANENT_ERRORS = ("Access denied", "Unknown database")
 WAREHOUSE_POOL = "warehouse"
 GROUPS = {
     Layer.RAW: "raw",
@@ -166,6 +168,8 @@ def _run_with_retries(
 
 def is_transient(error: BaseException) -> bool:
     text = str(error)
+    if any(marker in text for marker in PERMANENT_ERRORS):
+        return False
     return any(marker in text for marker in TRANSIENT_ERRORS)
 
 

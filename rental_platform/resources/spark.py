@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
 import boto3
 import dagster as dg
@@ -70,8 +70,6 @@ class RemoteSparkRunner(SparkRunner, ABC):
     # The ARN of the source password in Secrets Manager (an ARN, not the secret).
     mysql_secret_arn: str | None = None
     poll_seconds: float = 5.0
-    # Whether the driver's output travels with the Pipes messages (else the service's logs).
-    stdio_in_messages: ClassVar[bool] = False
 
     def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport:
         s3 = boto3.client("s3")
@@ -83,7 +81,6 @@ class RemoteSparkRunner(SparkRunner, ABC):
             bucket=self.pipes_bucket,
             client=s3,
             interval=min(self.poll_seconds, 5.0),
-            include_stdio_in_messages=self.stdio_in_messages,
         )
         messages = self._invoke(context, injector, reader, {REQUEST_EXTRA: request.to_json()})
         return report_from(messages, self.describe())
@@ -133,6 +130,24 @@ class RemoteSparkRunner(SparkRunner, ABC):
             ) from None
 
 
+class PollingGlueClient(PipesGlueClient):
+    """dagster-aws's Glue client, looking at the job run every `poll_seconds` (it waits a fixed
+    5 s), so short steps end when they end."""
+
+    TERMINAL_STATES = ("FAILED", "SUCCEEDED", "STOPPED", "TIMEOUT", "ERROR")
+
+    def __init__(self, *, poll_seconds: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poll_seconds = poll_seconds
+
+    def _wait_for_job_run_completion(self, job_name: str, run_id: str) -> Any:
+        while True:
+            response = self._client.get_job_run(JobName=job_name, RunId=run_id)
+            if response["JobRun"]["JobRunState"] in self.TERMINAL_STATES:
+                return response
+            time.sleep(self.poll_seconds)
+
+
 class GlueSparkRunner(RemoteSparkRunner):
     """An AWS Glue job (`rental-platform deploy` creates it and points it at the code)."""
 
@@ -144,8 +159,11 @@ class GlueSparkRunner(RemoteSparkRunner):
         return f"Glue job {self.job_name}"
 
     def _invoke(self, context, injector, reader, extras) -> list[Any]:
-        client = PipesGlueClient(
-            context_injector=injector, message_reader=reader, client=boto3.client("glue")
+        client = PollingGlueClient(
+            context_injector=injector,
+            message_reader=reader,
+            client=boto3.client("glue"),
+            poll_seconds=self.poll_seconds,
         )
         arguments = {"--extra-py-files": self.archive_uri, "--extra-jars": self.driver_jar_uri}
         if self.mysql_secret_arn:
@@ -202,14 +220,17 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
 class PollingEMRClient(PipesEMRClient):
     """dagster-aws's EMR client, waiting by polling every `poll_seconds` (its boto3 waiter
     sleeps 30 s between looks) and failing unless the step completed: its own check lets a
-    cluster that ended without finishing its step pass. The driver's output travels with the
-    Pipes messages, so it does not wait for EMR's step logs on S3 (written minutes later)."""
+    cluster that ended without finishing its step pass. It does not wait for EMR's logs on S3:
+    EMR writes them to LogUri minutes after the cluster ends; they stay there to read."""
 
     def __init__(self, *, poll_seconds: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.poll_seconds = poll_seconds
 
     def _add_log_readers(self, context, response) -> None:
+        pass
+
+    def _read_application_logs(self, context, session, response) -> None:
         pass
 
     def _wait_for_completion(self, context, response) -> Any:
@@ -234,9 +255,6 @@ class PollingEMRClient(PipesEMRClient):
 
 class EmrSparkRunner(RemoteSparkRunner):
     """An EMR cluster started for the step, running it as its only step, then terminated."""
-
-    # EMR writes its logs to LogUri only minutes after the cluster ends.
-    stdio_in_messages: ClassVar[bool] = True
 
     release_label: str = "emr-7.5.0"
     instance_type: str = "m5.xlarge"

@@ -43,7 +43,13 @@ def booking_rules() -> list[tuple[str, Column]]:
             "total_price_null_or_negative",
             F.col("total_price").isNull() | (F.col("total_price") < 0),
         ),
-        ("invalid_status", ~F.lower(F.trim(F.col("booking_status"))).isin(*VALID_STATUSES)),
+        # A null status is not one of the valid ones (isin alone would say null, i.e. passed).
+        (
+            "invalid_status",
+            F.coalesce(
+                ~F.lower(F.trim(F.col("booking_status"))).isin(*VALID_STATUSES), F.lit(True)
+            ),
+        ),
         ("unknown_apartment", ~F.col("_listing_exists")),
     ]
 

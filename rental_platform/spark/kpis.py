@@ -36,7 +36,9 @@ def _in(column: Column, starts: list[date], grain: Grain) -> Column:
 
 
 def _periods_frame(spark: SparkSession, name: str, starts: list[date]) -> DataFrame:
-    return spark.createDataFrame([(start,) for start in starts], f"{name} date")
+    # Built in the JVM: a frame from Python rows starts Python workers, for a handful of dates.
+    dates = F.array(*(F.lit(start) for start in starts))
+    return spark.range(1).select(F.explode(dates).alias(name))
 
 
 def avg_listing_price(listings: DataFrame, weeks: list[date]) -> DataFrame:

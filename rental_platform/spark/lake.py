@@ -81,7 +81,8 @@ class Lake:
         schema = spark_schema(table)
         with_files = [path for path in paths if self._has_parquet(path)]
         if not with_files:
-            return self.spark.createDataFrame([], schema)
+            # From an empty RDD, not an empty list: no Python worker is started for it.
+            return self.spark.createDataFrame(self.spark.sparkContext.emptyRDD(), schema)
         return conform(self.spark.read.schema(schema).parquet(*with_files), table)
 
     def stored_schema(self, paths: list[str]) -> T.StructType | None:
