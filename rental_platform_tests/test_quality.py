@@ -91,3 +91,21 @@ def test_every_declared_check_is_blocking_but_freshness() -> None:
     assert {spec.name for spec in declared if not spec.blocking} == {"freshness"}
     assert quality.checks_for(tables.QUARANTINE_BOOKINGS) == []
     assert quality.LISTINGS_EXIST in quality.checks_for(tables.CURATED_BOOKINGS)
+
+
+def test_the_undated_backlog_is_left_out_of_a_windows_quarantine_share() -> None:
+    """Every window re-curates all rows with no day and rejects them: a one-day run must be
+    judged on its day, not on that backlog."""
+    accounting = quality.CheckResult(
+        tables.CURATED_BOOKINGS.id,
+        "rows_accounted_for",
+        True,
+        "",
+        {"raw_rows": 110, "quarantined_rows": 12, "quarantined_by_reason": {}},
+    )
+    with_backlog = quality.quarantine_share(tables.CURATED_BOOKINGS, accounting, 0.05)
+    assert not with_backlog.passed  # 12 of 110
+    day = quality.quarantine_share(tables.CURATED_BOOKINGS, accounting, 0.05, undated=(10, 10))
+    assert day.passed
+    assert day.metadata["quarantine_share"] == 0.02
+    assert day.metadata["undated_rows_quarantined"] == 10

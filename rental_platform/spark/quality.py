@@ -205,10 +205,16 @@ def schema_matches(table: Table, stored: T.StructType | None) -> CheckResult:
     )
 
 
-def quarantine_share(curated: Table, accounting: CheckResult, limit: float) -> CheckResult:
-    """The share of raw rows rejected stays under the limit: a jump means a broken source."""
-    raw = accounting.metadata["raw_rows"]
-    quarantined = accounting.metadata["quarantined_rows"]
+def quarantine_share(
+    curated: Table, accounting: CheckResult, limit: float, undated: tuple[int, int] = (0, 0)
+) -> CheckResult:
+    """The share of the window's raw rows rejected stays under the limit: a jump means a broken
+    source. `undated` is (raw, quarantined) of the rows with no day: every window re-curates
+    that whole backlog and always rejects it, so it is reported apart, not counted in the share
+    (else a one-day run would be judged on the backlog)."""
+    undated_raw, undated_quarantined = undated
+    raw = accounting.metadata["raw_rows"] - undated_raw
+    quarantined = accounting.metadata["quarantined_rows"] - undated_quarantined
     share = quarantined / raw if raw else 0.0
     return CheckResult(
         curated.id,
@@ -219,6 +225,7 @@ def quarantine_share(curated: Table, accounting: CheckResult, limit: float) -> C
             "quarantine_share": round(share, 6),
             "limit": limit,
             "quarantined_rows": quarantined,
+            "undated_rows_quarantined": undated_quarantined,
             "quarantined_by_reason": accounting.metadata["quarantined_by_reason"],
         },
     )

@@ -18,6 +18,9 @@ PORTABLE_CONF: dict[str, str] = {
     "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # A step reads up to hundreds of day folders: list them on the driver, not with a Spark job
+    # of one task per folder (the default above 32 paths).
+    "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",
 }
 # One machine: the UI and the progress bar cost start-up time and clutter logs; shuffles are
 # sized for its cores; everything stays on loopback.

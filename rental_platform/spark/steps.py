@@ -220,8 +220,10 @@ def _account(
     curated_df: DataFrame,
     quarantine_df: DataFrame,
     collapsed_rows: int,
+    undated: tuple[int, int] = (0, 0),
 ) -> None:
-    """Record both tables of a curated pair and check that every raw row is accounted for."""
+    """Record both tables of a curated pair and check that every raw row is accounted for.
+    `undated`: (raw, quarantined) rows with no day, left out of the quarantine share."""
     curated_rows = curated_df.count()
     accounting = quality.rows_accounted_for(
         curated_table, raw_rows, curated_rows, quarantine_df, collapsed_rows
@@ -229,7 +231,7 @@ def _account(
     step.check(accounting)
     step.check(
         quality.quarantine_share(
-            curated_table, accounting, step.request.limits.max_quarantine_share
+            curated_table, accounting, step.request.limits.max_quarantine_share, undated
         )
     )
     _check_rows(step, curated_table, curated_df)
@@ -300,17 +302,20 @@ def curate_daily(step: _Step) -> None:
         if curated_table is tables.CURATED_BOOKINGS:
             step.check(quality.listings_exist(curated_df, listing_ids))
         # Undated rows always break a rule (their date is null): they land in quarantine only.
+        undated_quarantine = step.land_undated(quarantine_table, undated.quarantine)
         quarantine_df = step.land_periods(quarantine_table, dated.quarantine, days).unionByName(
-            step.land_undated(quarantine_table, undated.quarantine)
+            undated_quarantine
         )
+        undated_rows = raw_undated.count()
         _account(
             step,
             curated_table,
             quarantine_table,
-            raw.count() + raw_undated.count(),
+            raw.count() + undated_rows,
             curated_df,
             quarantine_df,
             dated.collapsed.count() + undated.collapsed.count(),
+            undated=(undated_rows, undated_quarantine.count()),
         )
 
 
