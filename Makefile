@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export DAGSTER_HOME ?= $(CURDIR)/.rental/dagster_home
 VENV := .venv/bin
 
-.PHONY: setup demo dev test lint clean
+.PHONY: setup demo dev test lint bench clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -20,6 +20,12 @@ test: setup
 lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+
+# `make bench SCALE=large REPEAT=1`: see benchmarks/README.md.
+SCALE ?= small
+REPEAT ?= 3
+bench: setup
+	$(VENV)/python -m benchmarks.run --scale $(SCALE) --repeat $(REPEAT)
 
 clean:
 	rm -rf .rental

@@ -1,0 +1,654 @@
+"""Benchmark of the whole platform on this machine (issue 6): seed, backfill, daily increments
+over 3 months and 3 years of history, and a row-for-row check against the DuckDB reference.
+
+    python -m benchmarks.run --scale small --repeat 3      # or: make bench SCALE=large
+
+Every platform run is `rental-platform run` in a subprocess with its own lake, warehouse and
+DAGSTER_HOME, so a figure is what an operator waits for: Python and Dagster start-up and the
+Spark JVM included. Wall times per grain job and per step come from the run's Dagster instance;
+memory is the process tree's RSS, sampled every 0.2 s. Timings are medians of `--repeat` runs,
+peak memory the highest of them. Results go to `benchmarks/results/{scale}.json` and `.md`;
+scratch data to `.rental/bench/{scale}/`; the source database `rental_bench_{scale}` is dropped
+at the end. Exits 1 if the platform's KPI tables differ from the reference's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote
+
+import dagster as dg
+import duckdb
+import psutil
+import pymysql
+import pyspark
+from dagster._core.events import DagsterEventType
+
+from rental_platform import tables
+from rental_platform.seed import SCALES, SeedScale, seed_source
+from rental_platform.settings import MySqlSource, Settings
+from rental_platform.spark import layout
+from rental_platform.tables import Grain, Layer, Table
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+SAMPLE_SECONDS = 0.2
+GIB = 1024**3
+# Memory figures are in GB of 10^9 bytes, as the 2 GB target is.
+GB = 10**9
+# Days of history in the lake, the increment's own day included.
+HISTORIES = {"3 months": 90, "3 years": 3 * 365}
+# Daily lake tables the increment reads history from; synthetic history is made for these.
+DAILY_TABLES = tuple(
+    t
+    for t in tables.ALL_TABLES
+    if t.grain is Grain.DAILY and t.layer in (Layer.RAW, Layer.CURATED, Layer.QUARANTINE)
+)
+# Synthetic history offsets these ids per copy, so keys stay unique across copies.
+ID_COLUMNS = ("booking_id",)
+ID_OFFSET = 10**9
+RUN_ID = re.compile(r"\brun ([0-9a-f-]{36})\s*$")
+
+
+# --- measuring one platform run ------------------------------------------------------------
+
+
+@dataclass
+class Memory:
+    """Peak RSS of a process tree: of the sum over the tree, and per process name (summed over
+    the processes of that name at one sample). RSS counts shared pages once per process, so
+    the total is an upper bound.
+
+    A child still running its parent's executable (the JVM forks a helper before exec'ing
+    `ps`, `chmod` and the like, and the fork shows the JVM's whole RSS) shares its parent's
+    pages: it is not counted again."""
+
+    peak_total: int = 0
+    peak_by_name: dict[str, int] = field(default_factory=dict)
+
+    def sample(self, root: psutil.Process) -> None:
+        by_name: dict[str, int] = defaultdict(int)
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                if process is root or not _unexeced_fork(process):
+                    by_name[process.name()] += process.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        self.peak_total = max(self.peak_total, sum(by_name.values()))
+        for name, rss in by_name.items():
+            self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), rss)
+
+
+def _unexeced_fork(process: psutil.Process) -> bool:
+    parent = process.parent()
+    return parent is not None and process.exe() == parent.exe()
+
+
+@dataclass
+class PlatformRun:
+    """One `rental-platform run`: its wall time, the Dagster runs it launched, the source rows
+    its raw steps read, and its memory."""
+
+    wall: float
+    jobs: dict[str, float]
+    steps: dict[str, float]
+    source_rows: int
+    memory: Memory
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A lake, warehouse and Dagster instance of their own."""
+
+    root: Path
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
+
+    def fresh(self) -> Sandbox:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.dagster_home.mkdir(parents=True)
+        shutil.copy(REPO / "dagster.yaml", self.dagster_home / "dagster.yaml")
+        return self
+
+
+def mysql_url(source: MySqlSource) -> str:
+    password = f":{quote(source.password, safe='')}" if source.password else ""
+    user = quote(source.user, safe="")
+    return f"mysql://{user}{password}@{source.host}:{source.port}/{source.database}"
+
+
+def run_platform(
+    source: MySqlSource,
+    sandbox: Sandbox,
+    first_day: date,
+    start: date,
+    end: date,
+    log: Path,
+) -> PlatformRun:
+    """`rental-platform run --start --end` in a subprocess, its process tree sampled until it
+    ends; then its Dagster runs read back from the sandbox's instance."""
+    env = os.environ | {
+        "RENTAL_MYSQL_URL": mysql_url(source),
+        "RENTAL_LAKE_ROOT": str(sandbox.lake.resolve()),
+        "RENTAL_WAREHOUSE_URL": f"duckdb:///{sandbox.warehouse.resolve()}",
+        "RENTAL_PARTITIONS_START": first_day.isoformat(),
+        "DAGSTER_HOME": str(sandbox.dagster_home.resolve()),
+    }
+    command = [sys.executable, "-m", "rental_platform.cli", "run"]
+    command += ["--start", start.isoformat(), "--end", end.isoformat()]
+    memory = Memory()
+    with log.open("w") as output:
+        began = time.perf_counter()
+        child = subprocess.Popen(command, env=env, cwd=REPO, stdout=output, stderr=output)
+        root = psutil.Process(child.pid)
+        while child.poll() is None:
+            memory.sample(root)
+            time.sleep(SAMPLE_SECONDS)
+        wall = time.perf_counter() - began
+    text = log.read_text()
+    if child.returncode != 0:
+        raise RuntimeError(f"rental-platform run failed ({log}):\n{text[-3000:]}")
+    run_ids = [m.group(1) for line in text.splitlines() if (m := RUN_ID.search(line))]
+    jobs, steps, rows = dagster_runs(sandbox.dagster_home, run_ids)
+    return PlatformRun(wall, jobs, steps, rows, memory)
+
+
+def dagster_runs(
+    dagster_home: Path, run_ids: list[str]
+) -> tuple[dict[str, float], dict[str, float], int]:
+    """Per job, the run's wall time (its start and end events); per `job/step`, the step's;
+    and the rows the raw assets landed (what was read from the source). A single-run backfill
+    records one materialisation per partition, each with the whole step's row count: a raw
+    asset's count is taken once per run."""
+    jobs: dict[str, float] = {}
+    steps: dict[str, float] = {}
+    rows: dict[tuple[str, ...], int] = {}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        for run_id in run_ids:
+            job = instance.get_run_by_id(run_id).job_name
+            stats = instance.get_run_stats(run_id)
+            jobs[job] = stats.end_time - stats.start_time
+            for step in instance.get_run_step_stats(run_id):
+                steps[f"{job}/{step.step_key}"] = step.end_time - step.start_time
+            for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+                materialization = entry.asset_materialization
+                if materialization.asset_key.path[0] == Layer.RAW:
+                    key = (run_id, *materialization.asset_key.path)
+                    rows[key] = materialization.metadata["dagster/row_count"].value
+    return jobs, steps, sum(rows.values())
+
+
+# --- aggregating repeats ---------------------------------------------------------------------
+
+
+def summarise(runs: list[PlatformRun]) -> dict[str, Any]:
+    """Medians of the timings over the repeats; the highest peak memory of any of them."""
+    return {
+        "wall_s": median([r.wall for r in runs]),
+        "dagster_runs_s": median([sum(r.jobs.values()) for r in runs]),
+        "jobs_s": median_each([r.jobs for r in runs]),
+        "steps_s": median_each([r.steps for r in runs]),
+        "source_rows": runs[0].source_rows,
+        "rows_per_s": runs[0].source_rows / median([r.wall for r in runs]),
+        "peak_rss_total_bytes": max(r.memory.peak_total for r in runs),
+        "peak_rss_by_name_bytes": {
+            name: max(r.memory.peak_by_name.get(name, 0) for r in runs)
+            for name in sorted({n for r in runs for n in r.memory.peak_by_name})
+        },
+    }
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def median_each(maps: list[dict[str, float]]) -> dict[str, float]:
+    return {key: median([m[key] for m in maps if key in m]) for key in maps[0]}
+
+
+# --- the source --------------------------------------------------------------------------------
+
+
+def bench_source(scale_name: str) -> MySqlSource:
+    """The server of RENTAL_MYSQL_URL (or the default) with the benchmark's own database."""
+    return replace(Settings.from_env().mysql, database=f"rental_bench_{scale_name}")
+
+
+def drop_database(source: MySqlSource) -> None:
+    server = {key: value for key, value in source.pymysql_kwargs().items() if key != "database"}
+    with pymysql.connect(**server) as connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{source.database}`")
+
+
+def seed(source: MySqlSource, scale: SeedScale) -> float:
+    """Seed a fresh database; its wall time."""
+    drop_database(source)
+    began = time.perf_counter()
+    seed_source(source.pymysql_kwargs(), scale)
+    return time.perf_counter() - began
+
+
+def server_version(source: MySqlSource) -> str:
+    with pymysql.connect(**source.pymysql_kwargs()) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT VERSION()")
+        return str(cursor.fetchone()[0])
+
+
+# --- history for the increments ----------------------------------------------------------------
+
+
+def history_sandbox(backfill: Sandbox, target: Sandbox, first: date, day: date) -> None:
+    """A lake holding the days [first, day) and the backfill's snapshots, and a copy of the
+    backfill's warehouse. Days the backfill has are hard-linked (the platform replaces
+    partitions by renaming, never writes into a file); older ones are synthesised."""
+    target.fresh()
+    shutil.copytree(backfill.lake, target.lake, copy_function=os.link)
+    shutil.copy(backfill.warehouse, target.warehouse)
+    for table in DAILY_TABLES:
+        for period in existing_days(target.lake, table):
+            if not first <= period < day:
+                shutil.rmtree(layout.period_path(str(target.lake), table, period))
+    real = existing_days(backfill.lake, DAILY_TABLES[0])
+    if first < real[0]:
+        for table in DAILY_TABLES:
+            synthesise(backfill.lake, target.lake, table, first, real[0], day)
+
+
+def existing_days(lake: Path, table: Table) -> list[date]:
+    base = Path(layout.table_path(str(lake), table))
+    labels = (layout.parse_period_label(table.grain, p.name) for p in base.iterdir())
+    return sorted(day for day in labels if day is not None)
+
+
+def synthesise(
+    source_lake: Path, lake: Path, table: Table, first: date, real: date, day: date
+) -> None:
+    """Fill [first, real) with the real days [real, day) moved back by whole multiples of their
+    span: every date and timestamp shifted alike, booking ids offset per copy. Each synthetic
+    day is thus a real day's rows (same volume, same dirt) under another date."""
+    span = (day - real).days
+    copies = math.ceil((real - first).days / span)
+    base = layout.table_path(str(source_lake), table)
+    if not list(Path(base).glob("dt=*/*.parquet")):
+        return
+    back = f"CAST(k * {span} AS INTEGER)"  # days copy k is moved back by
+    columns = []
+    for column in table.columns:
+        name = f'"{column.name}"'
+        if column.type == "timestamp":
+            columns.append(f"{name} - to_days({back}) AS {name}")
+        elif column.type == "date":
+            columns.append(f"{name} - {back} AS {name}")
+        elif column.name in ID_COLUMNS:
+            columns.append(f"{name} + k * {ID_OFFSET} AS {name}")
+        else:
+            columns.append(name)
+    staging = lake / "_synthetic" / table.id
+    staging.parent.mkdir(exist_ok=True)
+    query = (
+        f"SELECT {', '.join(columns)}, dt - {back} AS dt "
+        f"FROM read_parquet('{base}/dt=*/*.parquet', hive_partitioning = true, "
+        f"hive_types = {{'dt': DATE}}), range(1, {copies + 1}) AS copies(k) "
+        f"WHERE dt < DATE '{day}' AND dt - {back} >= DATE '{first}'"
+    )
+    with duckdb.connect() as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.execute(f"COPY ({query}) TO '{staging}' (FORMAT parquet, PARTITION_BY (dt))")
+    target = Path(layout.table_path(str(lake), table))
+    for folder in staging.iterdir():
+        folder.rename(target / folder.name)
+    shutil.rmtree(lake / "_synthetic")
+
+
+def drop_day(lake: Path, day: date) -> None:
+    """Remove the day's partitions, so the increment lands a day the lake has not seen."""
+    for table in DAILY_TABLES:
+        shutil.rmtree(layout.period_path(str(lake), table, day), ignore_errors=True)
+
+
+# --- the reference -----------------------------------------------------------------------------
+
+
+def load_reference() -> ModuleType | None:
+    """benchmarks/reference.py, or None while it does not exist (an error inside it is raised)."""
+    try:
+        from benchmarks import reference
+    except ModuleNotFoundError as error:
+        if error.name != "benchmarks.reference":
+            raise
+        return None
+    return reference
+
+
+def run_reference(
+    reference: ModuleType, source: MySqlSource, start: date, end: date, database: Path
+) -> float:
+    database.unlink(missing_ok=True)
+    began = time.perf_counter()
+    reference.run_reference(source, start, end, database)
+    return time.perf_counter() - began
+
+
+def differences(
+    reference: ModuleType, platform_warehouse: Path, reference_warehouse: Path
+) -> dict[str, list]:
+    """Per KPI table, the rows that differ (tables without differences left out)."""
+    found = reference.compare(platform_warehouse, reference_warehouse)
+    return {table: rows for table, rows in found.items() if rows}
+
+
+# --- the whole benchmark -------------------------------------------------------------------
+
+
+def machine(source: MySqlSource) -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, flags=re.MULTILINE)
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / GIB, 1),
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "python": platform.python_version(),
+        "spark": pyspark.__version__,
+        "duckdb": duckdb.__version__,
+        "dagster": dg.__version__,
+        "source_server": server_version(source),
+    }
+
+
+def benchmark(scale_name: str, repeat: int, scratch: Path) -> dict[str, Any]:
+    scale = SCALES[scale_name]
+    source = bench_source(scale_name)
+    last_day = scale.end - timedelta(days=1)
+    logs = scratch / "logs"
+    logs.mkdir(parents=True)
+    try:
+        say(f"seeding {scale_name} into {source.database} ({repeat}x)")
+        seeding = [seed(source, scale) for _ in range(repeat)]
+        results: dict[str, Any] = {
+            "scale": scale_name,
+            "seed_scale": {**asdict(scale), "start": scale.start.isoformat()},
+            "repeat": repeat,
+            "machine": machine(source),
+            "seeding_s": median(seeding),
+        }
+        backfill = Sandbox(scratch / "backfill")
+        runs = []
+        for attempt in range(repeat):
+            say(f"backfill {scale.start}..{last_day} ({attempt + 1}/{repeat})")
+            log = logs / f"backfill-{attempt + 1}.log"
+            runs.append(
+                run_platform(source, backfill.fresh(), scale.start, scale.start, last_day, log)
+            )
+        results["backfill"] = summarise(runs) | {"range": [str(scale.start), str(last_day)]}
+        results["reference"] = check_reference(
+            source, scale.start, last_day, backfill.warehouse, scratch / "reference.duckdb", repeat
+        )
+        results["increments"] = {
+            name: increment(source, backfill, scratch, name, days, last_day, repeat)
+            for name, days in HISTORIES.items()
+        }
+        # Other work on the machine slows every figure: the load says how much there was.
+        results["load_average_at_end"] = [round(load, 1) for load in os.getloadavg()]
+        return results
+    finally:
+        drop_database(source)
+
+
+def check_reference(
+    source: MySqlSource, start: date, end: date, warehouse: Path, database: Path, repeat: int
+) -> dict[str, Any]:
+    """Time the reference over the backfill's range; compare its KPI tables with the
+    platform's, row for row."""
+    reference = load_reference()
+    if reference is None:
+        say("REFERENCE SKIPPED: benchmarks/reference.py does not exist yet")
+        return {"status": "skipped: benchmarks/reference.py missing"}
+    walls = []
+    for attempt in range(repeat):
+        say(f"reference {start}..{end} ({attempt + 1}/{repeat})")
+        walls.append(run_reference(reference, source, start, end, database))
+    differing = differences(reference, warehouse, database)
+    return {
+        "status": "differs" if differing else "equal",
+        "wall_s": median(walls),
+        # A few rows per table are enough to start looking; the count says how many.
+        "differences": {
+            table: {"rows": len(rows), "first": [str(row) for row in rows[:10]]}
+            for table, rows in differing.items()
+        },
+    }
+
+
+def increment(
+    source: MySqlSource,
+    backfill: Sandbox,
+    scratch: Path,
+    name: str,
+    days: int,
+    day: date,
+    repeat: int,
+) -> dict[str, Any]:
+    """`rental-platform run --start day --end day` over a lake with `days` of history (the day
+    itself included): the day's extract and curation, the KPIs of its week and month, the
+    listing snapshots; published. Each repeat first removes the day's partitions again."""
+    first = day - timedelta(days=days - 1)
+    slug = name.replace(" ", "")
+    sandbox = Sandbox(scratch / f"increment-{slug}")
+    say(f"building {name} of history ({first}..{day - timedelta(days=1)})")
+    began = time.perf_counter()
+    history_sandbox(backfill, sandbox, first, day)
+    built = time.perf_counter() - began
+    runs = []
+    for attempt in range(repeat):
+        say(f"increment {day} over {name} of history ({attempt + 1}/{repeat})")
+        drop_day(sandbox.lake, day)
+        log = scratch / "logs" / f"increment-{slug}-{attempt + 1}.log"
+        runs.append(run_platform(source, sandbox, first, day, day, log))
+    return summarise(runs) | {
+        "day": str(day),
+        "first_day": str(first),
+        "history_build_s": built,
+    }
+
+
+# --- targets and report ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of the issue's targets: a limit on a figure, at one scale or at all."""
+
+    label: str
+    limit: float
+    unit: str
+    only_scale: str | None = None
+
+    def row(self, value: float | None, scale: str) -> list[str]:
+        shown = "-" if value is None else f"{value:.2f}{self.unit}"
+        if value is None:
+            met = "not measured"
+        elif self.only_scale and self.only_scale != scale:
+            met = f"n/a (target is for {self.only_scale})"
+        else:
+            met = "met" if value <= self.limit else "NOT MET"
+        return [self.label, f"<= {self.limit:g}{self.unit}", shown, met]
+
+
+def target_rows(results: dict[str, Any]) -> list[list[str]]:
+    backfill, increments = results["backfill"], results["increments"]
+    reference = results["reference"].get("wall_s")
+    months, years = (increments[name]["wall_s"] for name in HISTORIES)
+    peaks = [backfill, *increments.values()]
+    scale = results["scale"]
+    return [
+        Target("backfill, platform / reference", 2.0, "x", "large").row(
+            reference and backfill["wall_s"] / reference, scale
+        ),
+        Target("daily increment wall (worse of the two)", 15, " s").row(max(months, years), scale),
+        Target("daily increment, 3 years / 3 months", 1.2, "x").row(years / months, scale),
+        Target("peak memory, all processes", 2.0, " GB").row(
+            max(p["peak_rss_total_bytes"] for p in peaks) / GB, scale
+        ),
+        Target("seeding", 60, " s", "large").row(results["seeding_s"], scale),
+    ]
+
+
+def breakdown_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Where the time and memory go, per grain job and step, for each platform run."""
+    columns = [results["backfill"], *results["increments"].values()]
+    rows = [
+        ["`rental-platform run`, wall", *(f"{c['wall_s']:.1f} s" for c in columns)],
+        ["  the Dagster runs", *(f"{c['dagster_runs_s']:.1f} s" for c in columns)],
+    ]
+    for job in columns[0]["jobs_s"]:
+        rows.append([f"  job {job}", *(f"{c['jobs_s'].get(job, 0):.1f} s" for c in columns)])
+        for step in (s for s in columns[0]["steps_s"] if s.startswith(f"{job}/")):
+            rows.append(
+                [f"    step {step}", *(f"{c['steps_s'].get(step, 0):.1f} s" for c in columns)]
+            )
+    rows.append(
+        [
+            "  outside the runs (start-up, definitions, exit)",
+            *(f"{c['wall_s'] - c['dagster_runs_s']:.1f} s" for c in columns),
+        ]
+    )
+    rows.append(["source rows read", *(f"{c['source_rows']:,}" for c in columns)])
+    rows.append(["source rows / s (of the wall)", *(f"{c['rows_per_s']:,.0f}" for c in columns)])
+    peaks = (f"{c['peak_rss_total_bytes'] / GB:.2f} GB" for c in columns)
+    rows.append(["peak RSS, whole process tree", *peaks])
+    # Helpers the JVM runs for a moment (`bash`, `chmod`, ...) stay under 10 MB: left out.
+    names = sorted(
+        {n for c in columns for n, rss in c["peak_rss_by_name_bytes"].items() if rss >= GB / 100}
+    )
+    for name in names:
+        rows.append(
+            [
+                f"  peak RSS, {name}",
+                *(f"{c['peak_rss_by_name_bytes'].get(name, 0) / GB:.2f} GB" for c in columns),
+            ]
+        )
+    return rows
+
+
+def figure_rows(results: dict[str, Any]) -> list[list[str]]:
+    backfill, reference = results["backfill"], results["reference"]
+    months, years = (results["increments"][name] for name in HISTORIES)
+    rows = [
+        ["seeding a fresh source", f"{results['seeding_s']:.1f} s"],
+        ["backfill, platform", f"{backfill['wall_s']:.1f} s"],
+    ]
+    if "wall_s" in reference:
+        rows += [
+            ["backfill, reference (DuckDB)", f"{reference['wall_s']:.1f} s"],
+            ["backfill, platform / reference", f"{backfill['wall_s'] / reference['wall_s']:.2f}x"],
+        ]
+    rows += [
+        ["KPI tables equal to the reference's", reference["status"]],
+        [f"daily increment {months['day']}, 3 months of history", f"{months['wall_s']:.1f} s"],
+        [f"daily increment {years['day']}, 3 years of history", f"{years['wall_s']:.1f} s"],
+        ["daily increment, 3 years / 3 months", f"{years['wall_s'] / months['wall_s']:.2f}x"],
+    ]
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def render(results: dict[str, Any]) -> str:
+    m, scale = results["machine"], results["seed_scale"]
+    backfill = results["backfill"]
+    return "\n\n".join(
+        [
+            f"# Benchmark: `{results['scale']}`",
+            f"{m['cores']} cores, {m['ram_gib']} GiB RAM, {m['cpu']}; Python {m['python']}, "
+            f"Spark {m['spark']}, DuckDB {m['duckdb']}, Dagster {m['dagster']}, "
+            f"source {m['source_server']}. Load average (1, 5, 15 min) at the end: "
+            f"{', '.join(map(str, results['load_average_at_end']))}.",
+            f"{scale['listings']:,} listings, {scale['bookings']:,} bookings, "
+            f"{scale['views']:,} views over {scale['days']} days; backfill "
+            f"{backfill['range'][0]}..{backfill['range'][1]}. Times are medians over "
+            f"{results['repeat']} runs, peak memory the highest; GB = 10^9 bytes.",
+            markdown_table(["target", "limit", "measured", "met"], target_rows(results)),
+            markdown_table(["figure", "value"], figure_rows(results)),
+            markdown_table(
+                ["where it goes", "backfill", *(f"increment, {n}" for n in HISTORIES)],
+                breakdown_rows(results),
+            ),
+        ]
+    )
+
+
+def write_results(results: dict[str, Any]) -> None:
+    """`{scale}.json` and `{scale}.md`, each written beside and renamed into place."""
+    RESULTS.mkdir(exist_ok=True)
+    for suffix, text in (
+        ("json", json.dumps(results, indent=2) + "\n"),
+        ("md", render(results) + "\n"),
+    ):
+        path = RESULTS / f"{results['scale']}.{suffix}"
+        staged = path.with_suffix(f".{suffix}.tmp")
+        staged.write_text(text)
+        staged.replace(path)
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=("small", "large"), default="small")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
+    args = parser.parse_args(argv)
+    scratch = REPO / ".rental" / "bench" / args.scale
+    shutil.rmtree(scratch, ignore_errors=True)
+    results = benchmark(args.scale, max(1, args.repeat), scratch)
+    # The logs stay for a look at a run; the lakes and warehouses go.
+    for path in scratch.iterdir():
+        if path.name != "logs":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    write_results(results)
+    print(render(results))
+    status = results["reference"]["status"]
+    if status == "differs":
+        print(
+            "\nFAILED: the platform's KPI tables differ from the reference's: "
+            + json.dumps(results["reference"]["differences"], indent=2),
+            file=sys.stderr,
+        )
+        return 1
+    if status != "equal":
+        print(f"\nWARNING: reference check {status}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
