@@ -28,7 +28,9 @@ LOCAL_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": str(max(2, 2 * (os.cpu_count() or 1))),
-    "spark.driver.memory": "2g",
+    # Heap for the driver, which is also the executor here: with the JVM's own overhead and
+    # Python, a year of data fits in 2 GB; Spark spills what does not fit in memory.
+    "spark.driver.memory": "1g",
     "spark.jars": MARIADB_JDBC_JAR,
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
