@@ -204,17 +204,18 @@ def test_the_source_password_never_leaves_secrets_manager(remote_run: RemoteRun)
     assert READER_PASSWORD not in remote_run.worker_log.read_text()
 
 
+def _snapshots(setup: AwsSetup, settings: Settings) -> None:
+    """The shortest run: the snapshot steps of the first day."""
+    materialize_range(
+        build_definitions(settings), setup.platform.instance, START, START, (Grain.SNAPSHOT,)
+    )
+
+
 @pytest.mark.parametrize("kind", ["glue", "emr"])
 def test_a_failed_job_fails_its_assets(aws_setup: AwsSetup, kind: str, tmp_path: Path) -> None:
     settings = remote_settings(aws_setup, kind, tmp_path)
     with RemoteSide(kind, fail=True), pytest.raises(RangeRunError) as error:
-        materialize_range(
-            build_definitions(settings),
-            aws_setup.platform.instance,
-            START,
-            START,
-            (Grain.SNAPSHOT,),
-        )
+        _snapshots(aws_setup, settings)
     assert ("FAILED" if kind == "glue" else "TERMINATED_WITH_ERRORS") in str(error.value)
 
 
@@ -222,13 +223,7 @@ def test_a_job_that_reports_nothing_fails_its_assets(aws_setup: AwsSetup, tmp_pa
     """A job that ends SUCCEEDED without any Pipes message is not a success."""
     settings = remote_settings(aws_setup, "emr_serverless", tmp_path)
     with RemoteSide("emr_serverless"), pytest.raises(RangeRunError) as error:
-        materialize_range(
-            build_definitions(settings),
-            aws_setup.platform.instance,
-            START,
-            START,
-            (Grain.SNAPSHOT,),
-        )
+        _snapshots(aws_setup, settings)
     assert "without reporting its step through Dagster Pipes" in str(error.value)
 
 
@@ -238,13 +233,7 @@ def test_code_that_was_not_deployed_does_not_run(aws_setup: AwsSetup, tmp_path: 
         settings, runner=dataclasses.replace(settings.runner, code=S3Location(BUCKET, "elsewhere"))
     )
     with pytest.raises(RangeRunError) as error:
-        materialize_range(
-            build_definitions(settings),
-            aws_setup.platform.instance,
-            START,
-            START,
-            (Grain.SNAPSHOT,),
-        )
+        _snapshots(aws_setup, settings)
     assert "run `rental-platform deploy`" in str(error.value)
 
 
