@@ -256,11 +256,12 @@ class PollingEMRClient(PipesEMRClient):
 class EmrSparkRunner(RemoteSparkRunner):
     """An EMR cluster started for the step, running it as its only step, then terminated."""
 
-    release_label: str = "emr-7.5.0"
-    instance_type: str = "m5.xlarge"
-    core_instances: int = 2
-    service_role: str = "EMR_DefaultRole"
-    instance_profile: str = "EMR_EC2_DefaultRole"
+    # Defaults live in settings.EmrCluster; spark_runner passes every field.
+    release_label: str
+    instance_type: str
+    core_instances: int
+    service_role: str
+    instance_profile: str
     subnet_id: str | None = None
     log_uri: str | None = None
 
