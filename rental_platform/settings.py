@@ -181,9 +181,7 @@ class Settings:
                 "RENTAL_PARTITIONS_START",
                 env.get("RENTAL_PARTITIONS_START", DEFAULT_PARTITIONS_START),
             ),
-            lookback_days=int(
-                parse_number("RENTAL_LOOKBACK_DAYS", env.get("RENTAL_LOOKBACK_DAYS", "3"), 0, 366)
-            ),
+            lookback_days=parse_count(env, "RENTAL_LOOKBACK_DAYS", 3, 0, 366),
             max_quarantine_share=parse_number(
                 "RENTAL_MAX_QUARANTINE_SHARE", env.get("RENTAL_MAX_QUARANTINE_SHARE", "0.05"), 0, 1
             ),
@@ -322,8 +320,6 @@ def parse_number(name: str, value: str, low: float, high: float) -> float:
         raise SettingsError(f"{name}: expected a number, got {value!r}") from error
     if not low <= number <= high:
         raise SettingsError(f"{name}: must be between {low:g} and {high:g}, got {number:g}")
-    if name == "RENTAL_LOOKBACK_DAYS" and not number.is_integer():
-        raise SettingsError(f"{name}: must be a whole number of days, got {number:g}")
     return number
 
 
@@ -364,8 +360,9 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
 
-def _count(env: Mapping[str, str], name: str, default: int, low: int) -> int:
-    value = parse_number(name, env.get(name, str(default)), low, 1000)
+def parse_count(env: Mapping[str, str], name: str, default: int, low: int, high: int = 1000) -> int:
+    """A whole number between low and high (days, workers, instances)."""
+    value = parse_number(name, env.get(name, str(default)), low, high)
     if not value.is_integer():
         raise SettingsError(f"{name}: must be a whole number, got {value:g}")
     return int(value)
@@ -397,7 +394,7 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
         glue = GlueJob(
             name=_required(env, "RENTAL_GLUE_JOB_NAME", kind),
             worker_type=env.get("RENTAL_GLUE_WORKER_TYPE", "G.1X").strip(),
-            workers=_count(env, "RENTAL_GLUE_WORKERS", 2, 2),
+            workers=parse_count(env, "RENTAL_GLUE_WORKERS", 2, 2),
             role_arn=_optional(env, "RENTAL_GLUE_ROLE_ARN"),
             connection=_optional(env, "RENTAL_GLUE_CONNECTION"),
         )
@@ -412,7 +409,7 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
     cluster = EmrCluster(
         release_label=env.get("RENTAL_EMR_RELEASE_LABEL", "emr-7.5.0").strip(),
         instance_type=env.get("RENTAL_EMR_INSTANCE_TYPE", "m5.xlarge").strip(),
-        core_instances=_count(env, "RENTAL_EMR_CORE_INSTANCES", 2, 1),
+        core_instances=parse_count(env, "RENTAL_EMR_CORE_INSTANCES", 2, 1),
         service_role=env.get("RENTAL_EMR_SERVICE_ROLE", "EMR_DefaultRole").strip(),
         instance_profile=env.get("RENTAL_EMR_INSTANCE_PROFILE", "EMR_EC2_DefaultRole").strip(),
         subnet_id=_optional(env, "RENTAL_EMR_SUBNET_ID"),
