@@ -123,7 +123,7 @@ def _upload(package: CodePackage, code: S3Location, s3: BaseClient) -> list[str]
                 if _error_code(error) not in ("404", "NoSuchKey"):
                     raise
             s3.put_object(Bucket=code.bucket, Key=key, Body=body)
-            uploaded.append(f"s3://{code.bucket}/{key}")
+            uploaded.append(code.object_uri(name))
     return uploaded
 
 

@@ -73,13 +73,13 @@ class CodePackage:
         return f"mariadb-java-client-{self.digest}.jar"
 
     def driver_jar_uri(self, code: S3Location) -> str:
-        return f"s3://{code.bucket}/{code.key(self.driver_jar_name)}"
+        return code.object_uri(self.driver_jar_name)
 
     def archive_uri(self, code: S3Location) -> str:
-        return f"s3://{code.bucket}/{code.key(self.archive_name)}"
+        return code.object_uri(self.archive_name)
 
     def entry_script_uri(self, code: S3Location) -> str:
-        return f"s3://{code.bucket}/{code.key(self.entry_script_name)}"
+        return code.object_uri(self.entry_script_name)
 
 
 @cache

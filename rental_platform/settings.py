@@ -94,6 +94,10 @@ class S3Location:
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def object_uri(self, name: str) -> str:
+        """The `s3://` address of the object `name` under this prefix."""
+        return f"s3://{self.bucket}/{self.key(name)}"
+
 
 @dataclass(frozen=True)
 class GlueJob:
