@@ -148,24 +148,49 @@ def repeat_customer_rate(spark: SparkSession, bookings: DataFrame, weeks: list[d
 
 
 def engagement_funnel(views: DataFrame, week_bookings: DataFrame, weeks: list[date]) -> DataFrame:
-    week_views = views.withColumn("week_start", week_of("viewed_at")).where(
-        _in(F.col("week_start"), weeks, Grain.WEEKLY)
+    """Views, viewers, wishlist rate and the share of (viewer, listing) pairs booked, per week.
+
+    The views are shuffled once, by (week, viewer): the distinct pairs, the viewer counts and
+    the join with the viewer's booked listings all happen where the rows already lie, with no
+    sort (the booked listings are a set per viewer, hashed, not sorted).
+    """
+    viewer = ["week_start", "user_id"]
+    pair = [*viewer, "apartment_id"]
+    per_pair = (
+        views.withColumn("week_start", week_of("viewed_at"))
+        .where(_in(F.col("week_start"), weeks, Grain.WEEKLY))
+        .select(*pair, "is_wishlisted")
+        .repartition(*viewer)
+        .groupBy(*pair)
+        .agg(
+            F.count(F.lit(1)).alias("_views"),
+            F.sum(F.col("is_wishlisted").cast("long")).alias("_wishlisted"),
+        )
     )
-    totals = week_views.groupBy("week_start").agg(
-        F.count(F.lit(1)).alias("views"),
-        F.countDistinct("user_id").alias("unique_viewers"),
-        (F.sum(F.col("is_wishlisted").cast("long")) / F.count(F.lit(1))).alias("wishlist_rate"),
+    booked = (
+        week_bookings.select(*pair)
+        .repartition(*viewer)
+        .groupBy(*viewer)
+        .agg(F.collect_set("apartment_id").alias("_booked"))
     )
-    pair = ["week_start", "user_id", "apartment_id"]
-    booked = week_bookings.select(*pair).distinct().withColumn("_booked", F.lit(1))
-    conversion = (
-        week_views.select(*pair)
-        .distinct()
-        .join(booked, pair, "left")
-        .groupBy("week_start")
-        .agg((F.count("_booked") / F.count(F.lit(1))).alias("view_to_booking_rate"))
+    per_viewer = (
+        per_pair.join(booked.hint("shuffle_hash"), viewer, "left")
+        .groupBy(*viewer)
+        .agg(
+            F.sum("_views").alias("_views"),
+            F.sum("_wishlisted").alias("_wishlisted"),
+            F.count(F.lit(1)).alias("_pairs"),
+            F.sum(F.when(F.array_contains("_booked", F.col("apartment_id")), 1).otherwise(0)).alias(
+                "_booked_pairs"
+            ),
+        )
     )
-    return totals.join(conversion, "week_start")
+    return per_viewer.groupBy("week_start").agg(
+        F.sum("_views").alias("views"),
+        F.count(F.lit(1)).alias("unique_viewers"),
+        (F.sum("_wishlisted") / F.sum("_views")).alias("wishlist_rate"),
+        (F.sum("_booked_pairs") / F.sum("_pairs")).alias("view_to_booking_rate"),
+    )
 
 
 def occupancy_rate(
