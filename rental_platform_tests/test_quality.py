@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from rental_platform import tables
 from rental_platform.spark import quality
@@ -18,19 +19,24 @@ def spark() -> SparkSession:
 
 
 def test_primary_key_check_finds_duplicates_and_nulls(spark: SparkSession) -> None:
-    frame = spark.createDataFrame([(1,), (1,), (2,), (None,), (None,)], "booking_id bigint")
-    result = quality.primary_key_unique(frame, tables.CURATED_BOOKINGS)
-    assert not result.passed
+    frame = spark.createDataFrame(
+        [(key, 2) for key in (1, 1, 2, None, None)], "booking_id bigint, nights int"
+    ).withColumn("total_price", F.lit(10).cast("decimal(10,2)"))
+    rows, (result, values) = quality.row_checks(frame, tables.CURATED_BOOKINGS)
+    assert rows == 5 and values.passed
+    assert (result.name, result.passed) == (quality.PRIMARY_KEY.name, False)
     assert result.metadata == {"null_keys": 2, "duplicated_keys": 1, "example_keys": ["1"]}
 
 
 def test_primary_key_check_on_a_composite_key(spark: SparkSession) -> None:
     table = tables.POPULAR_LOCATIONS
-    rows = [("2025-01-06", "TX", "Austin"), ("2025-01-06", "MA", "Austin")]
-    frame = spark.createDataFrame(rows, "week_start string, state string, cityname string")
-    assert quality.primary_key_unique(frame, table).passed
+    rows = [("2025-01-06", "TX", "Austin", 3, 1), ("2025-01-06", "MA", "Austin", 2, 2)]
+    frame = spark.createDataFrame(
+        rows, "week_start string, state string, cityname string, booking_count long, rank int"
+    )
+    assert quality.row_checks(frame, table)[1][0].passed
     frame = frame.union(spark.createDataFrame([rows[0]], frame.schema))
-    assert quality.primary_key_unique(frame, table).metadata["duplicated_keys"] == 1
+    assert quality.row_checks(frame, table)[1][0].metadata["duplicated_keys"] == 1
 
 
 def test_row_count_check_names_the_days_that_differ() -> None:
@@ -71,10 +77,11 @@ def test_value_ranges_come_from_the_catalogue(spark: SparkSession) -> None:
         [("2025-01-01", 10, 4, 0.4), ("2025-02-01", 10, 12, 1.2), ("2025-03-01", 0, 0, None)],
         "month_start string, available_nights bigint, booked_nights bigint, occupancy_rate double",
     )
-    result = quality.values_in_range(frame, table)
-    assert not result.passed
+    key, result = quality.row_checks(frame, table)[1]
+    assert key.passed
+    assert (result.name, result.passed) == (quality.VALUES.name, False)
     assert result.metadata["violations"] == {"occupancy_rate": 1}
-    assert quality.values_in_range(frame.where("booked_nights < 12"), table).passed
+    assert quality.row_checks(frame.where("booked_nights < 12"), table)[1][1].passed
 
 
 def test_freshness_warns_on_an_old_newest_partition() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
 from rental_platform import tables
@@ -62,15 +62,33 @@ def viewing_rules() -> list[tuple[str, Column]]:
     ]
 
 
+COLLAPSED = "collapsed"
+
+
 @dataclass
 class Curated:
-    """The outcome of curating one input: the rows kept, the rows rejected, the rows merged."""
+    """The outcome of curating one input: the rows kept and the rows rejected.
+
+    Some raw rows are neither kept nor rejected but merged into a kept row (exact duplicate
+    views, superseded extractions of a booking); they are counted so that nothing goes
+    unaccounted. The count is observed while `curated` is computed, not by computing the rules
+    a second time: it is known once an action (a write, a count) has run on `curated`.
+    """
 
     curated: DataFrame
     quarantine: DataFrame
-    # Raw rows that were neither kept nor rejected but merged into a kept row (exact duplicate
-    # views, superseded extractions of a booking). Counted so that nothing goes unaccounted.
-    collapsed: DataFrame
+    merged: Observation | None = None
+
+    def collapsed_rows(self) -> int:
+        """Raw rows merged into a kept row. Waits for the first action on `curated`: call it
+        only after one. (Spark drops the observation from a plan over no rows at all: no
+        metric then means none merged.)"""
+        return (self.merged.get.get(COLLAPSED) or 0) if self.merged else 0
+
+
+def _observe_merged(df: DataFrame, merged_rows: Column) -> tuple[DataFrame, Observation]:
+    merged = Observation()
+    return df.observe(merged, F.sum(merged_rows).alias(COLLAPSED)), merged
 
 
 def first_broken_rule(rules: list[tuple[str, Column]]) -> Column:
@@ -105,7 +123,7 @@ def curate_listings(apartments: DataFrame, attributes: DataFrame) -> Curated:
         .withColumn("currency", F.upper(F.col("currency")))
         .withColumn("is_active", F.coalesce(F.col("is_active"), F.lit(False)))
     )
-    return Curated(curated, rejected, joined.limit(0))
+    return Curated(curated, rejected)
 
 
 def curate_bookings(bookings: DataFrame, listing_ids: DataFrame) -> Curated:
@@ -115,9 +133,11 @@ def curate_bookings(bookings: DataFrame, listing_ids: DataFrame) -> Curated:
     rejected as `unknown_apartment`.
     """
     latest_first = Window.partitionBy("booking_id").orderBy(F.col(EXTRACTED_AT.name).desc())
-    ranked = bookings.withColumn("_version", F.row_number().over(latest_first))
+    ranked, merged = _observe_merged(
+        bookings.withColumn("_version", F.row_number().over(latest_first)),
+        F.when(F.col("_version") > 1, 1).otherwise(0),
+    )
     latest = ranked.where(F.col("_version") == 1).drop("_version")
-    superseded = ranked.where(F.col("_version") > 1).drop("_version")
 
     known = F.broadcast(listing_ids.select(F.col("id").alias("_listing_id")).distinct())
     with_listing = latest.join(
@@ -130,21 +150,22 @@ def curate_bookings(bookings: DataFrame, listing_ids: DataFrame) -> Curated:
         .withColumn("nights", F.datediff(F.col("checkout_date"), F.col("checkin_date")))
         .select(*tables.CURATED_BOOKINGS.column_names)
     )
-    return Curated(curated, rejected, superseded)
+    return Curated(curated, rejected, merged)
 
 
 def curate_user_viewing(views: DataFrame) -> Curated:
     """Valid views with `is_wishlisted` null read as false; exact duplicates collapse to one.
 
     Duplicates are judged after that normalisation: a null and a false wishlist flag say the
-    same thing, and the curated key (all five columns) must be unique.
+    same thing, and the curated key (all five columns) must be unique. The first extraction of
+    a view is kept: a hash aggregation, where a window would sort millions of rows.
     """
     kept, rejected = _split(views, viewing_rules(), tables.QUARANTINE_USER_VIEWING)
     normalised = kept.withColumn("is_wishlisted", F.coalesce(F.col("is_wishlisted"), F.lit(False)))
-    key = list(tables.CURATED_USER_VIEWING.key)
-    numbered = normalised.withColumn(
-        "_copy", F.row_number().over(Window.partitionBy(*key).orderBy(EXTRACTED_AT.name))
+    copies, merged = _observe_merged(
+        normalised.groupBy(*tables.CURATED_USER_VIEWING.key).agg(
+            F.min(EXTRACTED_AT.name).alias(EXTRACTED_AT.name), F.count(F.lit(1)).alias("_copies")
+        ),
+        F.col("_copies") - 1,
     )
-    curated = numbered.where(F.col("_copy") == 1).select(*tables.CURATED_USER_VIEWING.column_names)
-    collapsed = numbered.where(F.col("_copy") > 1).drop("_copy")
-    return Curated(curated, rejected, collapsed)
+    return Curated(copies.select(*tables.CURATED_USER_VIEWING.column_names), rejected, merged)

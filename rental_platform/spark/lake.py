@@ -107,22 +107,27 @@ class Lake:
     def write_undated(self, df: DataFrame, table: Table) -> None:
         self._write_snapshot_to(df, table, layout.undated_path(self.root, table))
 
-    def write_periods(self, df: DataFrame, table: Table, periods: Iterable[date]) -> None:
+    def write_periods(
+        self, df: DataFrame, table: Table, periods: Iterable[date], clustered: bool = False
+    ) -> None:
         """Replace each listed partition with the rows of `df` that fall in it.
 
         Every listed period is replaced, with an empty partition where `df` has no rows for it,
         so a re-run after the source lost rows does not leave stale ones behind. One file is
-        written per partition: each Parquet file has a fixed cost, whatever its size.
+        written per partition: each Parquet file has a fixed cost, whatever its size. That
+        takes a shuffle gathering each period's rows, unless `clustered` says they already are
+        (no period's rows spread over two Spark partitions, as in a read split on day
+        boundaries). The shuffle's partition count is fixed, so that adaptive execution does
+        not merge a small table's hundreds of files into one task that writes them one by one.
         """
         base = layout.table_path(self.root, table)
         staging = f"{base}/_staging/{uuid.uuid4().hex}"
-        (
-            conform(df, table)
-            .withColumn(PERIOD, period_of(table))
-            .repartition(PERIOD)
-            .write.partitionBy(PERIOD)
-            .parquet(staging)
-        )
+        rows = conform(df, table).withColumn(PERIOD, period_of(table))
+        if not clustered:
+            rows = rows.repartition(
+                int(self.spark.conf.get("spark.sql.shuffle.partitions")), PERIOD
+            )
+        rows.write.partitionBy(PERIOD).parquet(staging)
         for period in periods:
             staged = self._Path(f"{staging}/{PERIOD}={period.isoformat()}")
             if not self._fs.exists(staged):

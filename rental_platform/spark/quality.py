@@ -85,18 +85,38 @@ class CheckResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def primary_key_unique(df: DataFrame, table: Table) -> CheckResult:
-    """Key columns are never null and no key appears twice (one pass; examples only on failure)."""
+def row_checks(df: DataFrame, table: Table) -> tuple[int, list[CheckResult]]:
+    """The rows of a landed table, and its row-level checks: primary_key_unique and, where the
+    catalogue has value rules, values_in_range. One aggregation computes them all (examples
+    of duplicated keys are fetched only on failure)."""
     key = list(table.key)
+    rules = {c.name: c.valid for c in table.columns if c.valid}
     null_key = (
         F.greatest(*[F.col(k).isNull() for k in key]) if len(key) > 1 else F.col(key[0]).isNull()
     )
-    per_key = df.groupBy(*key).agg(F.count(F.lit(1)).alias("_rows"), F.max(null_key).alias("_null"))
+    per_key = df.groupBy(*key).agg(
+        F.count(F.lit(1)).alias("_rows"),
+        F.max(null_key).alias("_null"),
+        *[
+            F.sum(F.when(F.col(name).isNotNull() & ~F.expr(rule), 1).otherwise(0)).alias(name)
+            for name, rule in rules.items()
+        ],
+    )
     totals = per_key.agg(
-        F.sum(F.when(F.col("_null"), F.col("_rows")).otherwise(0)).alias("nulls"),
-        F.sum(F.when(~F.col("_null") & (F.col("_rows") > 1), 1).otherwise(0)).alias("duplicates"),
+        F.sum("_rows").alias("_rows"),
+        F.sum(F.when(F.col("_null"), F.col("_rows")).otherwise(0)).alias("_nulls"),
+        F.sum(F.when(~F.col("_null") & (F.col("_rows") > 1), 1).otherwise(0)).alias("_duplicates"),
+        *[F.sum(name).alias(name) for name in rules],
     ).collect()[0]
-    nulls, duplicate_count = totals["nulls"] or 0, totals["duplicates"] or 0
+    results = [_key_result(table, per_key, totals["_nulls"] or 0, totals["_duplicates"] or 0)]
+    if VALUES in checks_for(table):
+        violations = {name: totals[name] for name in rules if totals[name]}
+        results.append(_values_result(table, rules, violations))
+    return totals["_rows"] or 0, results
+
+
+def _key_result(table: Table, per_key: DataFrame, nulls: int, duplicate_count: int) -> CheckResult:
+    key = list(table.key)
     passed = nulls == 0 and duplicate_count == 0
     examples = (
         []
@@ -117,6 +137,19 @@ def primary_key_unique(df: DataFrame, table: Table) -> CheckResult:
         if passed
         else f"{duplicate_count} duplicated keys and {nulls} rows with a null key",
         {"null_keys": nulls, "duplicated_keys": duplicate_count, "example_keys": examples},
+    )
+
+
+def _values_result(table: Table, rules: dict[str, str], violations: dict[str, int]) -> CheckResult:
+    """Each column's `valid` predicate holds for every non-null value."""
+    return CheckResult(
+        table.id,
+        VALUES.name,
+        not violations,
+        "all values in range"
+        if not violations
+        else "; ".join(f"{n} rows break {rules[name]}" for name, n in violations.items()),
+        {"rules": rules, "violations": violations},
     )
 
 
@@ -251,27 +284,6 @@ def listings_exist(bookings: DataFrame, listing_ids: DataFrame) -> CheckResult:
         count == 0,
         "every booking's listing exists" if count == 0 else f"{count} bookings of unknown listings",
         {"orphan_bookings": count, "example_booking_ids": examples},
-    )
-
-
-def values_in_range(df: DataFrame, table: Table) -> CheckResult:
-    """Each column's `valid` predicate holds for every non-null value (one pass)."""
-    rules = {c.name: c.valid for c in table.columns if c.valid}
-    counts = df.agg(
-        *[
-            F.sum(F.when(F.col(name).isNotNull() & ~F.expr(rule), 1).otherwise(0)).alias(name)
-            for name, rule in rules.items()
-        ]
-    ).collect()[0]
-    violations = {name: counts[name] or 0 for name in rules if counts[name]}
-    return CheckResult(
-        table.id,
-        VALUES.name,
-        not violations,
-        "all values in range"
-        if not violations
-        else "; ".join(f"{n} rows break {rules[name]}" for name, n in violations.items()),
-        {"rules": rules, "violations": violations},
     )
 
 

@@ -130,11 +130,13 @@ class _Step:
     def period_paths(self, table: Table, periods: list[date]) -> list[str]:
         return [layout.period_path(self.request.lake_root, table, period) for period in periods]
 
-    def land_periods(self, table: Table, df: DataFrame, periods: list[date]) -> DataFrame:
+    def land_periods(
+        self, table: Table, df: DataFrame, periods: list[date], clustered: bool = False
+    ) -> DataFrame:
         """Write `df` if the table was asked for, and return what the lake now holds."""
         if not self.selected(table):
             return df
-        self.lake.write_periods(df, table, periods)
+        self.lake.write_periods(df, table, periods, clustered)
         return self.lake.read_periods(
             table, periods[0], layout.next_period(table.grain, periods[-1])
         )
@@ -183,7 +185,8 @@ def extract_daily(step: _Step) -> None:
     for table in (tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING):
         if not step.selected(table):
             continue
-        dated = step.land_periods(table, reader.window(table, start, end), days)
+        # The read is split on day boundaries: each day's rows come from one JDBC query.
+        dated = step.land_periods(table, reader.window(table, start, end), days, clustered=True)
         undated = step.land_undated(table, reader.undated(table))
         lake_counts = quality.counts_by_day(dated, table.partition_column)
         lake_counts["undated"] = undated.count()
@@ -219,12 +222,15 @@ def _account(
     raw_rows: int,
     curated_df: DataFrame,
     quarantine_df: DataFrame,
-    collapsed_rows: int,
+    curations: list[curate.Curated],
     undated: tuple[int, int] = (0, 0),
 ) -> None:
-    """Record both tables of a curated pair and check that every raw row is accounted for.
-    `undated`: (raw, quarantined) rows with no day, left out of the quarantine share."""
-    curated_rows = curated_df.count()
+    """Record both tables of a curated pair, check that every raw row is accounted for, and
+    check the curated rows. `undated`: (raw, quarantined) rows with no day, left out of the
+    quarantine share."""
+    curated_rows = _check_rows(step, curated_table, curated_df)
+    # After that check, which ran `curated` if the step did not write it.
+    collapsed_rows = sum(curation.collapsed_rows() for curation in curations)
     accounting = quality.rows_accounted_for(
         curated_table, raw_rows, curated_rows, quarantine_df, collapsed_rows
     )
@@ -234,7 +240,6 @@ def _account(
             curated_table, accounting, step.request.limits.max_quarantine_share, undated
         )
     )
-    _check_rows(step, curated_table, curated_df)
     if step.selected(curated_table):
         step.record(curated_table, curated_rows, collapsed_rows=collapsed_rows)
     if step.selected(quarantine_table):
@@ -245,11 +250,13 @@ def _account(
         )
 
 
-def _check_rows(step: _Step, table: Table, landed: DataFrame) -> None:
-    """The row-level checks of a curated or presentation table: keys and value ranges."""
-    step.check(quality.primary_key_unique(landed, table))
-    if quality.VALUES in quality.checks_for(table):
-        step.check(quality.values_in_range(landed, table))
+def _check_rows(step: _Step, table: Table, landed: DataFrame) -> int:
+    """The row-level checks of a curated or presentation table (keys and value ranges), in one
+    pass that also counts its rows."""
+    rows, results = quality.row_checks(landed, table)
+    for result in results:
+        step.check(result)
+    return rows
 
 
 def curate_listings(step: _Step) -> None:
@@ -267,7 +274,7 @@ def curate_listings(step: _Step) -> None:
         raw.count(),
         curated_df,
         quarantine_df,
-        0,
+        [result],
     )
 
 
@@ -306,6 +313,9 @@ def curate_daily(step: _Step) -> None:
         quarantine_df = step.land_periods(quarantine_table, dated.quarantine, days).unionByName(
             undated_quarantine
         )
+        # Undated rows are never curated (landed nowhere): counting them runs their rules,
+        # which is what makes their merged rows known.
+        undated.curated.count()
         undated_rows = raw_undated.count()
         _account(
             step,
@@ -314,7 +324,7 @@ def curate_daily(step: _Step) -> None:
             raw.count() + undated_rows,
             curated_df,
             quarantine_df,
-            dated.collapsed.count() + undated.collapsed.count(),
+            [dated, undated],
             undated=(undated_rows, undated_quarantine.count()),
         )
 
@@ -329,11 +339,9 @@ def _publishable(step: _Step, grain: Grain, builders: dict[Table, Callable[[], D
         if not step.selected(table):
             continue
         landed = step.land_periods(table, build(), starts)
-        step.record(
-            table, landed.count(), periods=len(starts), preview=markdown_preview(landed, table)
-        )
+        rows = _check_rows(step, table, landed)
+        step.record(table, rows, periods=len(starts), preview=markdown_preview(landed, table))
         step.check_schema(table, *step.period_paths(table, starts))
-        _check_rows(step, table, landed)
 
 
 def markdown_preview(df: DataFrame, table: Table, rows: int = 10) -> str:
