@@ -288,7 +288,8 @@ def test_production_dagster_yaml_opens_a_postgres_instance(
     dagster_database: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """deploy/dagster.yaml, with nothing but the DAGSTER_PG_* variables, gives an instance whose
-    runs, events and schedules live in PostgreSQL, with the local pool limit and no telemetry."""
+    runs, events and schedules live in PostgreSQL, with the local pool limit and no telemetry,
+    and that stores the events of a run."""
     for variable, value in dagster_database.items():
         monkeypatch.setenv(variable, value)
     shutil.copy(DAGSTER_YAML, tmp_path / "dagster.yaml")
@@ -301,15 +302,25 @@ def test_production_dagster_yaml_opens_a_postgres_instance(
         assert instance.telemetry_enabled is False
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
-        run = instance.create_run_for_job(dg.GraphDefinition(name="probe").to_job())
-        assert instance.get_run_by_id(run.run_id).job_name == "probe"
+        result = dg.materialize([probe], instance=instance)
+        assert result.success
+        assert instance.get_run_by_id(result.run_id).job_name == "__ephemeral_asset_job__"
     finally:
         instance.dispose()
     with psycopg.connect(
         f"{POSTGRES_SERVER}/{dagster_database['DAGSTER_PG_DB']}", autocommit=True
     ) as database:
         stored = database.execute("SELECT run_id FROM runs").fetchall()
-    assert stored == [(run.run_id,)]
+        events = database.execute(
+            "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+        ).fetchone()[0]
+    assert stored == [(result.run_id,)]
+    assert events == 1
+
+
+@dg.asset
+def probe() -> None:
+    """An asset whose materialisation event the production instance must store."""
 
 
 def test_production_and_local_instances_share_the_pool_limits() -> None:
@@ -325,4 +336,5 @@ def test_production_and_local_instances_share_the_pool_limits() -> None:
         "username": {"env": "DAGSTER_PG_USER"},
         "password": {"env": "DAGSTER_PG_PASSWORD"},
         "db_name": {"env": "DAGSTER_PG_DB"},
+        "scheme": "postgresql+psycopg2",
     }
