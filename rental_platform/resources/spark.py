@@ -9,6 +9,7 @@ Dagster run stops the remote job (the clients forward the termination).
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from typing import Any
@@ -352,3 +353,17 @@ def spark_runner(settings: RunnerSettings) -> SparkRunner:
         log_uri=cluster.log_uri,
         **common,
     )
+
+
+def start_local_session_early(settings: RunnerSettings) -> None:
+    """With the local runner, start the Spark JVM on a background thread while Dagster loads
+    the definitions and opens its instance: the first step finds the session (or waits for
+    the rest of its start) instead of paying the whole start, about 3 s, itself."""
+    runner = spark_runner(settings)
+    if isinstance(runner, LocalSparkRunner):
+        threading.Thread(
+            target=get_or_create_session,
+            args=(runner.master, runner.conf),
+            name="spark-session-start",
+            daemon=True,
+        ).start()

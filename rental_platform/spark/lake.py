@@ -8,6 +8,7 @@ Hadoop's FileSystem API, which is what Spark itself uses for local folders and `
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable
 from datetime import date
@@ -22,10 +23,14 @@ from rental_platform.tables import Grain, Table
 PERIOD = "_period"
 
 
+@functools.cache
+def spark_type(type_string: str) -> T.DataType:
+    """A catalogue type as Spark's; parsed once per process (each parse is a JVM round trip)."""
+    return T._parse_datatype_string(type_string)
+
+
 def spark_schema(table: Table) -> T.StructType:
-    return T.StructType(
-        [T.StructField(c.name, T._parse_datatype_string(c.type), True) for c in table.columns]
-    )
+    return T.StructType([T.StructField(c.name, spark_type(c.type), True) for c in table.columns])
 
 
 def conform(df: DataFrame, table: Table) -> DataFrame:

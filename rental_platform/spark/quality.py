@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from rental_platform import tables
+from rental_platform.spark.lake import spark_type
 from rental_platform.tables import REJECT_REASON, Grain, Layer, Table
 
 EXAMPLES = 5
@@ -218,7 +219,7 @@ def _label(day: date | None) -> str:
 def schema_matches(table: Table, stored: T.StructType | None) -> CheckResult:
     """The Parquet files as written hold the catalogue's columns, in order, with its types.
     `stored` is None when the step wrote no file (an empty window): nothing to compare."""
-    want = {c.name: T._parse_datatype_string(c.type).simpleString() for c in table.columns}
+    want = {c.name: spark_type(c.type).simpleString() for c in table.columns}
     have = {f.name: f.dataType.simpleString() for f in stored.fields} if stored else want
     differences = [
         f"{name}: catalogue {kind}, stored {have.get(name, 'absent')}"

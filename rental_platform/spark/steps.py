@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -332,16 +333,36 @@ def curate_daily(step: _Step) -> None:
 # --- presentation ------------------------------------------------------------------------------
 
 
+# KPI tables landed at once: each is a few small Spark jobs whose driver-side work (planning,
+# committing files) would leave the cores idle if they ran one after the other.
+CONCURRENT_TABLES = 2
+
+
+@dataclass
+class _LandedKpi:
+    table: Table
+    rows: int
+    preview: str
+    checks: list[CheckResult]
+
+
 def _publishable(step: _Step, grain: Grain, builders: dict[Table, Callable[[], DataFrame]]) -> None:
     start, end = step.window
     starts = layout.periods(grain, start, end)
-    for table, build in builders.items():
-        if not step.selected(table):
-            continue
-        landed = step.land_periods(table, build(), starts)
-        rows = _check_rows(step, table, landed)
-        step.record(table, rows, periods=len(starts), preview=markdown_preview(landed, table))
-        step.check_schema(table, *step.period_paths(table, starts))
+
+    def land(table: Table) -> _LandedKpi:
+        landed = step.land_periods(table, builders[table](), starts)
+        rows, checks = quality.row_checks(landed, table)
+        stored = step.lake.stored_schema(step.period_paths(table, starts))
+        checks.append(quality.schema_matches(table, stored))
+        return _LandedKpi(table, rows, markdown_preview(landed, table), checks)
+
+    with ThreadPoolExecutor(CONCURRENT_TABLES, thread_name_prefix="kpi") as pool:
+        # Recorded in the builders' order, whichever finishes first.
+        for kpi in pool.map(land, [table for table in builders if step.selected(table)]):
+            step.record(kpi.table, kpi.rows, periods=len(starts), preview=kpi.preview)
+            for check in kpi.checks:
+                step.check(check)
 
 
 def markdown_preview(df: DataFrame, table: Table, rows: int = 10) -> str:
