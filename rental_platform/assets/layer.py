@@ -174,10 +174,11 @@ def is_transient(error: BaseException) -> bool:
 
 
 def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None) -> dict:
+    # The column schema is the asset's definition metadata: repeated here it would be stored
+    # again with each of a backfill's hundreds of per-partition materialisations.
     table_report = report.tables[table.id]
     metadata = {
         "dagster/row_count": table_report.row_count,
-        "dagster/column_schema": table_schema(table),
         "spark_step_seconds": report.duration_seconds,
         **table_report.metadata,
     }

@@ -52,6 +52,8 @@ class Lake:
         self.root = root
         jvm = spark.sparkContext._jvm
         self._Path = jvm.org.apache.hadoop.fs.Path
+        self._FileUtil = jvm.org.apache.hadoop.fs.FileUtil
+        self._ArrayUtils = jvm.org.apache.commons.lang3.ArrayUtils
         self._fs = self._Path(root).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
     # --- reading -----------------------------------------------------------------------------
@@ -72,13 +74,9 @@ class Lake:
         return self._read_paths(table, paths)
 
     def existing_periods(self, table: Table) -> list[date]:
-        base = self._Path(layout.table_path(self.root, table))
-        if not self._fs.exists(base):
-            return []
         found = (
-            layout.parse_period_label(table.grain, status.getPath().getName())
-            for status in self._fs.listStatus(base)
-            if status.isDirectory()
+            layout.parse_period_label(table.grain, name)
+            for name in self._names_in(layout.table_path(self.root, table))
         )
         return sorted(period for period in found if period is not None)
 
@@ -96,13 +94,27 @@ class Lake:
         return self.spark.read.parquet(*with_files).schema if with_files else None
 
     def _has_parquet(self, path: str) -> bool:
+        return any(name.endswith(".parquet") for name in self._names_in(path))
+
+    def _names_in(self, path: str) -> list[str]:
+        """The names in a folder (none if it does not exist), in a few JVM round trips however
+        many there are: one per name made years of day folders cost thousands.
+
+        The JVM renders the listing as `{folder/a,folder/b}`; splitting on `,folder/` holds
+        whatever the folder's own name contains."""
         hadoop_path = self._Path(path)
         if not self._fs.exists(hadoop_path):
-            return False
-        return any(
-            status.getPath().getName().endswith(".parquet")
-            for status in self._fs.listStatus(hadoop_path)
+            return []
+        folder = self._fs.makeQualified(hadoop_path).toString().rstrip("/") + "/"
+        listing = self._ArrayUtils.toString(
+            self._FileUtil.stat2Paths(self._fs.listStatus(hadoop_path))
         )
+        body = listing.removeprefix("{").removesuffix("}")
+        if not body:
+            return []
+        if not body.startswith(folder):
+            raise OSError(f"unexpected listing of {folder}: {listing[:200]}")
+        return body.removeprefix(folder).split("," + folder)
 
     # --- writing -----------------------------------------------------------------------------
 
