@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export DAGSTER_HOME ?= $(CURDIR)/.rental/dagster_home
 VENV := .venv/bin
 
-.PHONY: setup demo dev test lint bench clean
+.PHONY: setup demo dev test lint bench bench-events clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -26,6 +26,10 @@ SCALE ?= small
 REPEAT ?= 3
 bench: setup
 	$(VENV)/python -m benchmarks.run --scale $(SCALE) --repeat $(REPEAT)
+
+# What Dagster's own event log costs a year-long single-run backfill (no Spark).
+bench-events: setup
+	$(VENV)/python -m benchmarks.dagster_events
 
 clean:
 	rm -rf .rental

@@ -1,0 +1,89 @@
+"""What a single-run backfill costs Dagster itself, without Spark (issue 6's notes).
+
+    python -m benchmarks.dagster_events            # or: make bench-events
+
+A year-long single-run backfill records, per asset and per day, one "materialisation planned"
+event before the run starts and one materialisation after; a daily multi-asset of six tables
+makes that 4,380 events. This times a do-nothing multi-asset of six daily tables with checks,
+run like `rental-platform run` runs a range (`execute_in_process` with partition-range tags),
+on a fresh SQLite instance (what a local DAGSTER_HOME uses) and, for comparison, with Dagster's
+`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` (one planned event per asset; the platform
+does not set it: Dagster then cannot show a failed single-run backfill's partitions as failed,
+nor its running ones as in progress, which automation relies on).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2026-01-01")
+TABLES = [f"table_{i}" for i in range(6)]
+SUBSET_PLANNED = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(name, partitions_def=DAYS) for name in TABLES],
+    check_specs=[dg.AssetCheckSpec("checked", asset=name) for name in TABLES],
+    partitions_def=DAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def six_daily_tables():
+    for name in TABLES:
+        yield dg.MaterializeResult(asset_key=name, metadata={"rows": 1})
+    for name in TABLES:
+        yield dg.AssetCheckResult(asset_key=name, check_name="checked", passed=True)
+
+
+def time_one_year(home: Path) -> tuple[float, float]:
+    """Seconds from creating the run to its start (planned events), and of the run itself."""
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    job = dg.Definitions(
+        assets=[six_daily_tables], jobs=[dg.define_asset_job("year", selection=TABLES)]
+    ).resolve_job_def("year")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        began = time.time()
+        result = job.execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": "2025-01-01",
+                "dagster/asset_partition_range_end": "2025-12-31",
+            },
+        )
+        stats = instance.get_run_stats(result.run_id)
+    return stats.start_time - began, stats.end_time - stats.start_time
+
+
+def main() -> int:
+    if len(sys.argv) > 1:  # the child: one configuration, in its own process
+        planned, run = time_one_year(Path(sys.argv[1]))
+        print(f"{planned:.1f} {run:.1f}")
+        return 0
+    events = 2 * len(TABLES) * 365
+    print(f"one year, {len(TABLES)} daily tables: {events:,} planned + materialisation events")
+    print(f"{'instance':<58}{'before the run':>16}{'the run':>10}")
+    for label, extra in (
+        ("SQLite (default)", {}),
+        (f"SQLite, {SUBSET_PLANNED}", {SUBSET_PLANNED: "1"}),
+    ):
+        with tempfile.TemporaryDirectory() as scratch:
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.dagster_events", f"{scratch}/home"],
+                env=os.environ | extra,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+        print(f"{label:<58}{out[-2]:>14} s{out[-1]:>8} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
