@@ -38,6 +38,10 @@ if [[ ! -f $stamp || requirements.txt -nt $stamp || pyproject.toml -nt $stamp ]]
   touch $stamp
 fi
 
+# The local Spark JVM's class-data archive: built once per environment (about half a minute),
+# it makes every later local run start faster. It trains on a scratch database of the source server.
+.venv/bin/rental-platform class-archive --if-missing
+
 # The Dagster instance: runs launched from the CLI and the UI land in the same place.
 mkdir -p "${DAGSTER_HOME:-.rental/dagster_home}"
 cp dagster.yaml "${DAGSTER_HOME:-.rental/dagster_home}/dagster.yaml"

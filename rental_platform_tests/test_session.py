@@ -1,0 +1,56 @@
+"""The local Spark JVM's options: the quick compiler, and the class-data archive only when one
+was built for this Java and these Spark jars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyspark
+import pytest
+
+from rental_platform.spark.session import (
+    LOCAL_JAVA_OPTIONS,
+    class_archive_path,
+    get_or_create_session,
+    local_java_options,
+)
+
+
+@pytest.fixture
+def archive_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RENTAL_CLASS_ARCHIVE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_the_archive_is_used_once_built(archive_dir: Path) -> None:
+    archive = class_archive_path()
+    assert archive.parent == archive_dir
+    assert not any(option.startswith("-XX:SharedArchiveFile") for option in local_java_options())
+    archive.write_bytes(b"")
+    assert f"-XX:SharedArchiveFile={archive}" in local_java_options()
+
+
+def test_training_writes_the_archive_instead_of_reading_it(archive_dir: Path) -> None:
+    class_archive_path().write_bytes(b"")
+    options = local_java_options(archiving_to=archive_dir / "new.jsa")
+    assert f"-XX:ArchiveClassesAtExit={archive_dir / 'new.jsa'}" in options
+    assert not any(option.startswith("-XX:SharedArchiveFile") for option in options)
+
+
+def test_an_archive_of_other_jars_is_not_used(
+    archive_dir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path_factory.mktemp("pyspark")
+    (package / "jars").mkdir()
+    jar = package / "jars" / "spark-core.jar"
+    jar.write_bytes(b"one")
+    monkeypatch.setattr(pyspark, "__file__", str(package / "__init__.py"))
+    before = class_archive_path()
+    jar.write_bytes(b"upgraded")
+    assert class_archive_path() != before
+
+
+def test_the_local_session_runs_with_the_local_options() -> None:
+    conf = get_or_create_session().conf.get("spark.driver.extraJavaOptions")
+    assert conf.startswith("-Duser.timezone=UTC")
+    assert all(option in conf.split() for option in LOCAL_JAVA_OPTIONS)
