@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -83,6 +83,12 @@ class StepReport:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def in_catalogue_order(self) -> None:
+        """Tables and checks in the catalogue's order, however the step's threads interleaved
+        them (a table's own checks keep the order it made them in)."""
+        self.tables = {t.id: self.tables[t.id] for t in tables.ALL_TABLES if t.id in self.tables}
+        self.checks.sort(key=lambda check: CATALOGUE_ORDER[check.table])
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepReport:
         """The same report a local run returns, rebuilt from what a remote job sent back."""
@@ -96,6 +102,12 @@ class StepReport:
 
 def _date(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
+
+
+CATALOGUE_ORDER = {table.id: index for index, table in enumerate(tables.ALL_TABLES)}
+# Tables of a step landed at once (see `_Step.for_each`).
+CONCURRENT_TABLES = 2
+Item = TypeVar("Item")
 
 
 class _Step:
@@ -116,6 +128,15 @@ class _Step:
         if start is None or end is None:
             raise ValueError(f"step {self.request.step} needs a window")
         return start, end
+
+    def for_each(self, items: list[Item], work: Callable[[Item], None]) -> None:
+        """`work` on every item (a table, or a pair of them), `CONCURRENT_TABLES` at once: each
+        is a chain of small Spark jobs whose driver-side work (planning, committing files)
+        would leave the cores idle if the tables went one after the other. The first failure
+        is raised once all have ended."""
+        with ThreadPoolExecutor(CONCURRENT_TABLES, thread_name_prefix="table") as pool:
+            for _ in pool.map(work, items):
+                pass
 
     def record(self, table: Table, rows: int, **metadata: Any) -> None:
         self.report.tables[table.id] = TableReport(table.id, rows, metadata)
@@ -166,9 +187,8 @@ def _reader(step: _Step) -> SourceReader:
 
 def extract_snapshot(step: _Step) -> None:
     reader = _reader(step)
-    for table in (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES):
-        if not step.selected(table):
-            continue
+
+    def extract(table: Table) -> None:
         landed = step.land_snapshot(table, reader.snapshot(table)).count()
         step.record(table, landed)
         step.check_schema(table, layout.table_path(step.request.lake_root, table))
@@ -178,14 +198,15 @@ def extract_snapshot(step: _Step) -> None:
             )
         )
 
+    step.for_each(_selected(step, tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES), extract)
+
 
 def extract_daily(step: _Step) -> None:
     reader = _reader(step)
     start, end = step.window
     days = layout.periods(Grain.DAILY, start, end)
-    for table in (tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING):
-        if not step.selected(table):
-            continue
+
+    def extract(table: Table) -> None:
         # The read is split on day boundaries: each day's rows come from one JDBC query.
         dated = step.land_periods(table, reader.window(table, start, end), days, clustered=True)
         undated = step.land_undated(table, reader.undated(table))
@@ -211,6 +232,12 @@ def extract_daily(step: _Step) -> None:
         step.check(
             quality.freshness(table, newest, datetime.now(UTC), step.request.limits.freshness_hours)
         )
+
+    step.for_each(_selected(step, tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING), extract)
+
+
+def _selected(step: _Step, *candidates: Table) -> list[Table]:
+    return [table for table in candidates if step.selected(table)]
 
 
 # --- curated -----------------------------------------------------------------------------------
@@ -297,9 +324,11 @@ def curate_daily(step: _Step) -> None:
             curate.curate_user_viewing,
         ),
     ]
-    for raw_table, curated_table, quarantine_table, rules in pairs:
-        if not (step.selected(curated_table) or step.selected(quarantine_table)):
-            continue
+
+    def curate_pair(
+        pair: tuple[Table, Table, Table, Callable[[DataFrame], curate.Curated]],
+    ) -> None:
+        raw_table, curated_table, quarantine_table, rules = pair
         raw, raw_undated = (
             step.lake.read_periods(raw_table, start, end),
             step.lake.read_undated(raw_table),
@@ -329,40 +358,27 @@ def curate_daily(step: _Step) -> None:
             undated=(undated_rows, undated_quarantine.count()),
         )
 
+    step.for_each(
+        [pair for pair in pairs if step.selected(pair[1]) or step.selected(pair[2])], curate_pair
+    )
+
 
 # --- presentation ------------------------------------------------------------------------------
-
-
-# KPI tables landed at once: each is a few small Spark jobs whose driver-side work (planning,
-# committing files) would leave the cores idle if they ran one after the other.
-CONCURRENT_TABLES = 2
-
-
-@dataclass
-class _LandedKpi:
-    table: Table
-    rows: int
-    preview: str
-    checks: list[CheckResult]
 
 
 def _publishable(step: _Step, grain: Grain, builders: dict[Table, Callable[[], DataFrame]]) -> None:
     start, end = step.window
     starts = layout.periods(grain, start, end)
 
-    def land(table: Table) -> _LandedKpi:
+    def land(table: Table) -> None:
         landed = step.land_periods(table, builders[table](), starts)
         rows, checks = quality.row_checks(landed, table)
         stored = step.lake.stored_schema(step.period_paths(table, starts))
-        checks.append(quality.schema_matches(table, stored))
-        return _LandedKpi(table, rows, markdown_preview(landed, table), checks)
+        step.record(table, rows, periods=len(starts), preview=markdown_preview(landed, table))
+        for check in [*checks, quality.schema_matches(table, stored)]:
+            step.check(check)
 
-    with ThreadPoolExecutor(CONCURRENT_TABLES, thread_name_prefix="kpi") as pool:
-        # Recorded in the builders' order, whichever finishes first.
-        for kpi in pool.map(land, [table for table in builders if step.selected(table)]):
-            step.record(kpi.table, kpi.rows, periods=len(starts), preview=kpi.preview)
-            for check in kpi.checks:
-                step.check(check)
+    step.for_each([table for table in builders if step.selected(table)], land)
 
 
 def markdown_preview(df: DataFrame, table: Table, rows: int = 10) -> str:
@@ -437,5 +453,6 @@ def run_step(spark: SparkSession, request: StepRequest) -> StepReport:
     started = time.monotonic()
     step = _Step(spark, request)
     STEPS[request.step](step)
+    step.report.in_catalogue_order()
     step.report.duration_seconds = round(time.monotonic() - started, 3)
     return step.report
