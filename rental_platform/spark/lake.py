@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import date
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -65,13 +66,18 @@ class Lake:
         return self._read_paths(table, [layout.undated_path(self.root, table)])
 
     def read_periods(self, table: Table, start: date | None, end: date) -> DataFrame:
-        """The partitions whose period starts in [start, end); start None reads from the first."""
+        """The partitions whose period starts in [start, end); start None reads from the first.
+
+        A partition folder may hold no file (a period without rows): with the catalogue's
+        schema given, Spark reads it as no rows, so the folders are not listed one by one."""
         paths = [
             layout.period_path(self.root, table, period)
             for period in self.existing_periods(table)
             if (start is None or period >= start) and period < end
         ]
-        return self._read_paths(table, paths)
+        if not paths:
+            return self._empty(table)
+        return conform(self.spark.read.schema(spark_schema(table)).parquet(*paths), table)
 
     def existing_periods(self, table: Table) -> list[date]:
         found = (
@@ -81,17 +87,24 @@ class Lake:
         return sorted(period for period in found if period is not None)
 
     def _read_paths(self, table: Table, paths: list[str]) -> DataFrame:
-        schema = spark_schema(table)
         with_files = [path for path in paths if self._has_parquet(path)]
         if not with_files:
-            # From an empty RDD, not an empty list: no Python worker is started for it.
-            return self.spark.createDataFrame(self.spark.sparkContext.emptyRDD(), schema)
-        return conform(self.spark.read.schema(schema).parquet(*with_files), table)
+            return self._empty(table)
+        return conform(self.spark.read.schema(spark_schema(table)).parquet(*with_files), table)
+
+    def _empty(self, table: Table) -> DataFrame:
+        # From an empty RDD, not an empty list: no Python worker is started for it.
+        return self.spark.createDataFrame(self.spark.sparkContext.emptyRDD(), spark_schema(table))
 
     def stored_schema(self, paths: list[str]) -> T.StructType | None:
-        """The schema the Parquet files under `paths` were written with (None: no files)."""
-        with_files = [path for path in paths if self._has_parquet(path)]
-        return self.spark.read.parquet(*with_files).schema if with_files else None
+        """The schema the Parquet files under `paths` (folders that exist) were written with;
+        None if they hold no file. Spark reads it from one file's footer."""
+        try:
+            return self.spark.read.parquet(*paths).schema
+        except AnalysisException as error:
+            if error.getErrorClass() == "UNABLE_TO_INFER_SCHEMA":
+                return None
+            raise
 
     def _has_parquet(self, path: str) -> bool:
         return any(name.endswith(".parquet") for name in self._names_in(path))
