@@ -131,6 +131,11 @@ class Lake:
 
     # --- writing -----------------------------------------------------------------------------
 
+    @property
+    def write_partitions(self) -> int:
+        """How many Spark partitions the rows of a dated write are gathered into."""
+        return int(self.spark.conf.get("spark.sql.shuffle.partitions"))
+
     def write_snapshot(self, df: DataFrame, table: Table) -> None:
         self._write_snapshot_to(df, table, layout.table_path(self.root, table))
 
@@ -154,9 +159,7 @@ class Lake:
         staging = f"{base}/_staging/{uuid.uuid4().hex}"
         rows = conform(df, table).withColumn(PERIOD, period_of(table))
         if not clustered:
-            rows = rows.repartition(
-                int(self.spark.conf.get("spark.sql.shuffle.partitions")), PERIOD
-            )
+            rows = rows.repartition(self.write_partitions, PERIOD)
         rows.write.partitionBy(PERIOD).parquet(staging)
         for period in periods:
             staged = self._Path(f"{staging}/{PERIOD}={period.isoformat()}")

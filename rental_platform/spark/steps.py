@@ -306,35 +306,46 @@ def curate_listings(step: _Step) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _CuratedPair:
+    """A raw table, the two tables its rules split it into, and the rules. `clustered`: the
+    rules return the curated rows already gathered by day (see `Lake.write_periods`)."""
+
+    raw: Table
+    curated: Table
+    quarantine: Table
+    rules: Callable[[DataFrame], curate.Curated]
+    clustered: bool = False
+
+
 def curate_daily(step: _Step) -> None:
     start, end = step.window
     days = layout.periods(Grain.DAILY, start, end)
     listing_ids = step.lake.read_snapshot(tables.CURATED_LISTINGS).select("id")
-    pairs: list[tuple[Table, Table, Table, Callable[[DataFrame], curate.Curated]]] = [
-        (
+    pairs = [
+        _CuratedPair(
             tables.RAW_BOOKINGS,
             tables.CURATED_BOOKINGS,
             tables.QUARANTINE_BOOKINGS,
             lambda df: curate.curate_bookings(df, listing_ids),
         ),
-        (
+        _CuratedPair(
             tables.RAW_USER_VIEWING,
             tables.CURATED_USER_VIEWING,
             tables.QUARANTINE_USER_VIEWING,
-            curate.curate_user_viewing,
+            lambda df: curate.curate_user_viewing(df, step.lake.write_partitions),
+            clustered=True,
         ),
     ]
 
-    def curate_pair(
-        pair: tuple[Table, Table, Table, Callable[[DataFrame], curate.Curated]],
-    ) -> None:
-        raw_table, curated_table, quarantine_table, rules = pair
+    def curate_pair(pair: _CuratedPair) -> None:
+        raw_table, curated_table, quarantine_table = pair.raw, pair.curated, pair.quarantine
         raw, raw_undated = (
             step.lake.read_periods(raw_table, start, end),
             step.lake.read_undated(raw_table),
         )
-        dated, undated = rules(raw), rules(raw_undated)
-        curated_df = step.land_periods(curated_table, dated.curated, days)
+        dated, undated = pair.rules(raw), pair.rules(raw_undated)
+        curated_df = step.land_periods(curated_table, dated.curated, days, pair.clustered)
         step.check_schema(curated_table, *step.period_paths(curated_table, days))
         if curated_table is tables.CURATED_BOOKINGS:
             step.check(quality.listings_exist(curated_df, listing_ids))
@@ -359,7 +370,8 @@ def curate_daily(step: _Step) -> None:
         )
 
     step.for_each(
-        [pair for pair in pairs if step.selected(pair[1]) or step.selected(pair[2])], curate_pair
+        [pair for pair in pairs if step.selected(pair.curated) or step.selected(pair.quarantine)],
+        curate_pair,
     )
 
 
