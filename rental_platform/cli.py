@@ -91,13 +91,16 @@ def seed_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
-    from rental_platform.definitions import build_definitions
-    from rental_platform.resources.spark import start_local_session_early
-    from rental_platform.runs import materialize_range
-
     if "DAGSTER_HOME" not in os.environ:
         raise SettingsError("DAGSTER_HOME: must name the folder of the Dagster instance")
-    start_local_session_early(settings.runner)
+    if not settings.runner.remote:
+        # Before Dagster is imported: the JVM starts while Python loads it.
+        from rental_platform.spark.session import start_local_session_early
+
+        start_local_session_early(settings.runner.spark_conf)
+    from rental_platform.definitions import build_definitions
+    from rental_platform.runs import materialize_range
+
     with dg.DagsterInstance.get() as instance:
         for outcome in materialize_range(
             build_definitions(settings), instance, args.start, args.end

@@ -9,7 +9,6 @@ Dagster run stops the remote job (the clients forward the termination).
 
 from __future__ import annotations
 
-import threading
 import time
 from abc import ABC, abstractmethod
 from typing import Any
@@ -28,7 +27,7 @@ from pydantic import Field
 from rental_platform.remote_code import code_package
 from rental_platform.settings import RunnerSettings, S3Location
 from rental_platform.spark.entrypoint import REQUEST_EXTRA, SECRET_ARN_ARGUMENT
-from rental_platform.spark.session import get_or_create_session
+from rental_platform.spark.session import LOCAL_MASTER, get_or_create_session
 from rental_platform.spark.steps import StepReport, StepRequest, run_step
 
 
@@ -43,7 +42,7 @@ class LocalSparkRunner(SparkRunner):
     """An in-process SparkSession, created by the first step of a process and shared by the
     rest (the definitions use the in-process executor), so a run pays the JVM start once."""
 
-    master: str = "local[*]"
+    master: str = LOCAL_MASTER
     # RENTAL_SPARK_CONF: e.g. the hadoop-aws jars for an S3 lake.
     conf: dict[str, str] = Field(default_factory=dict)
 
@@ -353,17 +352,3 @@ def spark_runner(settings: RunnerSettings) -> SparkRunner:
         log_uri=cluster.log_uri,
         **common,
     )
-
-
-def start_local_session_early(settings: RunnerSettings) -> None:
-    """With the local runner, start the Spark JVM on a background thread while Dagster loads
-    the definitions and opens its instance: the first step finds the session (or waits for
-    the rest of its start) instead of paying the whole start, about 3 s, itself."""
-    runner = spark_runner(settings)
-    if isinstance(runner, LocalSparkRunner):
-        threading.Thread(
-            target=get_or_create_session,
-            args=(runner.master, runner.conf),
-            name="spark-session-start",
-            daemon=True,
-        ).start()
