@@ -40,9 +40,10 @@ def build_class_archive(source: MySqlSource) -> Path:
     target = class_archive_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    training = replace(source, database=source.database[:40] + TRAINING_SUFFIX)
-    seed_source(training.pymysql_kwargs(), TRAINING_SCALE)
+    # Its own database: two set-ups at once do not seed over each other.
+    training = replace(source, database=f"{source.database[:32]}{TRAINING_SUFFIX}_{os.getpid()}")
     try:
+        seed_source(training.pymysql_kwargs(), TRAINING_SCALE)
         with tempfile.TemporaryDirectory(prefix="rental-class-archive-") as lake:
             spark = get_or_create_session(
                 extra_conf={"spark.driver.extraJavaOptions": " ".join(local_java_options(partial))}

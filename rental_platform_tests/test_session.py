@@ -54,3 +54,12 @@ def test_the_local_session_runs_with_the_local_options() -> None:
     conf = get_or_create_session().conf.get("spark.driver.extraJavaOptions")
     assert conf.startswith("-Duser.timezone=UTC")
     assert all(option in conf.split() for option in LOCAL_JAVA_OPTIONS)
+
+
+def test_the_tests_jvm_maps_the_archive_make_setup_built() -> None:
+    assert class_archive_path().is_file(), "no class-data archive: run `make setup`"
+    jvm = get_or_create_session().sparkContext._jvm
+    diagnostics = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    assert diagnostics.getVMOption("SharedArchiveFile").getValue() == str(class_archive_path())
