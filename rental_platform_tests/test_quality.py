@@ -28,6 +28,15 @@ def test_primary_key_check_finds_duplicates_and_nulls(spark: SparkSession) -> No
     assert result.metadata == {"null_keys": 2, "duplicated_keys": 1, "example_keys": ["1"]}
 
 
+def test_a_shared_key_hash_without_equal_keys_is_no_duplicate(spark: SparkSession) -> None:
+    # Two different keys whose 64-bit hashes collide cannot be built on purpose: the check is
+    # told its hashes collided, and must find no equal keys behind them.
+    frame = spark.createDataFrame([(1,), (2,)], "booking_id bigint")
+    result = quality._key_result(tables.CURATED_BOOKINGS, frame, nulls=0, hash_shared=True)
+    assert result.passed
+    assert result.metadata == {"null_keys": 0, "duplicated_keys": 0, "example_keys": []}
+
+
 def test_primary_key_check_on_a_composite_key(spark: SparkSession) -> None:
     table = tables.POPULAR_LOCATIONS
     rows = [("2025-01-06", "TX", "Austin", 3, 1), ("2025-01-06", "MA", "Austin", 2, 2)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -88,47 +88,57 @@ class CheckResult:
 
 def row_checks(df: DataFrame, table: Table) -> tuple[int, list[CheckResult]]:
     """The rows of a landed table, and its row-level checks: primary_key_unique and, where the
-    catalogue has value rules, values_in_range. One aggregation computes them all (examples
-    of duplicated keys are fetched only on failure)."""
+    catalogue has value rules, values_in_range. One aggregation computes them all.
+
+    Rows are grouped by a 64-bit hash of their key, not by the key: a shuffle of one long per
+    row instead of the key's columns (five, for views). Equal keys have equal hashes, so no
+    shared hash means no duplicate; only if some hash is shared are the keys themselves
+    grouped, to tell a duplicate from a collision and fetch examples."""
     key = list(table.key)
     rules = {c.name: c.valid for c in table.columns if c.valid}
-    null_key = (
-        F.greatest(*[F.col(k).isNull() for k in key]) if len(key) > 1 else F.col(key[0]).isNull()
+    per_hash = (
+        df.select(
+            F.xxhash64(*key).alias("_hash"),
+            _null_key(key).alias("_null"),
+            *[
+                F.when(F.col(name).isNotNull() & ~F.expr(rule), 1).otherwise(0).alias(name)
+                for name, rule in rules.items()
+            ],
+        )
+        .groupBy("_hash", "_null")
+        .agg(F.count(F.lit(1)).alias("_rows"), *[F.sum(name).alias(name) for name in rules])
     )
-    per_key = df.groupBy(*key).agg(
-        F.count(F.lit(1)).alias("_rows"),
-        F.max(null_key).alias("_null"),
-        *[
-            F.sum(F.when(F.col(name).isNotNull() & ~F.expr(rule), 1).otherwise(0)).alias(name)
-            for name, rule in rules.items()
-        ],
-    )
-    totals = per_key.agg(
+    totals = per_hash.agg(
         F.sum("_rows").alias("_rows"),
         F.sum(F.when(F.col("_null"), F.col("_rows")).otherwise(0)).alias("_nulls"),
-        F.sum(F.when(~F.col("_null") & (F.col("_rows") > 1), 1).otherwise(0)).alias("_duplicates"),
+        F.sum(F.when(~F.col("_null") & (F.col("_rows") > 1), 1).otherwise(0)).alias("_shared"),
         *[F.sum(name).alias(name) for name in rules],
     ).collect()[0]
-    results = [_key_result(table, per_key, totals["_nulls"] or 0, totals["_duplicates"] or 0)]
+    results = [_key_result(table, df, totals["_nulls"] or 0, bool(totals["_shared"]))]
     if VALUES in checks_for(table):
         violations = {name: totals[name] for name in rules if totals[name]}
         results.append(_values_result(table, rules, violations))
     return totals["_rows"] or 0, results
 
 
-def _key_result(table: Table, per_key: DataFrame, nulls: int, duplicate_count: int) -> CheckResult:
+def _null_key(key: list[str]) -> Column:
+    """True where any column of the key is null."""
+    return F.greatest(*[F.col(k).isNull() for k in key], F.lit(False))
+
+
+def _key_result(table: Table, df: DataFrame, nulls: int, hash_shared: bool) -> CheckResult:
     key = list(table.key)
+    duplicated = (
+        df.groupBy(*key).count().where(~_null_key(key) & (F.col("count") > 1)).select(*key)
+        if hash_shared
+        else None
+    )
+    duplicate_count = duplicated.count() if duplicated is not None else 0
     passed = nulls == 0 and duplicate_count == 0
     examples = (
-        []
-        if passed
-        else [
-            ", ".join(str(value) for value in row)
-            for row in per_key.where(~F.col("_null") & (F.col("_rows") > 1))
-            .select(*key)
-            .limit(EXAMPLES)
-            .collect()
-        ]
+        [", ".join(str(value) for value in row) for row in duplicated.limit(EXAMPLES).collect()]
+        if duplicate_count
+        else []
     )
     return CheckResult(
         table.id,
