@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pymysql
@@ -61,23 +61,18 @@ def build_class_archive(source: MySqlSource) -> Path:
 
 
 def _train(spark: SparkSession, source: MySqlSource, lake: str) -> None:
-    window = (TRAINING_SCALE.start, TRAINING_SCALE.start + timedelta(days=TRAINING_SCALE.days))
-    every_table = tuple(table.id for table in tables.ALL_TABLES)
+    """Every step, in dependency order, over every table; a step ignores what it does not use
+    (the window of a snapshot step, the source of a curation)."""
+    request = StepRequest(
+        step="",
+        tables=tuple(table.id for table in tables.ALL_TABLES),
+        lake_root=lake,
+        window_start=TRAINING_SCALE.start,
+        window_end=TRAINING_SCALE.end,
+        source=SourceConnection(source.jdbc_url, source.user, source.password),
+    )
     for step in STEPS:
-        dated = step not in ("extract_snapshot", "curate_listings")
-        request = StepRequest(
-            step=step,
-            tables=every_table,
-            lake_root=lake,
-            window_start=window[0] if dated else None,
-            window_end=window[1] if dated else None,
-            source=_connection(source) if step.startswith("extract") else None,
-        )
-        run_step(spark, request)
-
-
-def _connection(source: MySqlSource) -> SourceConnection:
-    return SourceConnection(source.jdbc_url, source.user, source.password)
+        run_step(spark, replace(request, step=step))
 
 
 def _exit_jvm(spark: SparkSession) -> None:

@@ -390,7 +390,7 @@ def _publishable(step: _Step, grain: Grain, builders: dict[Table, Callable[[], D
         for check in [*checks, quality.schema_matches(table, stored)]:
             step.check(check)
 
-    step.for_each([table for table in builders if step.selected(table)], land)
+    step.for_each(_selected(step, *builders), land)
 
 
 def markdown_preview(df: DataFrame, table: Table, rows: int = 10) -> str:
