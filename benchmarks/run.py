@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -179,6 +181,22 @@ def run_platform(
     return PlatformRun(wall, jobs, steps, rows, memory)
 
 
+@contextmanager
+def sandbox_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    """The sandbox's Dagster instance: its dagster.yaml places the storage under
+    $DAGSTER_HOME, which is set to the sandbox's while it is open."""
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
+    try:
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        if previous is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+
+
 def dagster_runs(
     dagster_home: Path, run_ids: list[str]
 ) -> tuple[dict[str, float], dict[str, float], int]:
@@ -189,7 +207,7 @@ def dagster_runs(
     jobs: dict[str, float] = {}
     steps: dict[str, float] = {}
     rows: dict[tuple[str, ...], int] = {}
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with sandbox_instance(dagster_home) as instance:
         for run_id in run_ids:
             job = instance.get_run_by_id(run_id).job_name
             stats = instance.get_run_stats(run_id)

@@ -1,0 +1,135 @@
+"""The local instance's batching event log stores what Dagster's own SQLite event log stores:
+the same events in the same order, the same materialised and failed partitions."""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster import AssetExecutionContext
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+
+from rental_platform.dagster_storage import (
+    BATCH_SIZE_VARIABLE,
+    BatchingSqliteEventLogStorage,
+    BatchingSqliteStorage,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-21")
+TABLES = ("first", "second", "third")
+RANGE = {
+    "dagster/asset_partition_range_start": "2025-01-01",
+    "dagster/asset_partition_range_end": "2025-01-20",
+}
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(name) for name in TABLES],
+    check_specs=[dg.AssetCheckSpec("rows", asset=name) for name in TABLES],
+    partitions_def=DAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    config_schema={"fail": bool},
+)
+def three_daily_tables(context: AssetExecutionContext):
+    """Like a platform step: a range in one run, a materialisation and check per table."""
+    if context.op_execution_context.op_config["fail"]:
+        raise RuntimeError("the step failed")
+    for name in TABLES:
+        yield dg.MaterializeResult(asset_key=name, metadata={"rows": 1})
+    for name in TABLES:
+        yield dg.AssetCheckResult(asset_key=name, check_name="rows", passed=True)
+
+
+def _run(instance: dg.DagsterInstance, fail: bool) -> str:
+    job = dg.Definitions(
+        assets=[three_daily_tables], jobs=[dg.define_asset_job("days", selection=list(TABLES))]
+    ).resolve_job_def("days")
+    config = {"ops": {"three_daily_tables": {"config": {"fail": fail}}}}
+    return job.execute_in_process(
+        run_config=config, instance=instance, tags=RANGE, raise_on_error=False
+    ).run_id
+
+
+def _stored(instance: dg.DagsterInstance, run_ids: list[str]) -> dict:
+    """What the UI reads back: each run's events, and per table its partitions' status."""
+    events = [
+        (
+            entry.dagster_event.event_type_value,
+            entry.dagster_event.asset_key,
+            entry.dagster_event.partition,
+        )
+        for run_id in run_ids
+        for entry in instance.all_logs(run_id)
+        if entry.is_dagster_event and entry.dagster_event.event_type_value != "ENGINE_EVENT"
+    ]
+    partitions, latest = {}, {}
+    for name in TABLES:
+        key = dg.AssetKey(name)
+        status = get_and_update_asset_status_cache_value(instance, key, DAYS)
+        partitions[name] = (
+            sorted(instance.get_materialized_partitions(key)),
+            # The tags indexed per materialisation: their names (a data version is random).
+            sorted(tuple(sorted(tags)) for tags in instance.get_event_tags_for_asset(key)),
+            sorted(status.deserialize_failed_partition_subsets(DAYS).get_partition_keys()),
+        )
+        # The asset's row in the index: its latest materialisation and planned event.
+        (record,) = instance.get_asset_records([key])
+        entry = record.asset_entry
+        materialized = entry.last_materialization_record
+        latest[name] = (
+            materialized and (materialized.storage_id, materialized.partition_key),
+            entry.last_run_id and run_ids.index(entry.last_run_id),
+            entry.last_planned_materialization_storage_id,
+            entry.last_planned_materialization_run_id,
+        )
+    return {"events": events, "partitions": partitions, "latest": latest}
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch) -> Iterator[Path]:
+    """An instance home with the repository's dagster.yaml; the batch-size variable is put
+    back as it was afterwards (the storage sets it)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv(BATCH_SIZE_VARIABLE, "unset by the fixture")
+    monkeypatch.delenv(BATCH_SIZE_VARIABLE)
+    yield home
+
+
+def test_the_batching_log_stores_what_dagsters_own_stores(dagster_home, monkeypatch) -> None:
+    batched: list[int] = []
+    store_together = BatchingSqliteEventLogStorage._store_together
+
+    def counting(storage, events):
+        batched.append(len(events))
+        store_together(storage, events)
+
+    monkeypatch.setattr(BatchingSqliteEventLogStorage, "_store_together", counting)
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.get_ref().storage, BatchingSqliteStorage)
+        # A failed try, then a good one: failed partitions, then materialised ones.
+        batching = _stored(instance, [_run(instance, fail=True), _run(instance, fail=False)])
+    with dg.instance_for_test() as instance:  # Dagster's default SQLite storage
+        default = _stored(instance, [_run(instance, fail=True), _run(instance, fail=False)])
+
+    assert batching == default
+    days = DAYS.get_partition_keys()
+    assert default["partitions"]["first"][0] == days
+    assert default["partitions"]["first"][2] == []
+    assert len(default["partitions"]["first"][1]) == len(days)
+    assert default["latest"]["first"][0][1] == days[-1]
+    planned = [e for e in default["events"] if e[0] == "ASSET_MATERIALIZATION_PLANNED"]
+    assert len(planned) == 2 * len(TABLES) * len(days)
+    # The planned events and the materialisations went through in batches, not one by one.
+    assert max(batched) >= len(TABLES) * len(days)
+    assert sum(batched) >= 2 * len(TABLES) * len(days) + len(TABLES) * len(days)
+
+
+def test_a_failed_run_leaves_its_partitions_failed(dagster_home) -> None:
+    with dg.DagsterInstance.get() as instance:
+        stored = _stored(instance, [_run(instance, fail=True)])
+    assert stored["partitions"]["second"] == ([], [], DAYS.get_partition_keys())
