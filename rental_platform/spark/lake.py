@@ -9,11 +9,11 @@ Hadoop's FileSystem API, which is what Spark itself uses for local folders and `
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import Iterable
 from datetime import date
 
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -22,6 +22,8 @@ from rental_platform.spark import layout
 from rental_platform.tables import Grain, Table
 
 PERIOD = "_period"
+# Where Spark keeps, in each Parquet file's footer, the schema it wrote the file with.
+SPARK_SCHEMA_KEY = "org.apache.spark.sql.parquet.row.metadata"
 
 
 @functools.cache
@@ -75,9 +77,7 @@ class Lake:
             for period in self.existing_periods(table)
             if (start is None or period >= start) and period < end
         ]
-        if not paths:
-            return self._empty(table)
-        return conform(self.spark.read.schema(spark_schema(table)).parquet(*paths), table)
+        return self._read(table, paths)
 
     def existing_periods(self, table: Table) -> list[date]:
         found = (
@@ -87,27 +87,47 @@ class Lake:
         return sorted(period for period in found if period is not None)
 
     def _read_paths(self, table: Table, paths: list[str]) -> DataFrame:
-        with_files = [path for path in paths if self._has_parquet(path)]
-        if not with_files:
-            return self._empty(table)
-        return conform(self.spark.read.schema(spark_schema(table)).parquet(*with_files), table)
+        return self._read(table, [path for path in paths if self._has_parquet(path)])
 
-    def _empty(self, table: Table) -> DataFrame:
-        # From an empty RDD, not an empty list: no Python worker is started for it.
-        return self.spark.createDataFrame(self.spark.sparkContext.emptyRDD(), spark_schema(table))
+    def _read(self, table: Table, paths: list[str]) -> DataFrame:
+        """The rows of the Parquet files under `paths`, typed as the catalogue says."""
+        if not paths:
+            # From an empty RDD, not an empty list: no Python worker is started for it.
+            return self.spark.createDataFrame(
+                self.spark.sparkContext.emptyRDD(), spark_schema(table)
+            )
+        return conform(self.spark.read.schema(spark_schema(table)).parquet(*paths), table)
 
     def stored_schema(self, paths: list[str]) -> T.StructType | None:
-        """The schema the Parquet files under `paths` (folders that exist) were written with;
-        None if they hold no file. Spark reads it from one file's footer."""
+        """The schema the Parquet files under `paths` (folders) were written with; None if
+        they hold no file. It is read from the first file's footer, here on the driver:
+        Spark's own schema inference runs a Spark job for that one footer."""
+        for path in paths:
+            files = self._parquet_files(path)
+            if files:
+                return self._written_schema(f"{path.rstrip('/')}/{files[0]}")
+        return None
+
+    def _written_schema(self, file: str) -> T.StructType:
+        """The Spark schema a Parquet file's writer stored in its footer."""
+        jvm = self.spark.sparkContext._jvm
+        input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+            self._Path(file), self.spark.sparkContext._jsc.hadoopConfiguration()
+        )
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)
         try:
-            return self.spark.read.parquet(*paths).schema
-        except AnalysisException as error:
-            if error.getErrorClass() == "UNABLE_TO_INFER_SCHEMA":
-                return None
-            raise
+            written = reader.getFileMetaData().getKeyValueMetaData().get(SPARK_SCHEMA_KEY)
+        finally:
+            reader.close()
+        if written is None:  # not written by Spark: let Spark convert the Parquet schema
+            return self.spark.read.parquet(file).schema
+        return T.StructType.fromJson(json.loads(written))
 
     def _has_parquet(self, path: str) -> bool:
-        return any(name.endswith(".parquet") for name in self._names_in(path))
+        return bool(self._parquet_files(path))
+
+    def _parquet_files(self, path: str) -> list[str]:
+        return sorted(name for name in self._names_in(path) if name.endswith(".parquet"))
 
     def _names_in(self, path: str) -> list[str]:
         """The names in a folder (none if it does not exist), in a few JVM round trips however
