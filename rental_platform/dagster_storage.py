@@ -19,7 +19,12 @@ from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_result
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    SqliteStorageConfig,
+    _event_logs_directory,
+)
+from dagster._serdes import ConfigurableClassData
 
 # Dagster hands events to `store_event_batch` only while this is above 0; a batch is stored
 # when it ends or reaches this size (a year of one daily asset's materialisations is 365).
@@ -78,11 +83,13 @@ class BatchingSqliteStorage(DagsterSqliteStorage):
     batching event log. It turns Dagster's event batching on in every process that opens the
     instance (the CLI, the webserver, the daemon, a run's worker)."""
 
-    def __init__(self, base_dir: str, inst_data=None) -> None:
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data=inst_data)
         self._event_log_storage = BatchingSqliteEventLogStorage(_event_logs_directory(base_dir))
         os.environ.setdefault(BATCH_SIZE_VARIABLE, str(BATCH_SIZE))
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value) -> BatchingSqliteStorage:
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: SqliteStorageConfig
+    ) -> BatchingSqliteStorage:
         return cls.from_local(inst_data=inst_data, **config_value)
