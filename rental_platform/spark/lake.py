@@ -57,7 +57,10 @@ class Lake:
         self._Path = jvm.org.apache.hadoop.fs.Path
         self._FileUtil = jvm.org.apache.hadoop.fs.FileUtil
         self._ArrayUtils = jvm.org.apache.commons.lang3.ArrayUtils
-        self._fs = self._Path(root).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        self._HadoopInputFile = jvm.org.apache.parquet.hadoop.util.HadoopInputFile
+        self._ParquetFileReader = jvm.org.apache.parquet.hadoop.ParquetFileReader
+        self._hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self._fs = self._Path(root).getFileSystem(self._hadoop_conf)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -110,11 +113,8 @@ class Lake:
 
     def _written_schema(self, file: str) -> T.StructType:
         """The Spark schema a Parquet file's writer stored in its footer."""
-        jvm = self.spark.sparkContext._jvm
-        input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
-            self._Path(file), self.spark.sparkContext._jsc.hadoopConfiguration()
-        )
-        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)
+        input_file = self._HadoopInputFile.fromPath(self._Path(file), self._hadoop_conf)
+        reader = self._ParquetFileReader.open(input_file)
         try:
             written = reader.getFileMetaData().getKeyValueMetaData().get(SPARK_SCHEMA_KEY)
         finally:
