@@ -7,17 +7,26 @@ which Dagster hands over in batches. Dagster's SQLite event log stores a batch o
 time, each in a connection and transaction of its own (about 9 ms apiece here); this one
 stores it in two transactions, one in the run's database and one in the index. The rows are
 the same, in the same order. `deploy/dagster.yaml` (PostgreSQL) does not use it.
+
+Every event, batched or not, also pays for a new SQLAlchemy engine: Dagster's SQLite event log
+makes one per connection, and so compiles each statement again and sets up the dialect anew.
+This one keeps an engine per database file, with the same pool (none: each use opens and
+closes its own SQLite connection, which checkpoints the write-ahead log into the file the UI
+watches for a run's new events).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from itertools import groupby
 
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
@@ -25,11 +34,15 @@ from dagster._core.storage.sqlite_storage import (
     _event_logs_directory,
 )
 from dagster._serdes import ConfigurableClassData
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 # Dagster hands events to `store_event_batch` only while this is above 0; a batch is stored
 # when it ends or reaches this size (a year of one daily asset's materialisations is 365).
 BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
 BATCH_SIZE = 5000
+# Engines kept: the index and the databases of the runs a process last wrote or read.
+CACHED_ENGINES = 16
 
 
 def _batchable(event: EventLogEntry) -> bool:
@@ -42,7 +55,35 @@ def _batchable(event: EventLogEntry) -> bool:
 
 
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
-    """Dagster's SQLite event log, storing each batch in one transaction per database."""
+    """Dagster's SQLite event log, storing each batch in one transaction per database, through
+    an engine kept per database."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        super().__init__(base_dir, inst_data=inst_data)
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+
+    def _engine(self, shard: str) -> Engine:
+        """The shard's engine, made as Dagster makes it; called under `_db_lock`."""
+        engine = self._engines.pop(shard, None) or create_engine(
+            self.conn_string_for_shard(shard),
+            poolclass=NullPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+        )
+        self._engines[shard] = engine
+        if len(self._engines) > CACHED_ENGINES:
+            self._engines.popitem(last=False)[1].dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        """Dagster's `_connect`, with the shard's kept engine instead of a new one."""
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as connection, connection.begin():
+                yield connection
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         pending: list[EventLogEntry] = []

@@ -2,6 +2,7 @@
 the same events in the same order, the same materialised and failed partitions."""
 
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from dagster import AssetExecutionContext
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
+from rental_platform import dagster_storage
 from rental_platform.dagster_storage import (
     BATCH_SIZE_VARIABLE,
     BatchingSqliteEventLogStorage,
@@ -133,3 +135,32 @@ def test_a_failed_run_leaves_its_partitions_failed(dagster_home) -> None:
     with dg.DagsterInstance.get() as instance:
         stored = _stored(instance, [_run(instance, fail=True)])
     assert stored["partitions"]["second"] == ([], [], DAYS.get_partition_keys())
+
+
+def test_an_engine_serves_each_database_and_the_ui_still_sees_new_events(
+    dagster_home, monkeypatch
+) -> None:
+    engines: list[str] = []
+    create_engine = dagster_storage.create_engine
+
+    def counting(url, **kwargs):
+        engines.append(str(url))
+        return create_engine(url, **kwargs)
+
+    monkeypatch.setattr(dagster_storage, "create_engine", counting)
+    with dg.DagsterInstance.get() as instance:
+        run_ids = [_run(instance, fail=True), _run(instance, fail=False)]
+        # An engine per database (the index and each run's), however many events were stored.
+        assert sorted(engines) == sorted(set(engines))
+        assert len(engines) == len(run_ids) + 1
+        assert len(instance.all_logs(run_ids[1])) > len(engines)
+
+        # The UI follows a run by watching its database file for changes: each write must
+        # still reach the file, not linger in a connection's write-ahead log.
+        seen = threading.Event()
+        storage = instance.event_log_storage
+        storage.watch(run_ids[1], None, lambda entry, cursor: seen.set())
+        instance.report_engine_event(
+            "a new event for the watcher", dagster_run=instance.get_run_by_id(run_ids[1])
+        )
+        assert seen.wait(timeout=10)
