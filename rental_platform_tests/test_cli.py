@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import dagster as dg
 import pytest
 
@@ -35,3 +38,19 @@ def test_a_range_before_the_partitions_is_refused(environment, capsys) -> None:
     assert "RENTAL_PARTITIONS_START" in capsys.readouterr().err
     with dg.DagsterInstance.get() as instance:
         assert instance.get_runs() == []  # refused before launching anything
+
+
+def test_a_local_platform_does_not_import_the_aws_libraries(environment) -> None:
+    """dagster-aws and boto3 take about a second to import: a run on this machine, with a
+    local lake, must not pay it before its first step."""
+    program = (
+        "import sys\n"
+        "from rental_platform.definitions import build_definitions\n"
+        "from rental_platform.settings import Settings\n"
+        "build_definitions(Settings.from_env()).resolve_all_job_defs()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'dagster_aws'}))\n"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout
+    assert imported.strip() == "[]"

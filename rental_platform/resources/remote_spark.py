@@ -1,0 +1,329 @@
+"""The remote Spark runners: `spark/entrypoint.py` run on AWS through Dagster Pipes
+(dagster-aws's clients), with the Pipes context and messages on S3 and the code
+`rental-platform deploy` uploaded; cancelling the Dagster run stops the remote job (the
+clients forward the termination).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import boto3
+import dagster as dg
+from dagster_aws.pipes import (
+    PipesEMRClient,
+    PipesEMRServerlessClient,
+    PipesGlueClient,
+    PipesS3ContextInjector,
+    PipesS3MessageReader,
+)
+
+from rental_platform.remote_code import code_package
+from rental_platform.resources.spark import SparkRunner
+from rental_platform.settings import RunnerSettings, S3Location
+from rental_platform.spark.entrypoint import REQUEST_EXTRA, SECRET_ARN_ARGUMENT
+from rental_platform.spark.steps import StepReport, StepRequest
+
+
+def report_from(messages: list[Any], where: str) -> StepReport:
+    """The StepReport a remote job sent back; a job that sent none has not succeeded."""
+    reports = [m for m in messages if isinstance(m, dict) and "checks" in m and "tables" in m]
+    if not reports:
+        raise RuntimeError(f"{where} ended without reporting its step through Dagster Pipes")
+    return StepReport.from_json(reports[-1])
+
+
+class RemoteSparkRunner(SparkRunner, ABC):
+    """A Spark job on AWS running `spark/entrypoint.py` through Dagster Pipes: context and
+    messages go through `pipes_bucket`; the code is the archive `deploy` put under
+    `code_bucket`, named by the hash of this machine's code."""
+
+    pipes_bucket: str
+    pipes_prefix: str = "dagster-pipes"
+    code_bucket: str
+    code_prefix: str = ""
+    # The ARN of the source password in Secrets Manager (an ARN, not the secret).
+    mysql_secret_arn: str | None = None
+    poll_seconds: float = 5.0
+
+    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport:
+        s3 = boto3.client("s3")
+        self._check_deployed(s3)
+        injector = PipesS3ContextInjector(
+            bucket=self.pipes_bucket, client=s3, key_prefix=self.pipes_prefix
+        )
+        reader = PipesS3MessageReader(
+            bucket=self.pipes_bucket,
+            client=s3,
+            interval=min(self.poll_seconds, 5.0),
+        )
+        messages = self._invoke(context, injector, reader, {REQUEST_EXTRA: request.to_json()})
+        return report_from(messages, self.describe())
+
+    @abstractmethod
+    def _invoke(
+        self,
+        context: dg.AssetExecutionContext,
+        injector: PipesS3ContextInjector,
+        reader: PipesS3MessageReader,
+        extras: dict[str, Any],
+    ) -> list[Any]:
+        """Start the job through its Pipes client, wait for it; the custom messages it sent."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The job, for error messages."""
+
+    @property
+    def code(self) -> S3Location:
+        return S3Location(self.code_bucket, self.code_prefix)
+
+    @property
+    def entry_script_uri(self) -> str:
+        return code_package().entry_script_uri(self.code)
+
+    @property
+    def archive_uri(self) -> str:
+        return code_package().archive_uri(self.code)
+
+    @property
+    def driver_jar_uri(self) -> str:
+        return code_package().driver_jar_uri(self.code)
+
+    def secret_arguments(self) -> list[str]:
+        return [SECRET_ARN_ARGUMENT, self.mysql_secret_arn] if self.mysql_secret_arn else []
+
+    def _check_deployed(self, s3: Any) -> None:
+        """A job must not run other code than this process's: it must have been deployed."""
+        key = self.code.key(code_package().archive_name)
+        try:
+            s3.head_object(Bucket=self.code_bucket, Key=key)
+        except s3.exceptions.ClientError:
+            raise RuntimeError(
+                f"the Spark code of this version is not deployed ({self.archive_uri} "
+                "not found): run `rental-platform deploy`"
+            ) from None
+
+
+class PollingGlueClient(PipesGlueClient):
+    """dagster-aws's Glue client, looking at the job run every `poll_seconds` (it waits a fixed
+    5 s), so short steps end when they end."""
+
+    TERMINAL_STATES = ("FAILED", "SUCCEEDED", "STOPPED", "TIMEOUT", "ERROR")
+
+    def __init__(self, *, poll_seconds: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poll_seconds = poll_seconds
+
+    def _wait_for_job_run_completion(self, job_name: str, run_id: str) -> Any:
+        while True:
+            response = self._client.get_job_run(JobName=job_name, RunId=run_id)
+            if response["JobRun"]["JobRunState"] in self.TERMINAL_STATES:
+                return response
+            time.sleep(self.poll_seconds)
+
+
+class GlueSparkRunner(RemoteSparkRunner):
+    """An AWS Glue job (`rental-platform deploy` creates it and points it at the code)."""
+
+    job_name: str
+    worker_type: str = "G.1X"
+    number_of_workers: int = 2
+
+    def describe(self) -> str:
+        return f"Glue job {self.job_name}"
+
+    def _invoke(self, context, injector, reader, extras) -> list[Any]:
+        client = PollingGlueClient(
+            context_injector=injector,
+            message_reader=reader,
+            client=boto3.client("glue"),
+            poll_seconds=self.poll_seconds,
+        )
+        arguments = {"--extra-py-files": self.archive_uri, "--extra-jars": self.driver_jar_uri}
+        if self.mysql_secret_arn:
+            arguments[SECRET_ARN_ARGUMENT] = self.mysql_secret_arn
+        invocation = client.run(
+            context=context,
+            start_job_run_params={
+                "JobName": self.job_name,
+                "Arguments": arguments,
+                "WorkerType": self.worker_type,
+                "NumberOfWorkers": self.number_of_workers,
+            },
+            extras=extras,
+        )
+        return invocation.get_custom_messages()
+
+
+class EmrServerlessSparkRunner(RemoteSparkRunner):
+    """A job run on an EMR Serverless Spark application."""
+
+    application_id: str
+    execution_role_arn: str
+
+    def describe(self) -> str:
+        return f"EMR Serverless application {self.application_id}"
+
+    def _invoke(self, context, injector, reader, extras) -> list[Any]:
+        client = PipesEMRServerlessClient(
+            client=boto3.client("emr-serverless"),
+            context_injector=injector,
+            message_reader=reader,
+            poll_interval=self.poll_seconds,
+        )
+        invocation = client.run(
+            context=context,
+            start_job_run_params={
+                "applicationId": self.application_id,
+                "executionRoleArn": self.execution_role_arn,
+                "name": f"rental-platform {context.op_handle}",
+                "jobDriver": {
+                    "sparkSubmit": {
+                        "entryPoint": self.entry_script_uri,
+                        "entryPointArguments": self.secret_arguments(),
+                        "sparkSubmitParameters": f"--conf spark.submit.pyFiles={self.archive_uri}"
+                        f" --conf spark.jars={self.driver_jar_uri}",
+                    }
+                },
+            },
+            extras=extras,
+        )
+        return invocation.get_custom_messages()
+
+
+class PollingEMRClient(PipesEMRClient):
+    """dagster-aws's EMR client, waiting by polling every `poll_seconds` (its boto3 waiter
+    sleeps 30 s between looks) and failing unless the step completed: its own check lets a
+    cluster that ended without finishing its step pass. It does not wait for EMR's logs on S3:
+    EMR writes them to LogUri minutes after the cluster ends; they stay there to read."""
+
+    def __init__(self, *, poll_seconds: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poll_seconds = poll_seconds
+
+    def _add_log_readers(self, context, response) -> None:
+        pass
+
+    def _read_application_logs(self, context, session, response) -> None:
+        pass
+
+    def _wait_for_completion(self, context, response) -> Any:
+        cluster_id = response["JobFlowId"]
+        while True:
+            cluster = self._client.describe_cluster(ClusterId=cluster_id)
+            status = cluster["Cluster"]["Status"]
+            if status["State"] in ("TERMINATED", "TERMINATED_WITH_ERRORS"):
+                break
+            time.sleep(self.poll_seconds)
+        steps = self._client.list_steps(ClusterId=cluster_id)["Steps"]
+        unfinished = [s["Name"] for s in steps if s["Status"]["State"] != "COMPLETED"]
+        if status["State"] != "TERMINATED" or unfinished:
+            reason = status.get("StateChangeReason", {}).get("Message", "")
+            raise RuntimeError(
+                f"EMR cluster {cluster_id} ended {status['State']} with steps {unfinished} "
+                f"not completed: {reason}"
+            )
+        context.log.info(f"[pipes] EMR cluster {cluster_id} completed its step")
+        return cluster
+
+
+class EmrSparkRunner(RemoteSparkRunner):
+    """An EMR cluster started for the step, running it as its only step, then terminated."""
+
+    # Defaults live in settings.EmrCluster; spark_runner passes every field.
+    release_label: str
+    instance_type: str
+    core_instances: int
+    service_role: str
+    instance_profile: str
+    subnet_id: str | None = None
+    log_uri: str | None = None
+
+    def describe(self) -> str:
+        return f"EMR cluster ({self.release_label})"
+
+    def _invoke(self, context, injector, reader, extras) -> list[Any]:
+        client = PollingEMRClient(
+            client=boto3.client("emr"),
+            context_injector=injector,
+            message_reader=reader,
+            poll_seconds=self.poll_seconds,
+        )
+        instances: dict[str, Any] = {
+            "InstanceGroups": [
+                {"InstanceRole": "MASTER", "InstanceType": self.instance_type, "InstanceCount": 1},
+                {
+                    "InstanceRole": "CORE",
+                    "InstanceType": self.instance_type,
+                    "InstanceCount": self.core_instances,
+                },
+            ],
+            "KeepJobFlowAliveWhenNoSteps": False,
+        }
+        if self.subnet_id:
+            instances["Ec2SubnetId"] = self.subnet_id
+        submit = ["spark-submit", "--deploy-mode", "cluster", "--py-files", self.archive_uri]
+        submit += ["--jars", self.driver_jar_uri]
+        params: dict[str, Any] = {
+            "Name": f"rental-platform {context.op_handle}",
+            "ReleaseLabel": self.release_label,
+            "Applications": [{"Name": "Spark"}],
+            "Instances": instances,
+            "Steps": [
+                {
+                    "Name": str(context.op_handle),
+                    "ActionOnFailure": "TERMINATE_CLUSTER",
+                    "HadoopJarStep": {
+                        "Jar": "command-runner.jar",
+                        "Args": [*submit, self.entry_script_uri, *self.secret_arguments()],
+                    },
+                }
+            ],
+            "ServiceRole": self.service_role,
+            "JobFlowRole": self.instance_profile,
+            "VisibleToAllUsers": True,
+        }
+        if self.log_uri:
+            params["LogUri"] = self.log_uri
+        invocation = client.run(context=context, run_job_flow_params=params, extras=extras)
+        return invocation.get_custom_messages()
+
+
+def remote_spark_runner(settings: RunnerSettings) -> RemoteSparkRunner:
+    assert settings.pipes and settings.code  # parse_runner requires both for remote runners
+    common = {
+        "pipes_bucket": settings.pipes.bucket,
+        "pipes_prefix": settings.pipes.prefix or "dagster-pipes",
+        "code_bucket": settings.code.bucket,
+        "code_prefix": settings.code.prefix,
+        "mysql_secret_arn": settings.mysql_secret_arn,
+        "poll_seconds": settings.poll_seconds,
+    }
+    if settings.glue:
+        return GlueSparkRunner(
+            job_name=settings.glue.name,
+            worker_type=settings.glue.worker_type,
+            number_of_workers=settings.glue.workers,
+            **common,
+        )
+    if settings.emr_serverless:
+        return EmrServerlessSparkRunner(
+            application_id=settings.emr_serverless.application_id,
+            execution_role_arn=settings.emr_serverless.role_arn,
+            **common,
+        )
+    assert settings.emr
+    cluster = settings.emr
+    return EmrSparkRunner(
+        release_label=cluster.release_label,
+        instance_type=cluster.instance_type,
+        core_instances=cluster.core_instances,
+        service_role=cluster.service_role,
+        instance_profile=cluster.instance_profile,
+        subnet_id=cluster.subnet_id,
+        log_uri=cluster.log_uri,
+        **common,
+    )
