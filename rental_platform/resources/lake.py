@@ -53,6 +53,8 @@ def lake_for(root: str) -> Lake:
     if not root.startswith("s3://"):
         return LocalLake(root=root)
     # dagster-aws is imported only for an S3 lake: it takes about a second.
-    from rental_platform.resources.s3_lake import S3Lake, S3Resource
+    from dagster_aws.s3 import S3Resource
+
+    from rental_platform.resources.s3_lake import S3Lake
 
     return S3Lake(root=root, s3=S3Resource())
