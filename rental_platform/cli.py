@@ -146,8 +146,13 @@ def deploy_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def class_archive_command(settings: Settings, args: argparse.Namespace) -> int:
     from rental_platform.class_archive import build_class_archive
+    from rental_platform.spark.local_fs import build_local_fs_jar, local_fs_jar
     from rental_platform.spark.session import class_archive_path
 
+    # The archive holds the classes of the jars on the driver's class path: this one first.
+    if not local_fs_jar().is_file():
+        jar = build_local_fs_jar()
+        print(f"Local file system for Spark: {jar or 'no javac found: Hadoop keeps its own'}")
     if args.if_missing and class_archive_path().is_file():
         print(f"Spark class-data archive: {class_archive_path()} (up to date)")
         return 0

@@ -1,13 +1,15 @@
-"""The local Spark JVM's options: the quick compiler, and the class-data archive only when one
-was built for this Java and these Spark jars."""
+"""The local Spark JVM's options: the quick compiler, the class-data archive only when one
+was built for this Java and these Spark jars, and the java.nio local file system."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pyspark
 import pytest
 
+from rental_platform.spark.local_fs import FILE_SYSTEM_CLASS, local_fs_jar
 from rental_platform.spark.session import (
     LOCAL_JAVA_OPTIONS,
     class_archive_path,
@@ -63,3 +65,21 @@ def test_the_tests_jvm_maps_the_archive_make_setup_built() -> None:
         jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
     )
     assert diagnostics.getVMOption("SharedArchiveFile").getValue() == str(class_archive_path())
+
+
+def test_the_local_session_sets_permissions_without_a_chmod_process(tmp_path: Path) -> None:
+    """make setup compiles the java.nio file system; the session writes through it, and files
+    and folders get the modes Hadoop's own file system gives them."""
+    assert local_fs_jar().is_file(), "no local file system jar: run `make setup`"
+    spark = get_or_create_session()
+    jvm = spark.sparkContext._jvm
+    file_system = jvm.org.apache.hadoop.fs.FileSystem.get(
+        jvm.java.net.URI("file:///"), spark.sparkContext._jsc.hadoopConfiguration()
+    )
+    assert file_system.getClass().getName() == FILE_SYSTEM_CLASS
+    table = tmp_path / "table"
+    spark.range(4).selectExpr("id", "id % 2 AS p").write.partitionBy("p").parquet(str(table))
+    files = list(table.rglob("*.parquet"))
+    assert len(files) >= 2
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o644}
+    assert {stat.S_IMODE(d.stat().st_mode) for d in table.glob("p=*")} == {0o755}

@@ -11,6 +11,8 @@ apt_install() {
 }
 
 command -v java >/dev/null || { echo "Installing Java 17"; apt_install openjdk-17-jre-headless; }
+# javac compiles the local file system Spark writes the lake through (rental_platform/spark/local_fs.py).
+command -v javac >/dev/null || { echo "Installing the Java compiler"; apt_install openjdk-17-jdk-headless || echo "No Java compiler: Spark uses Hadoop's slower local file system"; }
 [[ -f /usr/share/java/mariadb-java-client.jar ]] || { echo "Installing the MariaDB JDBC driver"; apt_install libmariadb-java; }
 
 # The source database: only the default local one is started here; any other must be reachable.

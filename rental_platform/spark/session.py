@@ -6,13 +6,18 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-import pyspark
 from pyspark.sql import SparkSession
+
+from rental_platform.spark.local_fs import (
+    FILE_SYSTEM_CLASS,
+    local_fs_jar,
+    local_jvm_dir,
+    spark_jars,
+)
 
 MARIADB_JDBC_JAR = "/usr/share/java/mariadb-java-client.jar"
 PORTABLE_JAVA_OPTIONS = "-Duser.timezone=UTC"
@@ -63,6 +68,9 @@ def get_or_create_session(
         builder = builder.master(master)
         conf |= LOCAL_CONF
         conf["spark.driver.extraJavaOptions"] = " ".join(local_java_options())
+        if local_fs_jar().is_file():
+            conf["spark.driver.extraClassPath"] = str(local_fs_jar())
+            conf["spark.hadoop.fs.file.impl"] = FILE_SYSTEM_CLASS
     for key, value in {**conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
@@ -105,10 +113,9 @@ def class_archive_path() -> Path:
     java = Path(os.environ.get("JAVA_HOME", ""), "bin", "java")
     if not java.is_file():
         java = Path(shutil.which("java") or "java")
-    jars = sorted((Path(pyspark.__file__).parent / "jars").glob("*.jar"))
+    jars = [*spark_jars(), *([local_fs_jar()] if local_fs_jar().is_file() else [])]
     fingerprint = hashlib.sha256()
     for path in (java.resolve(), *jars):
         stat = path.stat() if path.exists() else None
         fingerprint.update(f"{path}:{stat and stat.st_size}:{stat and stat.st_mtime_ns}\n".encode())
-    folder = os.environ.get("RENTAL_CLASS_ARCHIVE_DIR") or Path(sys.prefix, "var", "rental")
-    return Path(folder) / f"spark-classes-{fingerprint.hexdigest()[:16]}.jsa"
+    return local_jvm_dir() / f"spark-classes-{fingerprint.hexdigest()[:16]}.jsa"
