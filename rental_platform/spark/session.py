@@ -68,8 +68,9 @@ def get_or_create_session(
         builder = builder.master(master)
         conf |= LOCAL_CONF
         conf["spark.driver.extraJavaOptions"] = " ".join(local_java_options())
-        if local_fs_jar().is_file():
-            conf["spark.driver.extraClassPath"] = str(local_fs_jar())
+        file_system_jar = local_fs_jar()
+        if file_system_jar.is_file():
+            conf["spark.driver.extraClassPath"] = str(file_system_jar)
             conf["spark.hadoop.fs.file.impl"] = FILE_SYSTEM_CLASS
     for key, value in {**conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
@@ -113,7 +114,8 @@ def class_archive_path() -> Path:
     java = Path(os.environ.get("JAVA_HOME", ""), "bin", "java")
     if not java.is_file():
         java = Path(shutil.which("java") or "java")
-    jars = [*spark_jars(), *([local_fs_jar()] if local_fs_jar().is_file() else [])]
+    file_system_jar = local_fs_jar()
+    jars = [*spark_jars(), *([file_system_jar] if file_system_jar.is_file() else [])]
     fingerprint = hashlib.sha256()
     for path in (java.resolve(), *jars):
         stat = path.stat() if path.exists() else None
