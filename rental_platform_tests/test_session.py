@@ -3,6 +3,7 @@ was built for this Java and these Spark jars, and the java.nio local file system
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -12,9 +13,12 @@ import pytest
 from rental_platform.spark.local_fs import FILE_SYSTEM_CLASS, local_fs_jar
 from rental_platform.spark.session import (
     LOCAL_JAVA_OPTIONS,
+    LOCAL_MASTER,
+    MARIADB_JDBC_JAR,
     class_archive_path,
     get_or_create_session,
     local_java_options,
+    session_conf,
 )
 
 
@@ -83,3 +87,28 @@ def test_the_local_session_sets_permissions_without_a_chmod_process(tmp_path: Pa
     assert len(files) >= 2
     assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o644}
     assert {stat.S_IMODE(d.stat().st_mode) for d in table.glob("p=*")} == {0o755}
+
+
+def test_jars_a_user_adds_extend_the_local_sessions_own() -> None:
+    """RENTAL_SPARK_CONF with hadoop-aws: the JDBC driver and the local file system's jar stay."""
+    conf = session_conf(
+        LOCAL_MASTER,
+        {
+            "spark.jars": "/opt/hadoop-aws.jar",
+            "spark.driver.extraClassPath": "/opt/extra",
+            "spark.sql.shuffle.partitions": "7",
+        },
+    )
+    assert conf["spark.jars"].split(",") == [MARIADB_JDBC_JAR, "/opt/hadoop-aws.jar"]
+    assert conf["spark.driver.extraClassPath"].split(os.pathsep) == [
+        str(local_fs_jar()),
+        "/opt/extra",
+    ]
+    assert conf["spark.hadoop.fs.file.impl"] == FILE_SYSTEM_CLASS
+    assert conf["spark.sql.shuffle.partitions"] == "7"
+
+
+def test_a_remote_session_takes_the_callers_jars_as_given() -> None:
+    conf = session_conf(None, {"spark.jars": "s3://bucket/jars/extra.jar"})
+    assert conf["spark.jars"] == "s3://bucket/jars/extra.jar"
+    assert "spark.hadoop.fs.file.impl" not in conf

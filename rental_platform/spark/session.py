@@ -48,6 +48,8 @@ LOCAL_CONF: dict[str, str] = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
 }
+# Settings holding lists of jars: RENTAL_SPARK_CONF extends them rather than replacing them.
+JAR_LIST_SEPARATORS = {"spark.jars": ",", "spark.driver.extraClassPath": os.pathsep}
 # A local step is mostly small Spark jobs whose time goes to loading and compiling classes, not
 # to rows. The quick C1 compiler alone makes them warm up sooner and, measured here, costs the
 # year-long backfill nothing; the serial collector suits a 1 GB heap on two cores.
@@ -62,21 +64,33 @@ def get_or_create_session(
     `master=None` leaves master and resources to the cluster (a Glue or EMR job).
     """
     builder = SparkSession.builder.appName("rental-platform")
-    conf = dict(PORTABLE_CONF)
     if master is not None:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(master)
+    for key, value in session_conf(master, extra_conf).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def session_conf(master: str | None, extra_conf: Mapping[str, str] | None) -> dict[str, str]:
+    """The session's settings, then the caller's (RENTAL_SPARK_CONF): a caller's setting
+    replaces the session's, except the jar lists, which it extends. Jars a user adds (hadoop-aws
+    for an S3 lake) must not drop the JDBC driver, nor the class path the jar of the local file
+    system named by `spark.hadoop.fs.file.impl`."""
+    conf = dict(PORTABLE_CONF)
+    if master is not None:
         conf |= LOCAL_CONF
         conf["spark.driver.extraJavaOptions"] = " ".join(local_java_options())
         file_system_jar = local_fs_jar()
         if file_system_jar.is_file():
             conf["spark.driver.extraClassPath"] = str(file_system_jar)
             conf["spark.hadoop.fs.file.impl"] = FILE_SYSTEM_CLASS
-    for key, value in {**conf, **(extra_conf or {})}.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("WARN")
-    return session
+    for key, value in (extra_conf or {}).items():
+        separator = JAR_LIST_SEPARATORS.get(key)
+        conf[key] = f"{conf[key]}{separator}{value}" if separator and conf.get(key) else value
+    return conf
 
 
 def start_local_session_early(extra_conf: Mapping[str, str] | None = None) -> None:
