@@ -53,3 +53,13 @@ def test_a_file_not_written_by_spark_is_read_by_its_parquet_schema(spark, tmp_pa
         ("note", "string"),
         ("booking_date", "date"),
     ]
+
+
+def test_a_dated_write_gathers_its_rows_into_no_more_tasks_than_periods(spark, tmp_path) -> None:
+    """A day's increment writes as one task; a year as many as the session's shuffle has."""
+    lake = Lake(spark, str(tmp_path))
+    shuffle_partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    assert shuffle_partitions > 1
+    assert lake.write_partitions(1) == 1
+    assert lake.write_partitions(2) == 2
+    assert lake.write_partitions(365) == shuffle_partitions

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import date
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -151,10 +151,11 @@ class Lake:
 
     # --- writing -----------------------------------------------------------------------------
 
-    @property
-    def write_partitions(self) -> int:
-        """How many Spark partitions the rows of a dated write are gathered into."""
-        return int(self.spark.conf.get("spark.sql.shuffle.partitions"))
+    def write_partitions(self, periods: int) -> int:
+        """How many Spark partitions the rows of `periods` partitions are gathered into: no
+        more than there are periods (a day's increment is one task), no more than the
+        session's shuffle partitions."""
+        return max(1, min(periods, int(self.spark.conf.get("spark.sql.shuffle.partitions"))))
 
     def write_snapshot(self, df: DataFrame, table: Table) -> None:
         self._write_snapshot_to(df, table, layout.table_path(self.root, table))
@@ -163,7 +164,7 @@ class Lake:
         self._write_snapshot_to(df, table, layout.undated_path(self.root, table))
 
     def write_periods(
-        self, df: DataFrame, table: Table, periods: Iterable[date], clustered: bool = False
+        self, df: DataFrame, table: Table, periods: Sequence[date], clustered: bool = False
     ) -> None:
         """Replace each listed partition with the rows of `df` that fall in it.
 
@@ -179,7 +180,7 @@ class Lake:
         staging = f"{base}/_staging/{uuid.uuid4().hex}"
         rows = conform(df, table).withColumn(PERIOD, period_of(table))
         if not clustered:
-            rows = rows.repartition(self.write_partitions, PERIOD)
+            rows = rows.repartition(self.write_partitions(len(periods)), PERIOD)
         rows.write.partitionBy(PERIOD).parquet(staging)
         for period in periods:
             staged = self._Path(f"{staging}/{PERIOD}={period.isoformat()}")

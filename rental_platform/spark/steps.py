@@ -333,7 +333,7 @@ def curate_daily(step: _Step) -> None:
             tables.RAW_USER_VIEWING,
             tables.CURATED_USER_VIEWING,
             tables.QUARANTINE_USER_VIEWING,
-            lambda df: curate.curate_user_viewing(df, step.lake.write_partitions),
+            lambda df: curate.curate_user_viewing(df, step.lake.write_partitions(len(days))),
             clustered=True,
         ),
     ]
