@@ -207,15 +207,17 @@ def extract_daily(step: _Step) -> None:
     days = layout.periods(Grain.DAILY, start, end)
 
     def extract(table: Table) -> None:
+        # Counted first: how many rows the window holds decides how it is read.
+        by_day = reader.count_by_day(table, start, end)
+        window_rows = sum(n for day, n in by_day.items() if day is not None)
         # The read is split on day boundaries: each day's rows come from one JDBC query.
-        dated = step.land_periods(table, reader.window(table, start, end), days, clustered=True)
+        dated = step.land_periods(
+            table, reader.window(table, start, end, window_rows), days, clustered=True
+        )
         undated = step.land_undated(table, reader.undated(table))
         lake_counts = quality.counts_by_day(dated, table.partition_column)
         lake_counts["undated"] = undated.count()
-        source_counts = {
-            day.isoformat(): n for day, n in reader.count_by_day(table, start, end).items()
-        }
-        source_counts["undated"] = reader.count_undated(table)
+        source_counts = {day.isoformat() if day else "undated": n for day, n in by_day.items()}
         step.record(
             table,
             sum(lake_counts.values()),

@@ -1,0 +1,66 @@
+"""Reading a window from the source: through the date index when it is a small share of the
+table, by a scan when it is a large one; the same rows either way, and counts that say how
+many there are before they are read."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime
+
+import pytest
+from pyspark.sql import DataFrame
+
+from rental_platform import tables
+from rental_platform.seed import SCALES, seed_source
+from rental_platform.spark.extract import SourceConnection, SourceReader
+from rental_platform.spark.session import get_or_create_session
+from rental_platform_tests.conftest import Platform
+
+SCALE = SCALES["tiny"]
+VIEWS = tables.RAW_USER_VIEWING
+
+
+@pytest.fixture(scope="module")
+def reader(platform: Platform) -> SourceReader:
+    seed_source(platform.settings.mysql.pymysql_kwargs(), SCALE, seed=3)
+    platform.execute("ANALYZE TABLE user_viewing")
+    mysql = platform.settings.mysql
+    source = SourceConnection(mysql.jdbc_url, mysql.user, mysql.password)
+    return SourceReader(get_or_create_session(), source, datetime(2025, 1, 1, tzinfo=UTC))
+
+
+def _count(platform: Platform, where: str) -> int:
+    with platform.source.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM user_viewing WHERE {where}")
+        return cursor.fetchone()[0]
+
+
+def _scans(df: DataFrame) -> bool:
+    return "USE INDEX ()" in df._jdf.queryExecution().logical().toString()
+
+
+def _rows(df: DataFrame) -> Counter[tuple]:
+    return Counter(tuple(row) for row in df.drop("_extracted_at").collect())
+
+
+def test_counts_by_day_include_the_undated_rows(reader: SourceReader, platform: Platform) -> None:
+    start, end = SCALE.start, date(2100, 1, 1)
+    counts = reader.count_by_day(VIEWS, start, end)
+    assert counts[None] == _count(platform, "viewed_at IS NULL") > 0
+    in_window = _count(platform, f"viewed_at >= '{start}' AND viewed_at < '{end}'")
+    assert sum(n for day, n in counts.items() if day is not None) == in_window
+    assert all(isinstance(day, date) for day in counts if day is not None)
+
+
+def test_a_small_share_is_read_through_the_index_a_large_one_by_scanning(
+    reader: SourceReader,
+) -> None:
+    start, end = SCALE.start, date(2100, 1, 1)
+    table_rows = reader.table_rows(VIEWS)
+    assert table_rows > 0
+    through_index = reader.window(VIEWS, start, end, rows=1)
+    scanned = reader.window(VIEWS, start, end, rows=table_rows)
+    assert not _scans(through_index)
+    assert _scans(scanned)
+    assert _rows(through_index) == _rows(scanned)
+    assert scanned.count() > 0
