@@ -108,7 +108,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
         # Before Dagster is imported: the JVM starts while Python loads it.
         from rental_platform.spark.session import start_local_session_early
 
-        start_local_session_early(settings.runner.spark_conf)
+        start_local_session_early(settings.runner.spark_conf, (args.end - args.start).days + 1)
     from rental_platform.definitions import build_definitions
     from rental_platform.runs import materialize_range
 

@@ -15,6 +15,8 @@ from rental_platform.spark.session import (
     LOCAL_JAVA_OPTIONS,
     LOCAL_MASTER,
     MARIADB_JDBC_JAR,
+    QUICK_COMPILER,
+    QUICK_COMPILER_MAX_DAYS,
     class_archive_path,
     get_or_create_session,
     local_java_options,
@@ -112,3 +114,14 @@ def test_a_remote_session_takes_the_callers_jars_as_given() -> None:
     conf = session_conf(None, {"spark.jars": "s3://bucket/jars/extra.jar"})
     assert conf["spark.jars"] == "s3://bucket/jars/extra.jar"
     assert "spark.hadoop.fs.file.impl" not in conf
+
+
+def test_a_long_range_gets_both_compilers_and_a_short_one_c1_alone() -> None:
+    """C1 alone warms up sooner for an increment; C2's code pays off over a year of rows."""
+    assert QUICK_COMPILER in local_java_options()
+    assert QUICK_COMPILER in local_java_options(days=1)
+    assert QUICK_COMPILER in local_java_options(days=QUICK_COMPILER_MAX_DAYS)
+    assert QUICK_COMPILER not in local_java_options(days=365)
+    year = session_conf(LOCAL_MASTER, None, days=365)["spark.driver.extraJavaOptions"]
+    assert QUICK_COMPILER not in year.split()
+    assert all(option in year.split() for option in LOCAL_JAVA_OPTIONS)

@@ -34,7 +34,7 @@ class LocalSparkRunner(SparkRunner):
     conf: dict[str, str] = Field(default_factory=dict)
 
     def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport:
-        return run_step(get_or_create_session(self.master, self.conf), request)
+        return run_step(get_or_create_session(self.master, self.conf, request.days), request)
 
 
 def spark_runner(settings: RunnerSettings) -> SparkRunner:

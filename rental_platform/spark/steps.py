@@ -35,6 +35,13 @@ class StepRequest:
     source: SourceConnection | None = None
     limits: CheckLimits = field(default_factory=CheckLimits)
 
+    @property
+    def days(self) -> int | None:
+        """The window's length in days; None for snapshot steps."""
+        if self.window_start is None or self.window_end is None:
+            return None
+        return (self.window_end - self.window_start).days
+
     def to_json(self) -> dict[str, Any]:
         """The request as a remote job receives it: everything but the source password,
         which the job reads from the environment or a secret store itself."""
