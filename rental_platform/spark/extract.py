@@ -2,8 +2,9 @@
 
 Daily tables are read one window at a time, split into contiguous day ranges. A short window
 (an increment) is read through the table's date index. A window holding a larger share of the
-table is read by scanning it: the source keeps rows in no date order, so fetching them through
-the index reads its pages at random, which costs far more than reading them all in order.
+table is read by scanning it: where the source keeps rows in no date order (the seeded ones
+do), fetching them through the index reads its pages at random, which costs far more than
+reading them all in order; where it keeps them in date order, a scan costs little more.
 Rows whose partition column is null are read separately: they belong to no day, but must not
 be lost.
 """

@@ -93,9 +93,9 @@ def session_conf(
     master: str | None, extra_conf: Mapping[str, str] | None, days: int | None = None
 ) -> dict[str, str]:
     """The session's settings, then the caller's (RENTAL_SPARK_CONF): a caller's setting
-    replaces the session's, except the jar lists, which it extends. Jars a user adds (hadoop-aws
-    for an S3 lake) must not drop the JDBC driver, nor the class path the jar of the local file
-    system named by `spark.hadoop.fs.file.impl`."""
+    replaces the session's, except the jar lists, which it extends: jars a user adds (hadoop-aws
+    for an S3 lake) must not drop the JDBC driver, nor the jar of the local file system that
+    `spark.hadoop.fs.file.impl` names."""
     conf = dict(PORTABLE_CONF)
     if master is not None:
         conf |= LOCAL_CONF
