@@ -135,8 +135,8 @@ def local_java_options(archiving_to: Path | None = None, days: int | None = None
     if archiving_to is not None:
         # The JVM warns of each class it cannot archive (generated ones): thousands of lines.
         options += [f"-XX:ArchiveClassesAtExit={archiving_to}", "-Xlog:cds=off,cds+dynamic=off"]
-    elif class_archive_path().is_file():
-        options.append(f"-XX:SharedArchiveFile={class_archive_path()}")
+    elif (archive := class_archive_path()).is_file():
+        options.append(f"-XX:SharedArchiveFile={archive}")
     return options
 
 
