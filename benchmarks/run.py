@@ -367,9 +367,14 @@ def load_reference() -> ModuleType | None:
 def run_reference(
     reference: ModuleType, source: MySqlSource, start: date, end: date, database: Path
 ) -> float:
-    database.unlink(missing_ok=True)
+    """Seconds of the reference's run over [start, end] from a fresh listing history: a
+    snapshot stamped `end`, as the platform's run takes one, then the run itself."""
+    history = database.with_name(f"{database.stem}.listing_history.duckdb")
+    for path in (database, history, history.with_name(f"{history.name}.wal")):
+        path.unlink(missing_ok=True)
     began = time.perf_counter()
-    reference.run_reference(source, start, end, database)
+    reference.snapshot_listings(history, source, end)
+    reference.run_reference(source, start, end, database, history)
     return time.perf_counter() - began
 
 

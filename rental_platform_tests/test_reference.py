@@ -17,13 +17,20 @@ import duckdb
 import pymysql
 import pytest
 
-from benchmarks.reference import compare, duckdb_type, run_reference
+from benchmarks.reference import (
+    compare,
+    duckdb_type,
+    history_differences,
+    parquet_differences,
+    run_reference,
+    snapshot_listings,
+)
 from rental_platform import tables
 from rental_platform.seed import SeedScale, seed_source
 from rental_platform.seed.load import schema_statements
 from rental_platform.settings import parse_mysql_url
-from rental_platform.spark import layout
-from rental_platform.tables import EXTRACTED_AT, Layer, Table
+from rental_platform.spark.manifest import committed_files
+from rental_platform.tables import Layer, Table
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import SERVER_URL, Platform
 
@@ -48,7 +55,12 @@ EXTRA_VIEWS = [
     (9_004, 100_001, "2025-01-09 12:00:00", 0, "none"),
 ]
 KPI_TABLES = tables.tables_of(Layer.PRESENTATION)
-CURATED_AND_QUARANTINE = tables.tables_of(Layer.CURATED) + tables.tables_of(Layer.QUARANTINE)
+# The listing history is compared with the reference's own history file instead.
+CURATED_AND_QUARANTINE = tuple(
+    t
+    for t in tables.tables_of(Layer.CURATED) + tables.tables_of(Layer.QUARANTINE)
+    if t is not tables.CURATED_LISTINGS_HISTORY
+)
 EXAMPLE_START, EXAMPLE_END = date(2025, 1, 1), date(2025, 2, 28)
 
 
@@ -56,6 +68,7 @@ EXAMPLE_START, EXAMPLE_END = date(2025, 1, 1), date(2025, 2, 28)
 class Differential:
     platform: Platform
     reference: Path
+    history: Path
     differences: dict[str, list[tuple]]
 
 
@@ -67,10 +80,13 @@ def differential(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -
     # So few listings still get at least one of each kind of dirt: a larger share.
     platform.settings = dataclasses.replace(platform.settings, max_quarantine_share=0.2)
     platform.run(START, END)
-    reference = tmp_path_factory.mktemp("reference") / "reference.duckdb"
-    run_reference(platform.settings.mysql, START, END, reference)
+    # The platform's run stamps its listings snapshot with its last day; so does the reference.
+    folder = tmp_path_factory.mktemp("reference")
+    reference, history = folder / "reference.duckdb", folder / "listing_history.duckdb"
+    snapshot_listings(history, platform.settings.mysql, END)
+    run_reference(platform.settings.mysql, START, END, reference, history)
     warehouse = Path(platform.settings.warehouse.database)
-    return Differential(platform, reference, compare(warehouse, reference))
+    return Differential(platform, reference, history, compare(warehouse, reference))
 
 
 def query(database: Path, sql: str) -> list[tuple]:
@@ -124,14 +140,16 @@ def test_the_seed_exercises_the_curated_rules(differential: Differential) -> Non
     }
     assert {
         ("listings", "price_null_or_not_positive"),
-        ("listings", "currency_missing"),
+        ("listings", "currency_invalid"),
         ("listings", "listing_created_on_null"),
         ("bookings", "user_id_null"),
         ("bookings", "apartment_id_null"),
         ("bookings", "booking_date_null"),
         ("bookings", "stay_dates_null"),
         ("bookings", "checkout_not_after_checkin"),
+        ("bookings", "checkin_before_booking"),
         ("bookings", "total_price_null_or_negative"),
+        ("bookings", "currency_invalid"),
         ("bookings", "invalid_status"),
         ("bookings", "unknown_apartment"),
         ("user_viewing", "user_id_null"),
@@ -147,32 +165,23 @@ def test_the_seed_exercises_the_curated_rules(differential: Differential) -> Non
 
 
 def lake_differences(platform: Platform, reference: Path, table: Table) -> list[tuple]:
-    """Rows of a curated or quarantine table in only one of the platform's lake and the
-    reference (extraction times aside), as ('platform' or 'reference', row)."""
-    base = layout.table_path(platform.settings.lake_root, table)
-    undated = layout.undated_path(platform.settings.lake_root, table)
-    files = sorted(
-        str(p) for p in [*Path(base).glob("**/*.parquet"), *Path(undated).glob("*.parquet")]
-    )
-    columns = [c for c in table.columns if c.name != EXTRACTED_AT.name]
-    lake = ", ".join(f'CAST("{c.name}" AS {duckdb_type(c.type)}) AS "{c.name}"' for c in columns)
-    names = ", ".join(f'"{c.name}"' for c in columns)
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        connection.execute(f"ATTACH '{reference}' AS reference (READ_ONLY)")
-        connection.execute(f"CREATE VIEW lake AS SELECT {lake} FROM read_parquet({files!r})")
-        ours = f"SELECT {names} FROM reference.{table.layer}.{table.name}"
-        return connection.execute(f"""
-            SELECT 'platform', * FROM (SELECT * FROM lake EXCEPT ALL {ours})
-            UNION ALL
-            SELECT 'reference', * FROM ({ours} EXCEPT ALL SELECT * FROM lake)
-            ORDER BY ALL
-        """).fetchall()
+    """Rows of a curated or quarantine table in only one of the platform's lake (its committed
+    files) and the reference (extraction times aside), as ('platform' or 'reference', row)."""
+    files = committed_files(platform.settings.lake_root, table.id)
+    return parquet_differences(files, reference, f"{table.layer}.{table.name}", table)
 
 
 @pytest.mark.parametrize("table", CURATED_AND_QUARANTINE, ids=lambda t: t.id)
 def test_curated_layer_matches_the_platform_lake(differential: Differential, table: Table) -> None:
     assert lake_differences(differential.platform, differential.reference, table) == []
+
+
+def test_listing_history_matches_the_platform_lake(differential: Differential) -> None:
+    """One snapshot each, stamped END: every curated listing has one version, from 0001-01-01."""
+    table = tables.CURATED_LISTINGS_HISTORY
+    files = committed_files(differential.platform.settings.lake_root, table.id)
+    assert files
+    assert history_differences(files, differential.history) == []
 
 
 # --- the worked example of kpis.md ---------------------------------------------------------
@@ -203,8 +212,10 @@ def example_reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
                     "INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS
                 )
             connection.commit()
-        database = tmp_path_factory.mktemp("example") / "reference.duckdb"
-        run_reference(source, EXAMPLE_START, EXAMPLE_END, database)
+        folder = tmp_path_factory.mktemp("example")
+        database, history = folder / "reference.duckdb", folder / "listing_history.duckdb"
+        snapshot_listings(history, source, EXAMPLE_END)
+        run_reference(source, EXAMPLE_START, EXAMPLE_END, database, history)
         yield database
     finally:
         with pymysql.connect(**server) as admin, admin.cursor() as cursor:
@@ -224,6 +235,21 @@ def test_reference_repeat_customers_of_the_worked_example(example_reference: Pat
     assert [row[0] for row in rows] == [date(2024, 12, 30) + timedelta(weeks=i) for i in range(9)]
     assert rows[0] == (date(2024, 12, 30), 0, 0, None)
     assert rows_by_key(example_reference, tables.ENGAGEMENT_FUNNEL) == []
+
+
+def test_reference_history_of_the_worked_example(example_reference: Path) -> None:
+    """One snapshot: each listing one version, valid from the beginning, current in
+    curated.listings."""
+    history = query(
+        example_reference,
+        "SELECT id, title, valid_from, valid_to FROM curated.listings_history ORDER BY id",
+    )
+    assert history == [(i, f"L{i}", date(1, 1, 1), None) for i in (1, 2, 3)]
+    assert query(example_reference, "SELECT id FROM curated.listings ORDER BY id") == [
+        (1,),
+        (2,),
+        (3,),
+    ]
 
 
 def test_reference_tables_have_the_catalogue_types(example_reference: Path) -> None:
