@@ -17,8 +17,16 @@ from typing import Any
 import pymysql
 import pytest
 
-from rental_platform.seed import SCALES, seed_source
-from rental_platform.seed.load import SOURCE_TABLES, schema_statements, secondary_keys
+from rental_platform.seed import SCALES, fill, generate, seed_source
+from rental_platform.seed.load import (
+    APARTMENT_COLUMNS,
+    ATTRIBUTE_COLUMNS,
+    BOOKING_COLUMNS,
+    SOURCE_TABLES,
+    VIEW_COLUMNS,
+    schema_statements,
+    secondary_keys,
+)
 from rental_platform.settings import parse_mysql_url
 
 SCALE = SCALES["tiny"]
@@ -105,6 +113,23 @@ def test_schema_is_the_contract(db: Any) -> None:
         assert ("PRIMARY KEY (`" in created) == ("PRIMARY KEY" in statement)
 
 
+def test_column_lists_are_the_contracts(db: Any) -> None:
+    """The column lists that seeding and the changing source write by."""
+    lists = {
+        "apartments": APARTMENT_COLUMNS,
+        "apartment_attributes": ATTRIBUTE_COLUMNS,
+        "bookings": BOOKING_COLUMNS,
+        "user_viewing": VIEW_COLUMNS,
+    }
+    for table, columns in lists.items():
+        db.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            (DATABASE, table),
+        )
+        assert tuple(row[0] for row in db.fetchall()) == columns, table
+
+
 def test_same_seed_same_tables_other_seed_differs(counts: dict[str, int], db: Any) -> None:
     first = checksums(db)
     assert all(first.values())
@@ -117,12 +142,15 @@ def test_same_seed_same_tables_other_seed_differs(counts: dict[str, int], db: An
     assert checksums(db) == first
 
 
+# A currency that is a three-letter code after upper/trim (kpis.md, "Conventions").
+THREE_LETTERS = "UPPER(TRIM(currency)) REGEXP '^[A-Z]{3}$'"
 LISTING_DIRT = {
     "price null": "price IS NULL",
     "price zero": "price = 0",
     "price negative": "price < 0",
     "currency null": "currency IS NULL",
     "currency empty": "TRIM(currency) = ''",
+    "currency invalid": f"TRIM(currency) <> '' AND NOT {THREE_LETTERS}",
     "currency noise": "currency <> BINARY UPPER(TRIM(currency)) AND TRIM(currency) <> ''",
     "created null": "listing_created_on IS NULL",
     "is_active null": "is_active IS NULL",
@@ -136,6 +164,7 @@ BOOKING_DIRT = {
     "checkout null": "checkout_date IS NULL",
     "checkout before checkin": "checkout_date < checkin_date",
     "checkout on checkin": "checkout_date = checkin_date",
+    "checkin before the booking day": "checkin_date < DATE(booking_date)",
     "total null": "total_price IS NULL",
     "total negative": "total_price < 0",
     "status noise": "booking_status <> BINARY LOWER(TRIM(booking_status))"
@@ -145,6 +174,8 @@ BOOKING_DIRT = {
     "refunded": "booking_status = 'refunded'",
     "currency noise": "currency <> BINARY UPPER(TRIM(currency))",
     "currency empty": "currency = ''",
+    "currency null": "currency IS NULL",
+    "currency invalid": f"TRIM(currency) <> '' AND NOT {THREE_LETTERS}",
     "orphan listing": "apartment_id NOT IN (SELECT id FROM apartments)",
     "booked at 23:59:59": "TIME(booking_date) = '23:59:59'",
 }
@@ -168,6 +199,92 @@ def test_each_kind_of_dirt_occurs_at_a_small_rate(
     rows = one(db, f"SELECT COUNT(*) FROM {table} WHERE {where}")
     total = one(db, f"SELECT COUNT(*) FROM {table}")
     assert 1 <= rows <= max(3, 0.2 * total), kind
+
+
+# Each kind of dirt as a predicate that matches its rows and no others, so its count is exact.
+EXACT_LISTING_DIRT = {
+    "price_null": "price IS NULL",
+    "price_zero": "price = 0",
+    "price_negative": "price < 0",
+    "currency_null": "currency IS NULL",
+    "currency_empty": "TRIM(currency) = ''",
+    "currency_invalid": f"TRIM(currency) <> '' AND NOT {THREE_LETTERS}",
+    "currency_noise": f"currency <> BINARY UPPER(TRIM(currency)) AND {THREE_LETTERS}",
+    "created_null": "listing_created_on IS NULL",
+    "active_null": "is_active IS NULL",
+    "no_attributes": "id NOT IN (SELECT id FROM apartment_attributes)",
+    "location_null": "id IN (SELECT id FROM apartment_attributes"
+    " WHERE cityname IS NULL OR state IS NULL)",
+}
+EXACT_BOOKING_DIRT = {
+    "user_null": "user_id IS NULL",
+    "apartment_null": "apartment_id IS NULL",
+    "booking_date_null": "booking_date IS NULL",
+    "checkin_null": "checkin_date IS NULL",
+    "checkout_null": "checkout_date IS NULL",
+    "dates_reversed": "checkout_date <= checkin_date",
+    "checkin_before_booking": "checkin_date < DATE(booking_date)",
+    "total_null": "total_price IS NULL",
+    "total_negative": "total_price < 0",
+    "currency_invalid": f"currency IS NULL OR NOT {THREE_LETTERS}",
+    "status_invalid": "booking_status IS NULL"
+    " OR LOWER(TRIM(booking_status)) NOT IN ('confirmed', 'cancelled', 'pending')",
+    "status_noise": "booking_status <> BINARY LOWER(TRIM(booking_status))"
+    " AND LOWER(TRIM(booking_status)) IN ('confirmed', 'cancelled', 'pending')",
+    "currency_noise": f"currency <> BINARY UPPER(TRIM(currency)) AND {THREE_LETTERS}",
+    "orphan": "apartment_id NOT IN (SELECT id FROM apartments)",
+}
+
+
+def test_exact_dirt_counts(db: Any) -> None:
+    """Every kind of dirt hits exactly the planned number of rows (end_of_day aside: a clean
+    booking may fall on 23:59:59 by chance)."""
+    assert set(EXACT_LISTING_DIRT) == set(generate.listing_dirt_counts(SCALE.listings))
+    assert set(EXACT_BOOKING_DIRT) | {"end_of_day"} == set(fill.booking_dirt(SCALE, 42).counts())
+    for kind, count in generate.listing_dirt_counts(SCALE.listings).items():
+        assert one(db, f"SELECT COUNT(*) FROM apartments WHERE {EXACT_LISTING_DIRT[kind]}") == (
+            count
+        ), kind
+    for kind, count in fill.booking_dirt(SCALE, 42).counts().items():
+        if kind != "end_of_day":
+            where = EXACT_BOOKING_DIRT[kind]
+            assert one(db, f"SELECT COUNT(*) FROM bookings WHERE {where}") == count, kind
+
+
+def test_checkin_before_booking_breaks_only_that_rule(db: Any) -> None:
+    """Check-in 1-3 days before the booking day, and every earlier and later rule holds."""
+    db.execute(
+        "SELECT DATEDIFF(DATE(booking_date), checkin_date), checkout_date > checkin_date,"
+        f" user_id IS NOT NULL AND apartment_id IS NOT NULL AND total_price >= 0"
+        f" AND {THREE_LETTERS}"
+        " AND LOWER(TRIM(booking_status)) IN ('confirmed', 'cancelled', 'pending')"
+        " FROM bookings WHERE checkin_date < DATE(booking_date)"
+    )
+    rows = db.fetchall()
+    assert len(rows) == fill.booking_dirt(SCALE, 42).counts()["checkin_before_booking"]
+    assert all(1 <= days <= 3 and after and valid for days, after, valid in rows)
+
+
+def test_every_invalid_currency_occurs(db: Any) -> None:
+    # No DISTINCT: it would take '' and '  ' for the same (PAD SPACE).
+    db.execute(f"SELECT currency FROM bookings WHERE currency IS NULL OR NOT {THREE_LETTERS}")
+    assert {row[0] for row in db.fetchall()} == set(fill.BOOKING_INVALID_CURRENCIES)
+    db.execute(
+        f"SELECT currency FROM apartments WHERE TRIM(currency) <> '' AND NOT {THREE_LETTERS}"
+    )
+    assert {row[0] for row in db.fetchall()} <= set(generate.LISTING_INVALID_CURRENCIES)
+
+
+def test_rejected_listings_get_little_traffic(db: Any) -> None:
+    """Bookings of listings the curated rules reject (quarantined as unknown_apartment) occur,
+    but stay a small share whichever listings the dirt hit."""
+    rejected = one(
+        db,
+        "SELECT COUNT(*) FROM bookings WHERE apartment_id IN (SELECT id FROM apartments"
+        f" WHERE price IS NULL OR price <= 0 OR currency IS NULL OR NOT {THREE_LETTERS}"
+        " OR listing_created_on IS NULL)",
+    )
+    assert 1 <= rejected < 0.05 * SCALE.bookings
 
 
 def test_attribute_dirt(db: Any) -> None:
@@ -213,7 +330,7 @@ def test_activity_falls_in_the_range(db: Any) -> None:
 
 
 def test_stays_are_plausible(db: Any) -> None:
-    clean = "checkout_date > checkin_date AND booking_date IS NOT NULL"
+    clean = "checkout_date > checkin_date AND checkin_date >= DATE(booking_date)"
     db.execute(
         "SELECT MIN(DATEDIFF(checkout_date, checkin_date)), MAX(DATEDIFF(checkout_date,"
         " checkin_date)), MIN(DATEDIFF(checkin_date, booking_date)),"

@@ -31,11 +31,13 @@ BOOKING_DIRT = (
     ("checkin_null", 0.0015),
     ("checkout_null", 0.0015),
     ("dates_reversed", 0.0025),  # checkout <= checkin
+    ("checkin_before_booking", 0.0020),  # check-in 1..3 days before the day of booking_date
     ("total_null", 0.0015),
     ("total_negative", 0.0015),
-    ("status_invalid", 0.0020),  # 'refunded', 'expired', NULL, ''
+    ("currency_invalid", 0.0050),  # BOOKING_INVALID_CURRENCIES in turn
+    ("status_invalid", 0.0020),  # 'refunded', 'expired', NULL, '' in turn
     ("status_noise", 0.015),  # valid after lower/trim
-    ("currency_noise", 0.010),  # casing/whitespace noise, a few empty
+    ("currency_noise", 0.010),  # casing/whitespace noise, valid after upper/trim
     ("orphan", 0.0050),  # apartment id not in apartments
     ("end_of_day", 0.002),  # booked at 23:59:59
 )
@@ -46,6 +48,9 @@ VIEW_DIRT = (
     ("orphan", 0.0050),
     ("duplicate", 0.015),  # exact copy of the previous row
 )
+# Booking currencies that are not a three-letter code after upper/trim, used in this order, so
+# every one occurs once a scale has at least this many `currency_invalid` bookings (tiny has 8).
+BOOKING_INVALID_CURRENCIES = ("U$D", "EURO", "", None, "US", "U S", "  ")
 # Share of views that precede a booking ("funnel" views: same user and listing), roughly.
 FUNNEL_SHARE = 0.4
 # Repeat customers: this share of bookings/views come from this small share of users.
@@ -112,6 +117,21 @@ class _Dirt:
     def counts(self) -> dict[str, int]:
         return {kind: hi - lo + 1 for kind, (lo, hi) in self.ranges.items()}
 
+    def in_turn(self, kind: str, key: str, values: tuple[str | None, ...]) -> str:
+        """One of `values` per row of `kind`, in turn from the first: the kind's n rows hold
+        the first n values, and every value once n >= len(values)."""
+        lo, _hi = self.ranges[kind]
+        literals = ", ".join("NULL" if v is None else _quoted(v) for v in values)
+        # (pos - lo) mod k without an unsigned subtraction that could go below zero.
+        shift = -lo % len(values)
+        return f"ELT(1 + ({self.pos(key)} + {shift}) % {len(values)}, {literals})"
+
+
+def _quoted(value: str) -> str:
+    if "'" in value or "\\" in value:
+        raise ValueError(f"not a plain SQL literal: {value!r}")
+    return f"'{value}'"
+
 
 def _user(r: _Random, scale: SeedScale, prefix: str, key: str) -> str:
     """A user id, skewed to repeat customers; ids are scrambled so they are not the low ones."""
@@ -151,7 +171,11 @@ def bookings_sql(scale: SeedScale, seed: int, listing_slots: int, hour_slots: in
     n = "s.seq"
     lead = f"FLOOR(61 * POW({r.u('bl', n)}, 2))"  # 0..60 days, mostly short
     nights = f"IF({r.u('bw', n)} < 0.08, 7, 1 + FLOOR(14 * POW({r.u('bn', n)}, 2)))"  # 1..14
-    checkin = f"(DATE(hp.hour_start) + INTERVAL {lead} DAY)"
+    checkin = (
+        f"IF({d.is_('checkin_before_booking', n)},"
+        f" DATE(hp.hour_start) - INTERVAL (1 + {r.below('bb', n, 3)}) DAY,"
+        f" DATE(hp.hour_start) + INTERVAL {lead} DAY)"
+    )
     checkout = (
         f"IF({d.is_('dates_reversed', n)}, {checkin} - INTERVAL {r.below('br', n, 3)} DAY, "
         f"{checkin} + INTERVAL {nights} DAY)"
@@ -167,14 +191,19 @@ def bookings_sql(scale: SeedScale, seed: int, listing_slots: int, hour_slots: in
         f"ELT(1 + {r.below('bz', n, 6)}, 'Confirmed ', ' CANCELLED', 'Pending', 'CONFIRMED', "
         "' confirmed ', 'Cancelled')"
     )
-    bad_status = f"ELT(1 + {r.below('bz', n, 4)}, 'refunded', 'expired', NULL, '')"
+    bad_status = d.in_turn("status_invalid", n, ("refunded", "expired", None, ""))
     status = (
         f"IF({d.is_('status_invalid', n)}, {bad_status}, "
         f"IF({d.is_('status_noise', n)}, {noisy_status}, {status}))"
     )
     noisy_currency = (
-        f"ELT(1 + {r.below('bc', n, 4)}, CONCAT(' ', LOWER(lp.currency)), "
-        "CONCAT(LEFT(lp.currency, 1), LOWER(SUBSTR(lp.currency, 2)), ' '), LOWER(lp.currency), '')"
+        f"ELT(1 + {r.below('bc', n, 3)}, CONCAT(' ', LOWER(lp.currency)), "
+        "CONCAT(LEFT(lp.currency, 1), LOWER(SUBSTR(lp.currency, 2)), ' '), LOWER(lp.currency))"
+    )
+    bad_currency = d.in_turn("currency_invalid", n, BOOKING_INVALID_CURRENCIES)
+    currency = (
+        f"IF({d.is_('currency_invalid', n)}, {bad_currency}, "
+        f"IF({d.is_('currency_noise', n)}, {noisy_currency}, lp.currency))"
     )
 
     def unless(kind: str, expr: str) -> str:
@@ -191,7 +220,7 @@ SELECT
   {unless("checkin_null", checkin)},
   {unless("checkout_null", checkout)},
   {unless("total_null", total)},
-  IF({d.is_("currency_noise", n)}, {noisy_currency}, lp.currency),
+  {currency},
   {status}
 FROM seq_1_to_{scale.bookings} s
 JOIN {LISTING_PICK} lp ON lp.slot = {r.below("ba", n, listing_slots)}

@@ -91,6 +91,7 @@ LISTING_DIRT = (
     ("price_negative", 0.0015),
     ("currency_null", 0.0025),
     ("currency_empty", 0.0025),
+    ("currency_invalid", 0.0025),  # LISTING_INVALID_CURRENCIES in turn
     ("created_null", 0.0040),
     ("no_attributes", 0.015),
     ("location_null", 0.010),
@@ -98,7 +99,17 @@ LISTING_DIRT = (
     ("currency_noise", 0.030),
     ("active_null", 0.020),
 )
+# Dirt the curated rules quarantine a listing for. Such a listing gets little traffic (without a
+# valid price it hardly sells), so that its bookings -- quarantined as unknown_apartment -- stay
+# a small share at every scale, whichever listings the dirt happens to hit.
+QUARANTINED_LISTING_DIRT = frozenset(
+    ("price_null", "price_zero", "price_negative", "currency_null", "currency_empty",
+     "currency_invalid", "created_null")
+)  # fmt: skip
+QUARANTINED_WEIGHT = 0.2
 CURRENCY_NOISE = (" usd", "Eur ", "gbp", " GBP ", "usd ")
+# Not a three-letter code after upper/trim, though not blank either.
+LISTING_INVALID_CURRENCIES = ("EURO", "U$D", "US", "U S")
 
 
 @dataclass(frozen=True)
@@ -120,15 +131,20 @@ def _weighted(rng: random.Random, items: tuple[tuple[str, float], ...]) -> str:
     return rng.choices([name for name, _ in items], weights=[w for _, w in items])[0]
 
 
+def listing_dirt_counts(listings: int) -> dict[str, int]:
+    """How many listings get each kind of dirt: exact, at least one each."""
+    return {kind: max(1, round(rate * listings)) for kind, rate in LISTING_DIRT}
+
+
 def _dirt_assignment(rng: random.Random, n: int, reserved: int) -> dict[int, str]:
     """Disjoint listing indices per dirt kind; at least one each, away from the first
     `reserved` listings (which guarantee every city, incl. both Springfields, is present)."""
-    counts = [(kind, max(1, round(rate * n))) for kind, rate in LISTING_DIRT]
-    total = sum(c for _, c in counts)
+    counts = listing_dirt_counts(n)
+    total = sum(counts.values())
     pool = range(reserved, n) if n - reserved >= total else range(n)
     chosen = rng.sample(pool, total)
     out: dict[int, str] = {}
-    for kind, count in counts:
+    for kind, count in counts.items():
         for _ in range(count):
             out[chosen.pop()] = kind
     return out
@@ -146,9 +162,10 @@ def generate_listings(scale: SeedScale, seed: int) -> list[Listing]:
     end = datetime.combine(scale.end, datetime.min.time())
     range_seconds = int((end - start).total_seconds())
     city_weights = [c.popularity for c in CITIES]
-    dirt = _dirt_assignment(rng, n, reserved=len(CITIES))
+    # A stream of its own: a new kind of dirt moves which listings are dirty, not their fields.
+    dirt = _dirt_assignment(random.Random(f"{seed}:listing_dirt"), n, reserved=len(CITIES))
     listings: list[Listing] = []
-    location_nulls = 0
+    location_nulls = invalid_currencies = 0
     for i in range(n):
         listing_id = LISTING_ID_BASE + i + 1
         city = CITIES[i] if i < len(CITIES) else rng.choices(CITIES, weights=city_weights)[0]
@@ -176,6 +193,11 @@ def generate_listings(scale: SeedScale, seed: int) -> list[Listing]:
             currency = None
         elif kind == "currency_empty":
             currency = rng.choice(("", "  "))
+        elif kind == "currency_invalid":
+            currency = LISTING_INVALID_CURRENCIES[
+                invalid_currencies % len(LISTING_INVALID_CURRENCIES)
+            ]
+            invalid_currencies += 1
         elif kind == "currency_noise":
             currency = rng.choice(CURRENCY_NOISE)
         if rng.random() < 0.78:  # most listings predate the range, some appear within it
@@ -235,6 +257,8 @@ def generate_listings(scale: SeedScale, seed: int) -> list[Listing]:
         weight = (
             math.sqrt(city.popularity) * rng.lognormvariate(0.0, 0.6) * (1.0 if active else 0.3)
         )
+        if kind in QUARANTINED_LISTING_DIRT:
+            weight *= QUARANTINED_WEIGHT
         listings.append(Listing(apartment, attributes, _money(nightly), code, weight))
     return listings
 

@@ -24,6 +24,21 @@ from rental_platform.seed.generate import generate_listings, hour_picks, listing
 from rental_platform.seed.scales import SeedScale
 
 SOURCE_TABLES = ("apartments", "apartment_attributes", "user_viewing", "bookings")
+# Column order of the contract's tables, for statements that list them.
+APARTMENT_COLUMNS = (
+    "id", "title", "source", "price", "currency", "listing_created_on", "is_active",
+    "last_modified_timestamp",
+)  # fmt: skip
+ATTRIBUTE_COLUMNS = (
+    "id", "category", "body", "amenities", "bathrooms", "bedrooms", "fee", "has_photo",
+    "pets_allowed", "price_display", "price_type", "square_feet", "address", "cityname", "state",
+    "latitude", "longitude",
+)  # fmt: skip
+BOOKING_COLUMNS = (
+    "booking_id", "user_id", "apartment_id", "booking_date", "checkin_date", "checkout_date",
+    "total_price", "currency", "booking_status",
+)  # fmt: skip
+VIEW_COLUMNS = ("user_id", "apartment_id", "viewed_at", "is_wishlisted", "call_to_action")
 # Tables whose secondary index is built after the load.
 _DEFERRED_INDEX_TABLES = ("bookings", "user_viewing")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -48,6 +63,13 @@ def schema_statements(sql: str | None = None) -> dict[str, str]:
 def secondary_keys(statement: str) -> list[tuple[str, str]]:
     """(key name, column list) of each plain KEY in a CREATE TABLE statement."""
     return re.findall(r"^\s*KEY (\w+) \(([^)]*)\)", statement, flags=re.MULTILINE)
+
+
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """INSERT ... VALUES with one placeholder per column: the form pymysql's executemany sends
+    as multi-row statements rather than one round trip per row."""
+    placeholders = ", ".join(["%s"] * len(columns))
+    return f"INSERT INTO `{table}` ({', '.join(columns)}) VALUES ({placeholders})"
 
 
 @contextmanager
@@ -110,15 +132,10 @@ def seed_source(
         began = time.perf_counter()
         listings = generate_listings(scale, seed)
         cursor.executemany(
-            "INSERT INTO apartments (id, title, source, price, currency, listing_created_on,"
-            " is_active, last_modified_timestamp) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [item.apartment for item in listings],
+            insert_sql("apartments", APARTMENT_COLUMNS), [item.apartment for item in listings]
         )
         cursor.executemany(
-            "INSERT INTO apartment_attributes (id, category, body, amenities, bathrooms,"
-            " bedrooms, fee, has_photo, pets_allowed, price_display, price_type, square_feet,"
-            " address, cityname, state, latitude, longitude)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            insert_sql("apartment_attributes", ATTRIBUTE_COLUMNS),
             [item.attributes for item in listings if item.attributes is not None],
         )
         say(f"apartments + apartment_attributes: {time.perf_counter() - began:.1f}s")
