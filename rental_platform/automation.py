@@ -1,5 +1,6 @@
-"""What keeps the platform up to date by itself: the nightly extraction schedules and the
-declarative automation that materialises the KPIs once their upstream days are in."""
+"""What keeps the platform up to date by itself when the daemon runs: the nightly and weekly
+schedules, the sensor that carries out each snapshots run's plan, and the automation sensor
+that recomputes every KPI partition a re-materialised day makes stale (see `cycle.py`)."""
 
 from __future__ import annotations
 
@@ -7,63 +8,74 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from rental_platform.jobs import GRAIN_JOBS
-from rental_platform.tables import Grain, Layer
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-
-# A KPI partition runs once its upstream days are all there, none is being written, and every
-# blocking check upstream passed; a day re-materialised upstream makes it run again.
-KPI_AUTOMATION = (
-    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-)
+from rental_platform.cycle import DAILY_JOB, Cycle, daily_runs, plan_of_run
+from rental_platform.jobs import JOB_DEFINITIONS, SNAPSHOTS_JOB
+from rental_platform.tables import Layer
 
 
-def lookback_window(today: date, lookback_days: int, first_day: date) -> tuple[date, date]:
-    """Yesterday, plus the `lookback_days` before it (re-extracted to catch status changes)."""
-    yesterday = today - timedelta(days=1)
-    return max(first_day, yesterday - timedelta(days=lookback_days)), yesterday
-
-
-def build_schedules(lookback_days: int, first_day: date) -> list[dg.ScheduleDefinition]:
-    jobs = {job.grain: job.name for job in GRAIN_JOBS}
-
+def build_schedules(mutable_days: int, first_day: date) -> list[dg.ScheduleDefinition]:
     @dg.schedule(
-        name="nightly_listings",
-        cron_schedule="30 1 * * *",
-        execution_timezone="UTC",
-        job_name=jobs[Grain.SNAPSHOT],
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="01:30 UTC: refresh the listing snapshot before the day's bookings.",
-    )
-    def nightly_listings(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(run_key=context.scheduled_execution_time.date().isoformat())
-
-    @dg.schedule(
-        name="nightly_days",
+        name="nightly",
         cron_schedule="0 2 * * *",
         execution_timezone="UTC",
-        job_name=jobs[Grain.DAILY],
+        job_name=SNAPSHOTS_JOB.name,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"02:00 UTC: extract and curate yesterday and the {lookback_days} days "
-        "before it (RENTAL_LOOKBACK_DAYS), in one run.",
+        description="02:00 UTC: the nightly run for yesterday: the listings snapshot, then a "
+        f"comparison of the source with the lake over the last {mutable_days} days "
+        "(RENTAL_MUTABLE_DAYS); the `changed_days` sensor re-extracts what differs.",
     )
-    def nightly_days(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        start, end = lookback_window(
-            context.scheduled_execution_time.date(), lookback_days, first_day
-        )
+    def nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        as_of = context.scheduled_execution_time.date() - timedelta(days=1)
+        cycle = Cycle.nightly(as_of, mutable_days, first_day)
+        return dg.RunRequest(run_key=f"nightly-{as_of.isoformat()}", tags=cycle.tags())
+
+    @dg.schedule(
+        name="weekly_audit",
+        cron_schedule="0 4 * * 0",
+        execution_timezone="UTC",
+        job_name=SNAPSHOTS_JOB.name,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Sundays 04:00 UTC: the nightly run's comparison over every day since "
+        "RENTAL_PARTITIONS_START, so that changes older than the mutable horizon are found too.",
+    )
+    def weekly_audit(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        as_of = context.scheduled_execution_time.date() - timedelta(days=1)
         return dg.RunRequest(
-            run_key=end.isoformat(),
-            tags={RANGE_START: start.isoformat(), RANGE_END: end.isoformat()},
+            run_key=f"audit-{as_of.isoformat()}", tags=Cycle.audit(as_of, first_day).tags()
         )
 
-    return [nightly_listings, nightly_days]
+    return [nightly, weekly_audit]
+
+
+@dg.run_status_sensor(
+    name="changed_days",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[JOB_DEFINITIONS[SNAPSHOTS_JOB.name]],
+    request_job=JOB_DEFINITIONS[DAILY_JOB],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After each successful snapshots run, launches the daily runs its plan asks "
+    "for (raw/source_changes): the days whose source differs from the lake, and those to "
+    "re-curate.",
+)
+def changed_days(context: dg.RunStatusSensorContext) -> list[dg.RunRequest]:
+    run_id = context.dagster_run.run_id
+    plan = plan_of_run(context.instance, run_id)
+    if plan is None:
+        return []
+    return [
+        dg.RunRequest(
+            run_key=f"{run_id}-{run.first}",
+            asset_selection=list(run.assets),
+            tags=run.tags(),
+        )
+        for run in daily_runs(plan)
+    ]
 
 
 KPI_SENSOR = dg.AutomationConditionSensorDefinition(
     "kpi_automation",
     target=dg.AssetSelection.groups(str(Layer.PRESENTATION)),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Materialises weekly and monthly KPI partitions once their days are done.",
+    description="Recomputes every weekly and monthly KPI partition whose days were "
+    "re-materialised, of any age, once they are all done.",
 )

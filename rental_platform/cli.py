@@ -1,5 +1,5 @@
-"""`rental-platform`: seed the source, materialise a date range, run the whole demo, or deploy
-the Spark code for a remote runner."""
+"""`rental-platform`: seed the source, materialise a date range, run the nightly cycle or the
+audit, run the whole demo, or deploy the Spark code for a remote runner."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import os
 import sys
 from dataclasses import replace
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from rental_platform.settings import Settings, SettingsError, parse_date
+
+if TYPE_CHECKING:
+    from rental_platform.cycle import Cycle
 
 DEMO_SCALE = "demo"
 
@@ -60,6 +64,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--end", type=_date, required=True, help="last day, inclusive")
     run.set_defaults(command=run_command)
 
+    nightly = commands.add_parser(
+        "nightly",
+        help="the nightly run for day D: the listings snapshot, the days of the mutable horizon "
+        "that changed in the source, and every KPI partition that reads them",
+    )
+    nightly.add_argument("--as-of", type=_date, help="day D (default: yesterday, UTC)")
+    nightly.set_defaults(command=nightly_command)
+
+    audit = commands.add_parser(
+        "audit", help="the nightly run, comparing every day since RENTAL_PARTITIONS_START"
+    )
+    audit.add_argument("--as-of", type=_date, help="day D (default: yesterday, UTC)")
+    audit.set_defaults(command=audit_command)
+
     demo = commands.add_parser("demo", help="seed sample data, run its whole range, summarise")
     demo.set_defaults(command=demo_command)
 
@@ -102,20 +120,45 @@ def seed_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
+    from rental_platform.cycle import Cycle
+
+    if args.end < args.start:
+        raise RuntimeError(f"--end {args.end} is before --start {args.start}")
+    return _cycle(settings, Cycle.range(args.start, args.end))
+
+
+def nightly_command(settings: Settings, args: argparse.Namespace) -> int:
+    from rental_platform.cycle import Cycle, yesterday
+
+    as_of = args.as_of or yesterday()
+    return _cycle(settings, Cycle.nightly(as_of, settings.mutable_days, settings.partitions_start))
+
+
+def audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    from rental_platform.cycle import Cycle, yesterday
+
+    return _cycle(settings, Cycle.audit(args.as_of or yesterday(), settings.partitions_start))
+
+
+def _cycle(settings: Settings, cycle: Cycle) -> int:
+    """Run the cycle in this process, through the Dagster instance (the UI shows its runs)."""
     if "DAGSTER_HOME" not in os.environ:
         raise SettingsError("DAGSTER_HOME: must name the folder of the Dagster instance")
     if not settings.runner.remote:
         # Before Dagster is imported: the JVM starts while Python loads it.
         from rental_platform.spark.session import start_local_session_early
 
-        start_local_session_early(settings.runner.spark_conf, (args.end - args.start).days + 1)
-    from rental_platform.definitions import build_definitions
-    from rental_platform.runs import materialize_range
+        start_local_session_early(
+            settings.runner.spark_conf, (cycle.as_of - cycle.compare_from).days + 1
+        )
+    from rental_platform.runs import run_cycle
 
+    print(
+        f"{cycle.mode} run as of {cycle.as_of}: comparing the source with the lake from "
+        f"{cycle.compare_from}, extracting every day from {cycle.extract_from}"
+    )
     with dg.DagsterInstance.get() as instance:
-        for outcome in materialize_range(
-            build_definitions(settings), instance, args.start, args.end
-        ):
+        for outcome in run_cycle(settings, instance, cycle):
             print(f"  {outcome.job:<14}{outcome.partitions:<26}run {outcome.run_id}")
     return 0
 

@@ -7,8 +7,8 @@ import dagster as dg
 from rental_platform.assets.curated import build_curated_assets
 from rental_platform.assets.presentation import build_presentation_assets
 from rental_platform.assets.raw import build_raw_assets
-from rental_platform.automation import KPI_SENSOR, build_schedules
-from rental_platform.jobs import GRAIN_JOBS
+from rental_platform.automation import KPI_SENSOR, build_schedules, changed_days
+from rental_platform.jobs import JOB_DEFINITIONS
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.resources.lake import lake_for
 from rental_platform.resources.limits import CheckLimitsResource
@@ -27,13 +27,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[
-            *build_raw_assets(partitions),
+            *build_raw_assets(partitions, settings.mutable_days),
             *build_curated_assets(partitions),
             *build_presentation_assets(partitions),
         ],
-        jobs=[job.definition() for job in GRAIN_JOBS],
-        schedules=build_schedules(settings.lookback_days, settings.partitions_start),
-        sensors=[KPI_SENSOR],
+        jobs=list(JOB_DEFINITIONS.values()),
+        schedules=build_schedules(settings.mutable_days, settings.partitions_start),
+        sensors=[KPI_SENSOR, changed_days],
         resources={
             "source": SourceDatabase(url=mysql_url),
             "lake": lake_for(settings.lake_root),

@@ -8,43 +8,48 @@ import dagster as dg
 
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
-from rental_platform.tables import Grain, Layer, Table
+from rental_platform.cycle import DAILY_JOB, MONTHLY_JOB, SOURCE_CHANGES, WEEKLY_JOB
+from rental_platform.tables import Grain, Layer
 
 
 @dataclass(frozen=True)
 class GrainJob:
     name: str
     grain: Grain
-    tables: tuple[Table, ...]
+    assets: tuple[dg.AssetKey, ...]
     description: str
 
     def definition(self) -> dg.UnresolvedAssetJobDefinition:
         return dg.define_asset_job(
             self.name,
-            selection=dg.AssetSelection.assets(*[asset_key(t) for t in self.tables]),
+            selection=dg.AssetSelection.assets(*self.assets),
             description=self.description,
         )
 
 
-def _of(grain: Grain, *layers: Layer) -> tuple[Table, ...]:
-    return tuple(t for t in tables.ALL_TABLES if t.grain is grain and t.layer in layers)
+def _of(grain: Grain, *layers: Layer) -> tuple[dg.AssetKey, ...]:
+    return tuple(asset_key(t) for t in tables.ALL_TABLES if t.grain is grain and t.layer in layers)
 
 
+SNAPSHOTS_JOB = GrainJob(
+    "snapshots",
+    Grain.SNAPSHOT,
+    (*_of(Grain.SNAPSHOT, Layer.RAW, Layer.CURATED, Layer.QUARANTINE), SOURCE_CHANGES),
+    "Take the listings snapshot, apply it to the listing history, and find which days of the "
+    "source differ from the lake (the plan of the daily runs).",
+)
 GRAIN_JOBS: tuple[GrainJob, ...] = (
+    SNAPSHOTS_JOB,
     GrainJob(
-        "snapshots",
-        Grain.SNAPSHOT,
-        _of(Grain.SNAPSHOT, Layer.RAW, Layer.CURATED, Layer.QUARANTINE),
-        "Extract the listing tables and curate them.",
-    ),
-    GrainJob(
-        "daily",
+        DAILY_JOB,
         Grain.DAILY,
         _of(Grain.DAILY, Layer.RAW, Layer.CURATED, Layer.QUARANTINE),
         "Extract and curate the days of bookings and page views.",
     ),
-    GrainJob("weekly_kpis", Grain.WEEKLY, _of(Grain.WEEKLY, Layer.PRESENTATION), "Weekly KPIs."),
-    GrainJob(
-        "monthly_kpis", Grain.MONTHLY, _of(Grain.MONTHLY, Layer.PRESENTATION), "Monthly KPIs."
-    ),
+    GrainJob(WEEKLY_JOB, Grain.WEEKLY, _of(Grain.WEEKLY, Layer.PRESENTATION), "Weekly KPIs."),
+    GrainJob(MONTHLY_JOB, Grain.MONTHLY, _of(Grain.MONTHLY, Layer.PRESENTATION), "Monthly KPIs."),
 )
+# Each job defined once: the definitions, the schedules and the sensors name the same objects.
+JOB_DEFINITIONS: dict[str, dg.UnresolvedAssetJobDefinition] = {
+    job.name: job.definition() for job in GRAIN_JOBS
+}

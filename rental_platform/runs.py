@@ -1,28 +1,44 @@
-"""Headless materialisation of a date range, through a Dagster instance (so the UI shows it).
+"""Headless runs of the cycle (`cycle.py`) through a Dagster instance, so the UI shows them:
+the nightly run, the audit, and the materialisation of a date range.
 
-One run per partition grain, in dependency order, each over the whole range of its
-partitions (the multi-assets run a single Spark step for a range), stopping at the first
-run that fails or whose blocking checks fail.
+Each is the snapshots run, then the daily runs its plan asks for, then the weekly and monthly
+KPI runs for every partition that reads a day they touched (a range run also recomputes every
+period of its range). It stops at the first run that fails or whose blocking checks fail,
+naming it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 
-from rental_platform.jobs import GRAIN_JOBS, GrainJob
-from rental_platform.spark.layout import period_start
-from rental_platform.tables import Grain
+from rental_platform.cycle import (
+    DAILY_JOB,
+    Cycle,
+    Mode,
+    PartitionRun,
+    daily_runs,
+    days_of,
+    kpi_runs,
+    plan_of_run,
+    stale_kpi_partitions,
+)
+from rental_platform.definitions import build_definitions
+from rental_platform.jobs import SNAPSHOTS_JOB
+from rental_platform.partitions import PlatformPartitions
+from rental_platform.settings import Settings
+from rental_platform.spark import layout
+from rental_platform.spark.manifest import CommitLog, store_for
+from rental_platform.tables import RAW_BOOKINGS, RAW_USER_VIEWING, Grain
 
 # Step progress at INFO on the console; Dagster's DEBUG events stay in the instance's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 class RangeRunError(RuntimeError):
-    """A run of the range failed; the message says which and why."""
+    """A run of the cycle failed; the message says which and why."""
 
 
 @dataclass
@@ -33,68 +49,92 @@ class RunOutcome:
     failed_checks: list[str] = field(default_factory=list)
 
 
-def partition_range(job: GrainJob, start: date, end: date) -> tuple[str, str] | None:
-    """The first and last partition keys of the job's grain that overlap [start, end]."""
-    if job.grain is Grain.SNAPSHOT:
-        return None
-    return period_start(job.grain, start).isoformat(), period_start(job.grain, end).isoformat()
-
-
 def materialize_range(
-    defs: dg.Definitions,
-    instance: dg.DagsterInstance,
-    start: date,
-    end: date,
-    grains: Collection[Grain] = tuple(Grain),
+    settings: Settings, instance: dg.DagsterInstance, start: date, end: date
 ) -> list[RunOutcome]:
-    """Materialise every asset (of the given grains) for every partition overlapping
-    [start, end] (inclusive)."""
+    """Materialise every asset for every partition overlapping [start, end] (inclusive)."""
     if end < start:
         raise RangeRunError(f"--end {end} is before --start {start}")
-    # Refuse a range some grain cannot cover before launching anything.
-    ranges = [(job, partition_range(job, start, end)) for job in GRAIN_JOBS if job.grain in grains]
-    for job, keys in ranges:
-        _check_partitions_exist(defs, job, keys)
-    outcomes = []
-    for job, keys in ranges:
-        tags = (
-            {
-                "dagster/asset_partition_range_start": keys[0],
-                "dagster/asset_partition_range_end": keys[1],
+    return run_cycle(settings, instance, Cycle.range(start, end))
+
+
+def run_cycle(settings: Settings, instance: dg.DagsterInstance, cycle: Cycle) -> list[RunOutcome]:
+    """The snapshots run, the daily runs of its plan, and the KPI runs of what they touched."""
+    defs = build_definitions(settings)
+    partitions = PlatformPartitions.starting(settings.partitions_start)
+    _check_days_exist(partitions, cycle.compare_from, cycle.as_of)
+    snapshots = _execute(defs, instance, SNAPSHOTS_JOB.name, cycle.tags(), None, "unpartitioned")
+    outcomes = [snapshots]
+    plan = plan_of_run(instance, snapshots.run_id) or {}
+    days = daily_runs(plan)
+    for run in days:
+        outcomes.append(_execute(defs, instance, DAILY_JOB, {**cycle.tags(), **run.tags()}, run))
+    latest = latest_day_extracted(settings.lake_root)
+    if latest is None:
+        return outcomes
+    stale = stale_kpi_partitions(partitions, days_of(days), latest)
+    if cycle.mode is Mode.RANGE:
+        for grain in (Grain.WEEKLY, Grain.MONTHLY):
+            stale[grain] |= {
+                start.isoformat()
+                for start in layout.periods(
+                    grain, cycle.extract_from, min(cycle.as_of, latest) + timedelta(days=1)
+                )
+                if start >= layout.period_start(grain, partitions.first_day)
             }
-            if keys
-            else {}
-        )
-        result = defs.resolve_job_def(job.name).execute_in_process(
-            run_config=QUIET, instance=instance, tags=tags, raise_on_error=False
-        )
-        outcome = RunOutcome(
-            job.name,
-            result.run_id,
-            f"{keys[0]}..{keys[1]}" if keys else "unpartitioned",
-            _failed_blocking_checks(result),
-        )
-        outcomes.append(outcome)
-        if not result.success or outcome.failed_checks:
-            raise RangeRunError(_failure_message(result, outcome))
+    for run in kpi_runs(stale):
+        outcomes.append(_execute(defs, instance, run.job, {**cycle.tags(), **run.tags()}, run))
     return outcomes
 
 
-def _check_partitions_exist(defs: dg.Definitions, job: GrainJob, keys: tuple[str, str] | None):
-    if keys is None:
-        return
-    partitions_def = defs.resolve_job_def(job.name).partitions_def
-    existing = set(partitions_def.get_partition_keys())
-    for key in keys:
-        if key not in existing:
-            first, last = (
-                partitions_def.get_first_partition_key(),
-                partitions_def.get_last_partition_key(),
-            )
+def latest_day_extracted(lake_root: str) -> date | None:
+    """The last day the lake holds bookings or views of: no period after it is computed."""
+    state = CommitLog(store_for(lake_root)).head()
+    days = [
+        date.fromisoformat(key)
+        for table in (RAW_BOOKINGS, RAW_USER_VIEWING)
+        for key in state.table(table.id).partitions
+        if layout.parse_period_key(key)
+    ]
+    return max(days, default=None)
+
+
+def _check_days_exist(partitions: PlatformPartitions, first: date, last: date) -> None:
+    keys = partitions.daily.get_partition_keys()
+    if not keys:
+        raise RangeRunError(
+            f"no day partition exists yet: they start on {partitions.first_day} "
+            "(RENTAL_PARTITIONS_START), and a day exists once it is over"
+        )
+    for day in (first, last):
+        if day.isoformat() not in keys:
             raise RangeRunError(
-                f"{job.name}: partition {key} does not exist; partitions run from {first} to "
-                f"{last} (RENTAL_PARTITIONS_START sets the first day; a day exists once it is over)"
+                f"day {day} has no partition; days run from {keys[0]} to {keys[-1]} "
+                "(RENTAL_PARTITIONS_START sets the first day; a day exists once it is over)"
             )
+
+
+def _execute(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job: str,
+    tags: dict[str, str],
+    run: PartitionRun | None,
+    label: str = "",
+) -> RunOutcome:
+    result = defs.resolve_job_def(job).execute_in_process(
+        run_config=QUIET,
+        instance=instance,
+        tags=tags,
+        asset_selection=list(run.assets) if run else None,
+        raise_on_error=False,
+    )
+    outcome = RunOutcome(
+        job, result.run_id, run.label if run else label, _failed_blocking_checks(result)
+    )
+    if not result.success or outcome.failed_checks:
+        raise RangeRunError(_failure_message(result, outcome))
+    return outcome
 
 
 def _failed_blocking_checks(result: dg.ExecuteInProcessResult) -> list[str]:

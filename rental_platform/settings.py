@@ -164,7 +164,8 @@ class Settings:
     lake_root: str
     warehouse: WarehouseTarget
     partitions_start: date
-    lookback_days: int = 3
+    # How far back the nightly run compares the source with the lake (RENTAL_MUTABLE_DAYS).
+    mutable_days: int = 120
     max_quarantine_share: float = 0.05
     freshness_hours: float = 48.0
     runner: RunnerSettings = field(default_factory=RunnerSettings)
@@ -185,7 +186,7 @@ class Settings:
                 "RENTAL_PARTITIONS_START",
                 env.get("RENTAL_PARTITIONS_START", DEFAULT_PARTITIONS_START),
             ),
-            lookback_days=parse_count(env, "RENTAL_LOOKBACK_DAYS", 3, 0, 366),
+            mutable_days=parse_count(env, "RENTAL_MUTABLE_DAYS", 120, 0, 3660),
             max_quarantine_share=parse_number(
                 "RENTAL_MAX_QUARANTINE_SHARE", env.get("RENTAL_MAX_QUARANTINE_SHARE", "0.05"), 0, 1
             ),

@@ -51,6 +51,9 @@ class Table:
     partition_column: str | None = None
     # Columns that identify a row; unique and not null in curated and presentation tables.
     key: tuple[str, ...] = ()
+    # For a table without a key: columns no two rows share all the values of (nulls compare
+    # equal, and may occur).
+    distinct: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -201,6 +204,22 @@ CURATED_LISTINGS = Table(
     (*LISTING_COLUMNS, EXTRACTED_AT),
     key=("id",),
 )
+CURATED_LISTINGS_HISTORY = Table(
+    Layer.CURATED,
+    "listings_history",
+    "Every version of every curated listing (slowly changing dimension, type 2): a listing as "
+    "each snapshot saw it, valid from `valid_from` (inclusive) to `valid_to` (exclusive; null "
+    "for the current version). A listing's first version is valid from 0001-01-01.",
+    (
+        *LISTING_COLUMNS,
+        EXTRACTED_AT,
+        _c("valid_from", "date", "First day this version is valid (inclusive)."),
+        _c(
+            "valid_to", "date", "Day this version stopped being valid (exclusive); null if current."
+        ),
+    ),
+    key=("id", "valid_from"),
+)
 CURATED_BOOKINGS = Table(
     Layer.CURATED,
     "bookings",
@@ -222,7 +241,8 @@ CURATED_USER_VIEWING = Table(
     (*VIEWING_COLUMNS, EXTRACTED_AT),
     Grain.DAILY,
     "viewed_at",
-    key=tuple(column.name for column in VIEWING_COLUMNS),
+    # Views have no key (a null call_to_action is valid): exact duplicates collapse instead.
+    distinct=tuple(column.name for column in VIEWING_COLUMNS),
 )
 
 
@@ -234,6 +254,7 @@ def _quarantine_of(curated: Table, raw_columns: tuple[Column, ...]) -> Table:
         "with the first rule each breaks.",
         columns=(*raw_columns, EXTRACTED_AT, REJECT_REASON),
         key=(),
+        distinct=(),
     )
 
 
@@ -354,6 +375,7 @@ ALL_TABLES: tuple[Table, ...] = (
     RAW_USER_VIEWING,
     CURATED_LISTINGS,
     QUARANTINE_LISTINGS,
+    CURATED_LISTINGS_HISTORY,
     CURATED_BOOKINGS,
     QUARANTINE_BOOKINGS,
     CURATED_USER_VIEWING,

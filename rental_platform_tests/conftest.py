@@ -9,19 +9,18 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pymysql
 import pytest
 
-from rental_platform.definitions import build_definitions
+from rental_platform.cycle import Cycle
 from rental_platform.resources.warehouse import warehouse_for
-from rental_platform.runs import RunOutcome, materialize_range
+from rental_platform.runs import RunOutcome, materialize_range, run_cycle
 from rental_platform.seed.load import schema_statements
 from rental_platform.settings import Settings, parse_mysql_url
-from rental_platform.spark import layout
+from rental_platform.spark.manifest import committed_files
 from rental_platform.tables import Table
 
 SERVER_URL = os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
@@ -37,19 +36,23 @@ class Platform:
     source: pymysql.connections.Connection
 
     def run(self, start: date, end: date) -> list[RunOutcome]:
-        return materialize_range(build_definitions(self.settings), self.instance, start, end)
+        return materialize_range(self.settings, self.instance, start, end)
+
+    def nightly(self, as_of: date) -> list[RunOutcome]:
+        cycle = Cycle.nightly(as_of, self.settings.mutable_days, self.settings.partitions_start)
+        return run_cycle(self.settings, self.instance, cycle)
+
+    def audit(self, as_of: date) -> list[RunOutcome]:
+        return run_cycle(
+            self.settings, self.instance, Cycle.audit(as_of, self.settings.partitions_start)
+        )
 
     def warehouse(self, sql: str) -> list[tuple]:
         return warehouse_for(self.settings.warehouse).query(sql)
 
     def lake(self, table: Table, sql: str = "SELECT * FROM t") -> list[tuple]:
-        """Query every partition of a lake table as `t` (empty partitions have no files)."""
-        base = layout.table_path(self.settings.lake_root, table)
-        files = sorted(Path(base).glob("**/*.parquet"))
-        undated = sorted(
-            Path(layout.undated_path(self.settings.lake_root, table)).glob("*.parquet")
-        )
-        paths = [str(p) for p in files + undated]
+        """Query every committed partition of a lake table as `t`."""
+        paths = committed_files(self.settings.lake_root, table.id)
         if not paths:
             return []
         with duckdb.connect() as connection:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -14,7 +13,8 @@ import pytest
 
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
-from rental_platform.spark import layout, quality
+from rental_platform.spark import quality
+from rental_platform.spark.manifest import CommitLog, store_for
 from rental_platform_tests.conftest import Platform
 
 DAY = "2025-01-06 12:00:00"
@@ -25,6 +25,8 @@ APARTMENTS = [
     (4, "blank currency", "web", "50.00", "  ", "2025-01-01 00:00:00", 1, None),
     (5, "no creation", "web", "50.00", "EUR", None, 1, None),
     (6, "noisy", "web", "80.00", " usd ", "2025-01-02 00:00:00", None, None),
+    (7, "not a code", "web", "50.00", "EURO", "2025-01-01 00:00:00", 1, None),
+    (8, "not letters", "web", "50.00", "U$D", "2025-01-01 00:00:00", 1, None),
 ]
 BOOKINGS = [
     (10, None, 1, DAY, "2025-01-10", "2025-01-12", "10.00", "USD", "confirmed"),
@@ -40,6 +42,13 @@ BOOKINGS = [
     (20, 1, 6, DAY, "2025-01-10", "2025-01-13", "30.00", " usd", " CONFIRMED "),
     (21, None, 1, DAY, "2025-01-12", "2025-01-10", "10.00", "USD", "confirmed"),
     (22, 2, 1, "2025-01-05 23:59:59", "2025-01-20", "2025-01-21", "5.00", "USD", "Pending"),
+    # A stay cannot start before it was booked; one that starts the same day can.
+    (23, 1, 1, DAY, "2025-01-05", "2025-01-07", "10.00", "USD", "confirmed"),
+    (24, 3, 1, DAY, "2025-01-06", "2025-01-07", "10.00", "usd", "confirmed"),
+    # A currency is three letters after upper/trim, nothing else (not even a final newline).
+    (25, 1, 1, DAY, "2025-01-10", "2025-01-12", "10.00", "U$D", "confirmed"),
+    (26, 1, 1, DAY, "2025-01-10", "2025-01-12", "10.00", "USD\n", "confirmed"),
+    (27, 1, 1, DAY, "2025-01-10", "2025-01-12", "10.00", None, "confirmed"),
 ]
 VIEW = (1, 1, "2025-01-06 10:00:00", 1, "book_now")
 VIEWS = [
@@ -50,6 +59,9 @@ VIEWS = [
     (1, None, DAY, 0, "none"),
     (1, 1, None, 0, "none"),
     (2, 1, "2025-01-07 12:00:00", None, "none"),
+    # A null call_to_action is valid, and equals another null: these two collapse to one.
+    (3, 1, "2025-01-07 13:00:00", 0, None),
+    (3, 1, "2025-01-07 13:00:00", None, None),
 ]
 
 
@@ -75,8 +87,10 @@ def test_listing_rules(curated: Platform) -> None:
     assert reasons(curated, tables.QUARANTINE_LISTINGS, "id") == {
         2: "price_null_or_not_positive",
         3: "price_null_or_not_positive",
-        4: "currency_missing",
+        4: "currency_invalid",
         5: "listing_created_on_null",
+        7: "currency_invalid",
+        8: "currency_invalid",
     }
     kept = curated.lake(
         tables.CURATED_LISTINGS,
@@ -100,6 +114,10 @@ def test_booking_rules_in_order(curated: Platform) -> None:
         18: "unknown_apartment",
         19: "unknown_apartment",  # listing 2 exists but is quarantined
         21: "user_id_null",  # breaks two rules: the first one counts
+        23: "checkin_before_booking",
+        25: "currency_invalid",
+        26: "currency_invalid",
+        27: "currency_invalid",
     }
 
 
@@ -120,15 +138,14 @@ def test_valid_bookings_are_normalised(curated: Platform) -> None:
     assert rows == [
         (20, datetime(2025, 1, 6, 12, tzinfo=UTC), "USD", "confirmed", 3),
         (22, datetime(2025, 1, 5, 23, 59, 59, tzinfo=UTC), "USD", "pending", 1),
+        (24, datetime(2025, 1, 6, 12, tzinfo=UTC), "USD", "confirmed", 1),
     ]
 
 
 def test_day_boundaries_are_utc(curated: Platform) -> None:
     """A booking made at 23:59:59 on Sunday 2025-01-05 is in that day's partition."""
-    partition = layout.period_path(
-        curated.settings.lake_root, tables.CURATED_BOOKINGS, date(2025, 1, 5)
-    )
-    (parquet,) = Path(partition).glob("*.parquet")
+    state = CommitLog(store_for(curated.settings.lake_root)).head()
+    (parquet,) = state.files(tables.CURATED_BOOKINGS.id, ["2025-01-05"])
     assert duckdb.sql(f"SELECT booking_id FROM '{parquet}'").fetchall() == [(22,)]
 
 
@@ -142,7 +159,7 @@ def test_view_rules_and_duplicates(curated: Platform) -> None:
         tables.CURATED_USER_VIEWING, "SELECT user_id, is_wishlisted FROM t ORDER BY user_id"
     )
     # Three exact duplicates collapse to one; a null wishlist flag reads as false.
-    assert kept == [(1, True), (2, False)]
+    assert kept == [(1, True), (2, False), (3, False)]
 
 
 @pytest.mark.parametrize(
@@ -150,7 +167,7 @@ def test_view_rules_and_duplicates(curated: Platform) -> None:
     [
         (tables.RAW_APARTMENTS, tables.CURATED_LISTINGS, tables.QUARANTINE_LISTINGS, 0),
         (tables.RAW_BOOKINGS, tables.CURATED_BOOKINGS, tables.QUARANTINE_BOOKINGS, 0),
-        (tables.RAW_USER_VIEWING, tables.CURATED_USER_VIEWING, tables.QUARANTINE_USER_VIEWING, 2),
+        (tables.RAW_USER_VIEWING, tables.CURATED_USER_VIEWING, tables.QUARANTINE_USER_VIEWING, 3),
     ],
 )
 def test_every_raw_row_is_accounted_for(
@@ -160,7 +177,7 @@ def test_every_raw_row_is_accounted_for(
         return curated.lake(table, "SELECT COUNT(*) FROM t")[0][0]
 
     assert count(raw) == count(curated_table) + count(quarantine) + collapsed
-    assert count(raw) == {"apartments": 6, "bookings": 13, "user_viewing": 7}[raw.name]
+    assert count(raw) == {"apartments": 8, "bookings": 18, "user_viewing": 9}[raw.name]
 
 
 def test_checks_report_quarantine_by_reason(curated: Platform) -> None:
@@ -183,7 +200,7 @@ def test_checks_report_quarantine_by_reason(curated: Platform) -> None:
         ("raw/user_viewing", "freshness"),
     }
     accounting = evaluations[("curated/user_viewing", "rows_accounted_for")].metadata
-    assert accounting["collapsed_rows"].value == 2
+    assert accounting["collapsed_rows"].value == 3
     assert accounting["quarantined_by_reason"].value == {
         "apartment_id_null": 1,
         "user_id_null": 1,

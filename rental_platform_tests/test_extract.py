@@ -1,6 +1,6 @@
 """Reading a window from the source: through the date index when it is a small share of the
-table, by a scan when it is a large one; the same rows either way, and counts that say how
-many there are before they are read."""
+table, by a scan when it is a large one; the same rows either way, and fingerprints that say
+how many there are before they are read."""
 
 from __future__ import annotations
 
@@ -43,13 +43,16 @@ def _rows(df: DataFrame) -> Counter[tuple]:
     return Counter(tuple(row) for row in df.drop("_extracted_at").collect())
 
 
-def test_counts_by_day_include_the_undated_rows(reader: SourceReader, platform: Platform) -> None:
+def test_fingerprints_count_every_day_and_the_undated_rows(
+    reader: SourceReader, platform: Platform
+) -> None:
     start, end = SCALE.start, date(2100, 1, 1)
-    counts = reader.count_by_day(VIEWS, start, end)
-    assert counts[None] == _count(platform, "viewed_at IS NULL") > 0
+    fingerprints = reader.fingerprints(VIEWS, start, end)
+    assert fingerprints[None].rows == _count(platform, "viewed_at IS NULL") > 0
     in_window = _count(platform, f"viewed_at >= '{start}' AND viewed_at < '{end}'")
-    assert sum(n for day, n in counts.items() if day is not None) == in_window
-    assert all(isinstance(day, date) for day in counts if day is not None)
+    assert sum(f.rows for day, f in fingerprints.items() if day is not None) == in_window
+    assert all(isinstance(day, date) for day in fingerprints if day is not None)
+    assert reader.fingerprints(VIEWS, start, end) == fingerprints
 
 
 def test_a_small_share_is_read_through_the_index_a_large_one_by_scanning(

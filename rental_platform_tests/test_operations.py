@@ -12,7 +12,6 @@ import pytest
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.assets.layer import is_transient
-from rental_platform.automation import lookback_window
 from rental_platform.definitions import build_definitions
 from rental_platform.runs import RangeRunError
 from rental_platform.settings import Settings
@@ -82,26 +81,34 @@ def test_every_spark_multi_asset_backfills_in_one_run() -> None:
             assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
 
 
-@pytest.mark.parametrize(
-    ("today", "first_day", "expected"),
-    [
-        (date(2025, 3, 10), date(2025, 1, 1), (date(2025, 3, 6), date(2025, 3, 9))),
-        (date(2025, 1, 3), date(2025, 1, 1), (date(2025, 1, 1), date(2025, 1, 2))),
-    ],
-)
-def test_lookback_window(today: date, first_day: date, expected) -> None:
-    assert lookback_window(today, 3, first_day) == expected
-
-
-def test_the_nightly_schedule_asks_for_yesterday_and_the_lookback() -> None:
-    schedule = DEFS.resolve_schedule_def("nightly_days")
+def test_the_nightly_schedule_runs_the_cycle_for_yesterday() -> None:
+    schedule = DEFS.resolve_schedule_def("nightly")
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2025, 3, 10, 2, tzinfo=UTC)
     )
     (request,) = schedule.evaluate_tick(context).run_requests
-    assert request.tags["dagster/asset_partition_range_start"] == "2025-03-06"
-    assert request.tags["dagster/asset_partition_range_end"] == "2025-03-09"
+    assert request.tags == {
+        "dagster/schedule_name": "nightly",
+        "rental/mode": "nightly",
+        "rental/as_of": "2025-03-09",
+        # RENTAL_MUTABLE_DAYS (120) back, but not before the first day
+        "rental/compare_from": "2024-11-09",
+        "rental/extract_from": "2025-03-09",
+    }
+    assert schedule.job_name == "snapshots"
     assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_the_weekly_audit_compares_every_day() -> None:
+    schedule = DEFS.resolve_schedule_def("weekly_audit")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2025, 3, 9, 4, tzinfo=UTC)
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.tags["rental/mode"] == "audit"
+    assert request.tags["rental/compare_from"] == "2024-01-01"
+    assert request.tags["rental/as_of"] == "2025-03-08"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
@@ -140,7 +147,7 @@ def too_dirty(platform: Platform) -> Platform:
         [(1, 1, "confirmed"), (2, 2, "confirmed"), (3, None, "confirmed"), (4, 3, "refunded")],
     )
     with pytest.raises(RangeRunError) as error:
-        platform.run(date(2025, 1, 6), date(2025, 1, 12))
+        platform.run(date(2025, 1, 1), date(2025, 1, 12))
     platform.error = str(error.value)
     return platform
 
@@ -159,8 +166,15 @@ def test_a_failing_blocking_check_stops_the_run(too_dirty: Platform) -> None:
 
 
 def test_nothing_downstream_of_a_failed_check_is_materialised(too_dirty: Platform) -> None:
-    for table in tables.tables_of(tables.Layer.PRESENTATION):
+    """Nor is the table itself: its new version was written, but not committed."""
+    for table in (
+        tables.CURATED_BOOKINGS,
+        tables.QUARANTINE_BOOKINGS,
+        *tables.tables_of(tables.Layer.PRESENTATION),
+    ):
         assert too_dirty.instance.get_latest_materialization_event(asset_key(table)) is None
+    assert too_dirty.lake(tables.CURATED_BOOKINGS) == []
+    assert "were not committed" in too_dirty.error
     assert too_dirty.warehouse(
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'presentation'"
     ) == [(0,)]
@@ -168,7 +182,7 @@ def test_nothing_downstream_of_a_failed_check_is_materialised(too_dirty: Platfor
 
 def test_the_same_rows_pass_under_a_looser_limit(too_dirty: Platform) -> None:
     too_dirty.settings = dataclasses.replace(too_dirty.settings, max_quarantine_share=0.5)
-    too_dirty.run(date(2025, 1, 6), date(2025, 1, 12))
+    too_dirty.run(date(2025, 1, 1), date(2025, 1, 12))
     assert too_dirty.warehouse("SELECT SUM(booking_count) FROM presentation.bookings_per_user") == [
         (2,)
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 
 import dagster as dg
 
@@ -39,6 +40,7 @@ def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
         tuple(t.id for t in SNAPSHOTS),
         platform.settings.lake_root,
         source=SourceConnection(mysql.jdbc_url, mysql.user),
+        as_of=date(2025, 2, 28),
     )
     messages: list[dict] = []
 

@@ -25,16 +25,12 @@ def check_specs(tables: tuple[Table, ...]) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def is_blocking(result: CheckResult) -> bool:
-    return next(s.blocking for s in checks_for(TABLES[result.table]) if s.name == result.name)
-
-
 def to_check_result(result: CheckResult) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         asset_key=asset_key(TABLES[result.table]),
         check_name=result.name,
         passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR if is_blocking(result) else dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR if result.blocking else dg.AssetCheckSeverity.WARN,
         description=result.description,
         metadata=result.metadata,
     )

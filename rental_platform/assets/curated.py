@@ -1,4 +1,5 @@
-"""Curated: the rules of kpis.md applied to raw; every rejected row kept in quarantine."""
+"""Curated: the rules of kpis.md applied to raw; every rejected row kept in quarantine; the
+listing history that every period reads its listings from."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from rental_platform.partitions import PlatformPartitions
 from rental_platform.tables import Table
 
 KINDS = frozenset({"spark", "parquet"})
+SNAPSHOT = (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
 
-# The raw tables each curated (and quarantine) table is made from.
+# The tables each curated (and quarantine) table is made from.
 SOURCES: dict[str, tuple[Table, ...]] = {
-    "listings": (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES),
-    # Bookings of listings that are not curated listings are rejected: listings is an input.
-    "bookings": (tables.RAW_BOOKINGS, tables.CURATED_LISTINGS),
+    "listings": SNAPSHOT,
+    "listings_history": SNAPSHOT,
+    # A booking of a listing with no version valid on its day is rejected: the history is an
+    # input.
+    "bookings": (tables.RAW_BOOKINGS, tables.CURATED_LISTINGS_HISTORY),
     "user_viewing": (tables.RAW_USER_VIEWING,),
 }
 
@@ -27,9 +31,10 @@ def build_curated_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefini
                 "curated_listings",
                 "curate_listings",
                 KINDS,
-                "Listings (apartments with their attributes) and their quarantine.",
+                "Listings (apartments with their attributes), their quarantine, and the listing "
+                "history the snapshot is applied to.",
             ),
-            (tables.CURATED_LISTINGS, tables.QUARANTINE_LISTINGS),
+            (tables.CURATED_LISTINGS, tables.QUARANTINE_LISTINGS, tables.CURATED_LISTINGS_HISTORY),
             None,
             SOURCES,
         ),
@@ -39,6 +44,7 @@ def build_curated_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefini
                 "curate_daily",
                 KINDS,
                 "Each day's bookings and page views by the curated rules, and their quarantines.",
+                first_day=partitions.first_day,
             ),
             (
                 tables.CURATED_BOOKINGS,

@@ -13,7 +13,8 @@ from datetime import date
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from rental_platform.assets.checks import asset_key, check_specs, is_blocking, to_check_result
+from rental_platform.assets.checks import asset_key, check_specs, to_check_result
+from rental_platform.cycle import as_of_day
 from rental_platform.resources.spark import SparkRunner
 from rental_platform.spark import layout
 from rental_platform.spark.steps import StepReport, StepRequest
@@ -55,6 +56,10 @@ class LayerStep:
     reads_source: bool = False
     publishes: bool = False
     automation: dg.AutomationCondition | None = None
+    # Stamps what it writes with the run's as-of day (the listings snapshot).
+    stamped: bool = False
+    # The first day of the daily partitions: no day before it exists.
+    first_day: date | None = None
 
 
 def table_schema(table: Table) -> dg.TableSchema:
@@ -68,9 +73,11 @@ def spark_multi_asset(
     tables: tuple[Table, ...],
     partitions_def: dg.PartitionsDefinition | None,
     inputs: Mapping[str, tuple[Table | dg.AssetDep, ...]] | None = None,
+    can_subset: bool = True,
 ) -> dg.AssetsDefinition:
     """`inputs` names, per table name, the tables it is computed from (its upstream assets),
-    as an `AssetDep` where it reads other partitions than its own window's."""
+    as an `AssetDep` where it reads other partitions than its own window's. `can_subset`: a
+    run may materialise some of the tables only."""
     specs = [
         dg.AssetSpec(
             asset_key(table),
@@ -100,7 +107,7 @@ def spark_multi_asset(
         check_specs=check_specs(tables),
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
-        can_subset=True,
+        can_subset=can_subset,
         required_resource_keys=resource_keys,
         # Publishing runs take turns per warehouse: dagster.yaml limits the pool to one slot.
         pool=WAREHOUSE_POOL if layer_step.publishes else None,
@@ -134,24 +141,47 @@ def _run(
         window_end=window[1] if window else None,
         source=resources.source.connection() if layer_step.reads_source else None,
         limits=resources.limits.limits(),
+        as_of=as_of_day(context.run.tags) if layer_step.stamped else None,
+        first_day=layer_step.first_day,
+        writer=f"run {context.run.run_id} ({layer_step.name})",
     )
     context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
-    report = _run_with_retries(context, resources.spark, request)
+    report = run_with_retries(context, resources.spark, request)
 
-    # A table with a failing blocking check is not published; its result stops the run.
-    failed = {c.table for c in report.checks if not c.passed and is_blocking(c)}
     for table in selected:
+        if table.id in report.rejected:
+            continue
         metadata = _metadata(table, report, window)
-        if layer_step.publishes and window and table.id not in failed:
-            metadata |= _publish(context, table, window)
+        if layer_step.publishes and window and report.committed is not None:
+            metadata |= _publish(context, table, window, report.committed)
         yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
     for check in report.checks:
         result = to_check_result(check)
         if dg.AssetCheckKey(result.asset_key, check.name) in context.selected_asset_check_keys:
             yield result
+    if report.rejected:
+        raise dg.Failure(
+            description=_rejection(report),
+            metadata={"rejected_versions": dg.MetadataValue.json(report.rejected)},
+        )
 
 
-def _run_with_retries(
+def _rejection(report: StepReport) -> str:
+    """Which blocking checks failed, and that nothing of those tables was committed."""
+    failed = [
+        f"{check.table}: {check.name} ({check.description})"
+        for check in report.checks
+        if not check.passed and check.blocking
+    ]
+    return (
+        "blocking checks failed, so these tables were not committed (the lake and the "
+        f"warehouse keep their previous versions): {', '.join(report.rejected)}. "
+        + "; ".join(failed)
+        + ". The rejected versions are listed in this failure's metadata."
+    )
+
+
+def run_with_retries(
     context: AssetExecutionContext, runner: SparkRunner, request: StepRequest
 ) -> StepReport:
     """Run the step; a transient failure (the source connection dropped, a Spark executor
@@ -182,6 +212,8 @@ def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None
         "spark_step_seconds": report.duration_seconds,
         **table_report.metadata,
     }
+    if report.committed is not None:
+        metadata["lake_commit"] = report.committed
     if "preview" in metadata:
         metadata["preview"] = dg.MetadataValue.md(metadata["preview"])
     if window:
@@ -190,11 +222,13 @@ def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None
     return metadata
 
 
-def _publish(context: AssetExecutionContext, table: Table, window: tuple[date, date]) -> dict:
-    """Replace the window's rows in the warehouse with what the step wrote to the lake."""
+def _publish(
+    context: AssetExecutionContext, table: Table, window: tuple[date, date], commit: int
+) -> dict:
+    """Replace the window's rows in the warehouse with what the step committed to the lake."""
     starts = layout.periods(table.grain, *window)
     lake, warehouse = context.resources.lake, context.resources.warehouse
-    files = lake.parquet_files(table, starts)
+    files = lake.parquet_files(table, starts, commit)
     in_place = lake.on_s3 and warehouse.copies_from_s3
     with nullcontext(files) if in_place else lake.local_copies(files) as readable:
         publication = warehouse.publish(table, window[0], window[1], readable, context.run.run_id)

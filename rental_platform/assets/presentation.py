@@ -7,49 +7,11 @@ import dagster as dg
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.assets.layer import LayerStep, spark_multi_asset
-from rental_platform.automation import KPI_AUTOMATION
+from rental_platform.assets.reads import INPUTS, LISTINGS
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.tables import Grain, Layer, Table
 
 KINDS = frozenset({"spark", "parquet", "duckdb"})
-
-LISTINGS, BOOKINGS, VIEWS = (
-    tables.CURATED_LISTINGS,
-    tables.CURATED_BOOKINGS,
-    tables.CURATED_USER_VIEWING,
-)
-# Which upstream days a KPI partition reads. Offsets count downstream periods back; the first
-# week or month may reach before the first day, which simply has no partitions.
-# A week or month reads its own days.
-OWN_DAYS = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
-# repeat_customer_rate: the 30 days ending on the week's Sunday start 23 days before its
-# Monday; four weeks back covers them (and five days more, which only over-marks staleness).
-REPEAT_WINDOW = dg.TimeWindowPartitionMapping(
-    start_offset=-4, allow_nonexistent_upstream_partitions=True
-)
-# occupancy_rate: bookings are made ahead, so a month reads every booking day up to its end.
-# Staleness is tracked for bookings made up to two years ahead of the stay.
-BOOKED_AHEAD = dg.TimeWindowPartitionMapping(
-    start_offset=-24, allow_nonexistent_upstream_partitions=True
-)
-
-
-def _days(table: Table, mapping: dg.TimeWindowPartitionMapping = OWN_DAYS) -> dg.AssetDep:
-    return dg.AssetDep(asset_key(table), partition_mapping=mapping)
-
-
-# The curated inputs of each KPI.
-INPUTS: dict[str, tuple[Table | dg.AssetDep, ...]] = {
-    "avg_listing_price": (LISTINGS,),
-    "popular_locations": (_days(BOOKINGS), LISTINGS),
-    "top_listings": (_days(BOOKINGS), LISTINGS),
-    "bookings_per_user": (_days(BOOKINGS),),
-    "avg_booking_duration": (_days(BOOKINGS),),
-    "repeat_customer_rate": (_days(BOOKINGS, REPEAT_WINDOW),),
-    "engagement_funnel": (_days(VIEWS), _days(BOOKINGS)),
-    "occupancy_rate": (LISTINGS, _days(BOOKINGS, BOOKED_AHEAD)),
-}
-
 
 # Dagster gives a multi-asset one partition mapping per upstream asset, so the KPI whose
 # bookings window reaches back four weeks has a multi-asset of its own; it runs the same
@@ -69,6 +31,26 @@ KPI_GROUPS: tuple[tuple[str, Grain, tuple[Table, ...]], ...] = (
 )
 
 
+# A KPI partition is recomputed when a day it reads was re-materialised, of any age (not only
+# in the latest week or month), or when it appears; once all those days are there, none is
+# being written, and every blocking check upstream passed. A new listings snapshot is not a
+# trigger by itself: what it changes for a period reaches it through the days the nightly run
+# re-curates for it (the day it is stamped with, the days of the bookings it re-judges, the
+# creation day of a listing learnt late).
+KPI_AUTOMATION = (
+    (
+        dg.AutomationCondition.newly_missing()
+        | dg.AutomationCondition.any_deps_updated().ignore(
+            dg.AssetSelection.assets(asset_key(LISTINGS))
+        )
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("a day it reads changed")
+
+
 def build_presentation_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition]:
     return [
         spark_multi_asset(
@@ -79,10 +61,13 @@ def build_presentation_assets(partitions: PlatformPartitions) -> list[dg.AssetsD
                 f"{grain.capitalize()} KPI tables, computed in Spark, published to the warehouse.",
                 publishes=True,
                 automation=KPI_AUTOMATION,
+                first_day=partitions.first_day,
             ),
             kpi_tables,
             partitions.of(grain),
             INPUTS,
+            # A KPI step computes all its tables at once: the automation runs them together.
+            can_subset=False,
         )
         for name, grain, kpi_tables in KPI_GROUPS
     ]

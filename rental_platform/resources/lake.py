@@ -1,8 +1,9 @@
-"""The Parquet lake as the Dagster side sees it: a root, and where a table's files are.
+"""The Parquet lake as the Dagster side sees it: a root, and which files its commits name.
 
-Spark reads and writes the lake itself; the Dagster side only lists a KPI table's files to
-publish them: a local lake in place, an S3 lake (through dagster-aws's S3Resource) by copying
-the files here, unless the warehouse loads them from S3 itself (Redshift's COPY).
+Spark reads and writes the lake itself; the Dagster side only reads the commit log
+(`spark/manifest.py`, pure Python) to publish a KPI window's committed files: a local lake in
+place, an S3 lake (through dagster-aws's S3Resource) by copying the files here, unless the
+warehouse loads them from S3 itself (Redshift's COPY).
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 
-from rental_platform.spark import layout
+from rental_platform.spark.manifest import CommitLog, LakeStore, LocalStore
 from rental_platform.tables import Table
 
 
@@ -29,8 +29,17 @@ class Lake(dg.ConfigurableResource, ABC):
         return self.root.startswith("s3://")
 
     @abstractmethod
-    def parquet_files(self, table: Table, periods: list[date]) -> list[str]:
-        """The Parquet files of the given partitions: paths, or s3:// URIs."""
+    def store(self) -> LakeStore:
+        """Where the lake's objects are."""
+
+    def parquet_files(
+        self, table: Table, periods: list[date], commit: int | None = None
+    ) -> list[str]:
+        """The committed Parquet files of the given partitions, as of `commit` (the newest if
+        None): paths, or s3:// URIs."""
+        log = CommitLog(self.store())
+        state = log.head() if commit is None else log.at(commit)
+        return state.files(table.id, [period.isoformat() for period in periods])
 
     @contextmanager
     def local_copies(self, files: list[str]) -> Iterator[list[str]]:
@@ -41,12 +50,8 @@ class Lake(dg.ConfigurableResource, ABC):
 class LocalLake(Lake):
     """A lake in a local folder."""
 
-    def parquet_files(self, table: Table, periods: list[date]) -> list[str]:
-        files: list[str] = []
-        for period in periods:
-            folder = Path(layout.period_path(self.root, table, period))
-            files += sorted(str(p) for p in folder.glob("*.parquet"))
-        return files
+    def store(self) -> LakeStore:
+        return LocalStore(self.root)
 
 
 def lake_for(root: str) -> Lake:

@@ -1,18 +1,16 @@
-"""A lake under `s3://bucket/prefix`, listed and copied here through dagster-aws's S3Resource."""
+"""A lake under `s3://bucket/prefix`, read and copied here through dagster-aws's S3Resource."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 
 from dagster_aws.s3 import S3Resource
 
 from rental_platform.resources.lake import Lake
 from rental_platform.settings import parse_s3_location
-from rental_platform.spark import layout
-from rental_platform.tables import Table
+from rental_platform.spark.manifest import LakeStore, S3Store
 
 
 class S3Lake(Lake):
@@ -20,24 +18,8 @@ class S3Lake(Lake):
 
     s3: S3Resource
 
-    def parquet_files(self, table: Table, periods: list[date]) -> list[str]:
-        client = self.s3.get_client()
-        files: list[str] = []
-        for period in periods:
-            folder = parse_s3_location(
-                "RENTAL_LAKE_ROOT", layout.period_path(self.root, table, period)
-            )
-            pages = client.get_paginator("list_objects_v2").paginate(
-                Bucket=folder.bucket, Prefix=folder.prefix + "/"
-            )
-            files += sorted(
-                f"s3://{folder.bucket}/{item['Key']}"
-                for page in pages
-                for item in page.get("Contents", [])
-                if item["Key"].endswith(".parquet")
-                and "/" not in item["Key"][len(folder.prefix) + 1 :]
-            )
-        return files
+    def store(self) -> LakeStore:
+        return S3Store(self.root, client=self.s3.get_client())
 
     @contextmanager
     def local_copies(self, files: list[str]) -> Iterator[list[str]]:

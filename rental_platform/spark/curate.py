@@ -9,24 +9,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Observation, Window
+from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
 from rental_platform import tables
+from rental_platform.spark.quality import valid_on
 from rental_platform.tables import EXTRACTED_AT, REJECT_REASON, Table
 
 VALID_STATUSES = ("confirmed", "cancelled", "pending")
+# Exactly three ASCII capitals: `\z`, not `$`, which would also match before a final newline.
+THREE_LETTERS = r"^[A-Z]{3}\z"
 
 
-def _blank(column: str) -> Column:
-    return F.col(column).isNull() | (F.trim(F.col(column)) == "")
+def currency_invalid(column: str = "currency") -> Column:
+    """A currency that is not a three-letter code after upper/trim (null, blank, EURO, U$D).
+    Spark's trim, like the spec's, removes spaces only."""
+    return F.coalesce(~F.upper(F.trim(F.col(column))).rlike(THREE_LETTERS), F.lit(True))
 
 
 def listing_rules() -> list[tuple[str, Column]]:
     return [
         ("id_null", F.col("id").isNull()),
         ("price_null_or_not_positive", F.col("price").isNull() | (F.col("price") <= 0)),
-        ("currency_missing", _blank("currency")),
+        ("currency_invalid", currency_invalid()),
         ("listing_created_on_null", F.col("listing_created_on").isNull()),
     ]
 
@@ -39,10 +44,13 @@ def booking_rules() -> list[tuple[str, Column]]:
         ("booking_date_null", F.col("booking_date").isNull()),
         ("stay_dates_null", F.col("checkin_date").isNull() | F.col("checkout_date").isNull()),
         ("checkout_not_after_checkin", F.col("checkout_date") <= F.col("checkin_date")),
+        # A stay cannot start before it was booked.
+        ("checkin_before_booking", F.col("checkin_date") < F.to_date(F.col("booking_date"))),
         (
             "total_price_null_or_negative",
             F.col("total_price").isNull() | (F.col("total_price") < 0),
         ),
+        ("currency_invalid", currency_invalid()),
         # A null status is not one of the valid ones (isin alone would say null, i.e. passed).
         (
             "invalid_status",
@@ -50,6 +58,7 @@ def booking_rules() -> list[tuple[str, Column]]:
                 ~F.lower(F.trim(F.col("booking_status"))).isin(*VALID_STATUSES), F.lit(True)
             ),
         ),
+        # No version of the listing is valid on the booking's day.
         ("unknown_apartment", ~F.col("_listing_exists")),
     ]
 
@@ -71,9 +80,9 @@ class Curated:
     """The outcome of curating one input: the rows kept and the rows rejected.
 
     Some raw rows are neither kept nor rejected but merged into a kept row (exact duplicate
-    views, superseded extractions of a booking); they are counted so that nothing goes
-    unaccounted. The count is observed while `curated` is computed, not by computing the rules
-    a second time: it is known once an action (a write, a count) has run on `curated`.
+    views); they are counted so that nothing goes unaccounted. The count is observed while
+    `curated` is computed, not by computing the rules a second time: it is known once an
+    action (a write, a count) has run on `curated`.
     """
 
     curated: DataFrame
@@ -127,23 +136,19 @@ def curate_listings(apartments: DataFrame, attributes: DataFrame) -> Curated:
     return Curated(curated, rejected)
 
 
-def curate_bookings(bookings: DataFrame, listing_ids: DataFrame) -> Curated:
-    """Latest extraction of each booking_id, then the rules, then normalisation.
+def curate_bookings(bookings: DataFrame, history: DataFrame) -> Curated:
+    """The rules, then normalisation. A booking of a listing with no version in `history`
+    (curated.listings_history) valid on its day is rejected as `unknown_apartment`.
 
-    `listing_ids` is the `id` column of curated listings: a booking of any other listing is
-    rejected as `unknown_apartment`.
+    The source's key makes each booking_id one row, and the extraction keeps each in the day
+    of its current booking_date only, so there is nothing to de-duplicate here.
     """
-    latest_first = Window.partitionBy("booking_id").orderBy(F.col(EXTRACTED_AT.name).desc())
-    ranked, merged = _observe_merged(
-        bookings.withColumn("_version", F.row_number().over(latest_first)),
-        F.when(F.col("_version") > 1, 1).otherwise(0),
+    versions = F.broadcast(history.select("id", "valid_from", "valid_to"))
+    # Versions of a listing do not overlap (a checked invariant): at most one matches a day.
+    matched = bookings.join(versions, valid_on(bookings, versions), "left")
+    with_listing = matched.withColumn("_listing_exists", versions["id"].isNotNull()).drop(
+        versions["id"], versions["valid_from"], versions["valid_to"]
     )
-    latest = ranked.where(F.col("_version") == 1).drop("_version")
-
-    known = F.broadcast(listing_ids.select(F.col("id").alias("_listing_id")).distinct())
-    with_listing = latest.join(
-        known, latest["apartment_id"] == known["_listing_id"], "left"
-    ).withColumn("_listing_exists", F.col("_listing_id").isNotNull())
     kept, rejected = _split(with_listing, booking_rules(), tables.QUARANTINE_BOOKINGS)
     curated = (
         kept.withColumn("booking_status", F.lower(F.trim(F.col("booking_status"))))
@@ -151,15 +156,15 @@ def curate_bookings(bookings: DataFrame, listing_ids: DataFrame) -> Curated:
         .withColumn("nights", F.datediff(F.col("checkout_date"), F.col("checkin_date")))
         .select(*tables.CURATED_BOOKINGS.column_names)
     )
-    return Curated(curated, rejected, merged)
+    return Curated(curated, rejected)
 
 
 def curate_user_viewing(views: DataFrame, day_partitions: int | None = None) -> Curated:
     """Valid views with `is_wishlisted` null read as false; exact duplicates collapse to one.
 
     Duplicates are judged after that normalisation: a null and a false wishlist flag say the
-    same thing, and the curated key (all five columns) must be unique. The first extraction of
-    a view is kept: a hash aggregation, where a window would sort millions of rows.
+    same thing, and no two curated views may be equal. The first extraction of a view is kept:
+    a hash aggregation, where a window would sort millions of rows.
 
     With `day_partitions`, the views are first gathered by the day of `viewed_at` into that
     many Spark partitions, and de-duplicated within them (copies of a view share its day): the
@@ -168,7 +173,7 @@ def curate_user_viewing(views: DataFrame, day_partitions: int | None = None) -> 
     """
     kept, rejected = _split(views, viewing_rules(), tables.QUARANTINE_USER_VIEWING)
     normalised = kept.withColumn("is_wishlisted", F.coalesce(F.col("is_wishlisted"), F.lit(False)))
-    grouping = list(tables.CURATED_USER_VIEWING.key)
+    grouping = list(tables.CURATED_USER_VIEWING.distinct)
     if day_partitions:
         normalised = normalised.withColumn(_DAY, F.to_date("viewed_at")).repartition(
             day_partitions, _DAY

@@ -7,13 +7,21 @@ do), fetching them through the index reads its pages at random, which costs far 
 reading them all in order; where it keeps them in date order, a scan costs little more.
 Rows whose partition column is null are read separately: they belong to no day, but must not
 be lost.
+
+The source has no change timestamps, so what changed is found by fingerprints: per day, the
+rows and the sum of a CRC32 of each row's values (a sum, not a XOR, so that two equal rows do
+not cancel out, nor a change made to both of them). A fingerprint is read before the rows it
+describes, and recorded with them: a row changed after the fingerprint was read makes the next
+comparison differ, never the reverse, so no change is missed for having raced the extraction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import pairwise
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -54,6 +62,51 @@ def source_columns(table: Table) -> list[str]:
     return [c.name for c in table.columns if c.name != EXTRACTED_AT.name]
 
 
+@dataclass(frozen=True)
+class Fingerprint:
+    """A day's rows in the source: how many, and the sum of their CRC32s."""
+
+    rows: int
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": self.rows, "digest": self.digest}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Fingerprint | None:
+        return cls(data["rows"], data["digest"]) if data else None
+
+
+NO_ROWS = Fingerprint(0, "0")
+
+
+def row_digest_sql(table: Table) -> str:
+    """A CRC32 of a row's values. CONCAT_WS skips nulls, so a bitmask of which columns are null
+    goes first: (NULL, 'a') and ('a', NULL) must differ."""
+    columns = source_columns(table)
+    nulls = " + ".join(f"(`{c}` IS NULL) * {1 << i}" for i, c in enumerate(columns))
+    values = ", ".join(f"`{c}`" for c in columns)
+    return f"CRC32(CONCAT_WS('|', {nulls}, {values}))"
+
+
+def day_ranges_sql(column: str, days: Iterable[date]) -> str:
+    """A predicate on `column` for a set of days, as few ranges as the days allow (each
+    served by the date index)."""
+    ranges: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if ranges and ranges[-1][1] == day:
+            ranges[-1] = (ranges[-1][0], day + timedelta(days=1))
+        else:
+            ranges.append((day, day + timedelta(days=1)))
+    return (
+        " OR ".join(
+            f"(`{column}` >= '{a.isoformat()}' AND `{column}` < '{b.isoformat()}')"
+            for a, b in ranges
+        )
+        or "FALSE"
+    )
+
+
 def day_ranges(start: date, end: date, parts: int) -> list[tuple[date, date]]:
     """[start, end) cut into at most `parts` contiguous ranges of whole days."""
     days = (end - start).days
@@ -91,16 +144,39 @@ class SourceReader:
     def count_snapshot(self, table: Table) -> int:
         return self._sql(f"SELECT COUNT(*) AS n FROM `{table.name}`").collect()[0]["n"]
 
-    def count_by_day(self, table: Table, start: date, end: date) -> dict[date | None, int]:
-        """Rows per day of [start, end), and rows with no day (under None): one query, which
-        counts them in the date index."""
+    def fingerprints(self, table: Table, start: date, end: date) -> dict[date | None, Fingerprint]:
+        """The fingerprint of every day of [start, end) that has rows, and of the rows with no
+        day (under None): one grouped query through the date index."""
         column = table.partition_column
         rows = self._sql(
-            f"SELECT DATE(`{column}`) AS day, COUNT(*) AS n FROM `{table.name}` "
+            f"SELECT DATE(`{column}`) AS day, COUNT(*) AS n, "
+            f"CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest FROM `{table.name}` "
             f"WHERE (`{column}` >= '{start.isoformat()}' AND `{column}` < '{end.isoformat()}') "
             f"OR `{column}` IS NULL GROUP BY DATE(`{column}`)"
         ).collect()
-        return {row["day"]: row["n"] for row in rows}
+        return {row["day"]: Fingerprint(row["n"], row["digest"]) for row in rows}
+
+    def keys_by_day(self, table: Table, key: str, days: Iterable[date], undated: bool) -> DataFrame:
+        """(key, day) of the rows of the given days, and of the rows with no day if `undated`
+        (day null): what the source holds there now, to compare with the lake's."""
+        column = table.partition_column
+        where = day_ranges_sql(column, days) + (f" OR `{column}` IS NULL" if undated else "")
+        return self._sql(
+            f"SELECT `{key}` AS `key`, DATE(`{column}`) AS day FROM `{table.name}` WHERE {where}"
+        )
+
+    def days_of(self, table: Table, key: str, keys: list[int]) -> dict[int, date | None]:
+        """The current day of each key that the source still has (by its primary key). The
+        keys are integers read back from the lake's typed files, never text."""
+        if not keys:
+            return {}
+        column = table.partition_column
+        listed = ", ".join(str(int(k)) for k in keys)
+        rows = self._sql(
+            f"SELECT `{key}` AS `key`, DATE(`{column}`) AS day FROM `{table.name}` "
+            f"WHERE `{key}` IN ({listed})"
+        ).collect()
+        return {row["key"]: row["day"] for row in rows}
 
     def table_rows(self, table: Table) -> int:
         """The source's estimate of the table's rows, from its statistics: nothing is scanned."""

@@ -3,16 +3,18 @@
 Each function takes the curated inputs and the window's period starts (Mondays or first days
 of months) and returns the rows of those periods. Inputs may hold more days than the window
 (the repeat-customer window reaches 23 days before the week's Monday); every function keeps
-only what its definition asks for.
+only what its definition asks for. Listings come from the listing history: a period sees each
+listing as it was on the period's last day (`period_versions`).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from rental_platform.spark.history import versions_on
 from rental_platform.spark.layout import next_period
 from rental_platform.tables import Grain
 
@@ -41,16 +43,49 @@ def _periods_frame(spark: SparkSession, name: str, starts: list[date]) -> DataFr
     return spark.range(1).select(F.explode(dates).alias(name))
 
 
-def avg_listing_price(listings: DataFrame, weeks: list[date]) -> DataFrame:
-    return (
-        listings.where(F.col("is_active"))
-        .withColumn("week_start", week_of("listing_created_on"))
-        .where(_in(F.col("week_start"), weeks, Grain.WEEKLY))
+def period_versions(history: DataFrame, starts: list[date], grain: Grain, name: str) -> DataFrame:
+    """Per period (column `name`, its start), the listing versions valid on its last day."""
+    ends = F.array(
+        *(
+            F.struct(
+                F.lit(start).alias(name),
+                F.lit(next_period(grain, start) - timedelta(days=1)).alias("_last_day"),
+            )
+            for start in starts
+        )
+    )
+    periods = history.sparkSession.range(1).select(F.explode(ends).alias("_p")).select("_p.*")
+    return versions_on(history, periods, "_last_day")
+
+
+def has_city() -> Column:
+    """A listing has a city only when both its state and city name are non-empty."""
+    return (F.trim(F.col("state")) != "") & (F.trim(F.col("cityname")) != "")
+
+
+def avg_listing_price(week_versions: DataFrame) -> DataFrame:
+    """Mean price of the active listings created in each week, as they were on its Sunday.
+
+    The mean is exact: in whole cents, (2 * sum + n) div (2 * n) rounds the exact quotient
+    half away from zero (prices are positive), with no binary fraction on the way."""
+    cents = (
+        week_versions.where(
+            F.col("is_active") & (week_of("listing_created_on") == F.col("week_start"))
+        )
         .groupBy("week_start", "currency")
         .agg(
-            F.round(F.avg("price"), 2).cast("decimal(12,2)").alias("avg_price"),
+            (F.sum("price") * 100).cast("long").alias("_cents"),
             F.count(F.lit(1)).alias("listing_count"),
         )
+        .withColumn("_rounded", F.expr("(2 * _cents + listing_count) div (2 * listing_count)"))
+    )
+    return cents.select(
+        "week_start",
+        "currency",
+        (F.col("_rounded").cast("decimal(20,0)") / F.lit(100))
+        .cast("decimal(12,2)")
+        .alias("avg_price"),
+        "listing_count",
     )
 
 
@@ -63,12 +98,12 @@ def weekly_confirmed(bookings: DataFrame, weeks: list[date]) -> DataFrame:
     )
 
 
-def popular_locations(week_bookings: DataFrame, listings: DataFrame) -> DataFrame:
-    cities = listings.where(F.col("state").isNotNull() & F.col("cityname").isNotNull()).select(
-        F.col("id").alias("apartment_id"), "state", "cityname"
+def popular_locations(week_bookings: DataFrame, week_versions: DataFrame) -> DataFrame:
+    cities = week_versions.where(has_city()).select(
+        "week_start", F.col("id").alias("apartment_id"), "state", "cityname"
     )
     counts = (
-        week_bookings.join(F.broadcast(cities), "apartment_id")
+        week_bookings.join(F.broadcast(cities), ["week_start", "apartment_id"])
         .groupBy("week_start", "state", "cityname")
         .agg(F.count(F.lit(1)).alias("booking_count"))
     )
@@ -76,17 +111,19 @@ def popular_locations(week_bookings: DataFrame, listings: DataFrame) -> DataFram
     return counts.withColumn("rank", F.rank().over(by_count))
 
 
-def top_listings(week_bookings: DataFrame, listings: DataFrame, top: int = 10) -> DataFrame:
+def top_listings(week_bookings: DataFrame, week_versions: DataFrame, top: int = 10) -> DataFrame:
     revenue = week_bookings.groupBy("week_start", "currency", "apartment_id").agg(
         F.sum("total_price").cast("decimal(12,2)").alias("revenue"),
         F.count(F.lit(1)).alias("booking_count"),
     )
     by_revenue = Window.partitionBy("week_start", "currency").orderBy(F.col("revenue").desc())
-    details = listings.select(F.col("id").alias("apartment_id"), "title", "state", "cityname")
+    details = week_versions.select(
+        "week_start", F.col("id").alias("apartment_id"), "title", "state", "cityname"
+    )
     return (
         revenue.withColumn("rank", F.rank().over(by_revenue))
         .where(F.col("rank") <= top)
-        .join(F.broadcast(details), "apartment_id", "left")
+        .join(F.broadcast(details), ["week_start", "apartment_id"], "left")
     )
 
 
@@ -193,56 +230,59 @@ def engagement_funnel(views: DataFrame, week_bookings: DataFrame, weeks: list[da
     )
 
 
-def occupancy_rate(
-    spark: SparkSession, listings: DataFrame, bookings: DataFrame, months: list[date]
-) -> DataFrame:
+def occupancy_rate(history: DataFrame, bookings: DataFrame, months: list[date]) -> DataFrame:
     """A row for every month: nights active listings could be booked, and nights booked.
 
-    A listing is available from the date of its creation; a night counts as booked once
-    however many confirmed bookings cover it.
+    A month sees each listing as it was on its last day. A listing is available from the date
+    of its creation; a night counts as booked once however many confirmed bookings cover it.
     """
     first, end = F.lit(months[0]), F.lit(next_period(Grain.MONTHLY, months[-1]))
-    active = listings.where(F.col("is_active")).select(
-        F.col("id").alias("apartment_id"), F.to_date("listing_created_on").alias("_created")
-    )
-    month_frame = _periods_frame(spark, "month_start", months).withColumn(
-        "_month_end", F.add_months(F.col("month_start"), 1)
+    active = (
+        period_versions(history, months, Grain.MONTHLY, "month_start")
+        .where(F.col("is_active"))
+        .select(
+            "month_start",
+            F.col("id").alias("apartment_id"),
+            F.to_date("listing_created_on").alias("_created"),
+        )
     )
     available = (
-        active.crossJoin(F.broadcast(month_frame))
-        .withColumn(
+        active.withColumn(
             "_nights",
             F.greatest(
                 F.lit(0),
                 F.datediff(
-                    F.col("_month_end"), F.greatest(F.col("month_start"), F.col("_created"))
+                    F.add_months(F.col("month_start"), 1),
+                    F.greatest(F.col("month_start"), F.col("_created")),
                 ),
             ),
         )
         .groupBy("month_start")
         .agg(F.sum("_nights").cast("bigint").alias("available_nights"))
     )
-    stays = (
+    nights = (
         confirmed(bookings)
-        .join(F.broadcast(active), "apartment_id")
         .select(
             "apartment_id",
-            F.greatest(F.col("checkin_date"), F.col("_created"), first).alias("_from"),
+            F.greatest(F.col("checkin_date"), first).alias("_from"),
             F.least(F.col("checkout_date"), end).alias("_until"),
         )
         .where(F.col("_from") < F.col("_until"))
-    )
-    booked = (
-        stays.select(
+        .select(
             "apartment_id",
             F.explode(F.sequence("_from", F.date_sub(F.col("_until"), 1))).alias("_night"),
         )
         .distinct()
-        .groupBy(F.trunc("_night", "month").alias("month_start"))
+        .withColumn("month_start", F.trunc("_night", "month"))
+    )
+    booked = (
+        nights.join(F.broadcast(active), ["month_start", "apartment_id"])
+        .where(F.col("_night") >= F.col("_created"))
+        .groupBy("month_start")
         .agg(F.count(F.lit(1)).alias("booked_nights"))
     )
     return (
-        month_frame.select("month_start")
+        _periods_frame(history.sparkSession, "month_start", months)
         .join(available, "month_start", "left")
         .join(booked, "month_start", "left")
         .fillna(0, ["available_nights", "booked_nights"])

@@ -1,45 +1,31 @@
-"""Where a table's partitions live in the lake, and which periods a window covers.
+"""How a table's partitions are named, and which periods a window covers.
 
-Pure Python (no Spark, no Dagster): the Spark steps write by it and the warehouse publisher
-reads by it, so both always agree on paths.
+Pure Python (no Spark, no Dagster), shared by the Spark steps and the Dagster side.
 
-Layout: `{root}/{layer}/{table}/{dt|week|month}=YYYY-MM-DD/` for partitioned tables,
-`{root}/{layer}/{table}/` for snapshots, and `{root}/{layer}/{table}_undated/` for the rows of a
-daily table whose partition column is null (they belong to no day; see kpis.md).
+Layout: each write is a version folder `{root}/{layer}/{table}/{version}/`, holding
+`{dt|week|month}=YYYY-MM-DD/` folders for a partitioned table, or the files of a snapshot (or of
+a daily table's rows whose day is null: they belong to no day, see kpis.md). Which version of
+each partition is current is the lake's commit log's to say (`manifest.py`), not the folders'.
 """
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
-from rental_platform.tables import Grain, Table
+from rental_platform.tables import Grain
 
 PERIOD_PREFIX = {Grain.DAILY: "dt", Grain.WEEKLY: "week", Grain.MONTHLY: "month"}
 
 
-def table_path(root: str, table: Table) -> str:
-    return f"{root.rstrip('/')}/{table.layer}/{table.name}"
-
-
-def undated_path(root: str, table: Table) -> str:
-    return f"{table_path(root, table)}_undated"
-
-
 def period_label(grain: Grain, period: date) -> str:
+    """The name of a partition's folder in a version folder (Hive style)."""
     return f"{PERIOD_PREFIX[grain]}={period.isoformat()}"
 
 
-def period_path(root: str, table: Table, period: date) -> str:
-    return f"{table_path(root, table)}/{period_label(table.grain, period)}"
-
-
-def parse_period_label(grain: Grain, label: str) -> date | None:
-    """The period of a partition folder name, or None for anything else (staging, trash)."""
-    prefix = PERIOD_PREFIX[grain] + "="
-    if not label.startswith(prefix):
-        return None
+def parse_period_key(key: str) -> date | None:
+    """The period of a partition key (YYYY-MM-DD), or None for `undated` and `all`."""
     try:
-        return date.fromisoformat(label.removeprefix(prefix))
+        return date.fromisoformat(key)
     except ValueError:
         return None
 

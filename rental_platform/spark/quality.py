@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -52,6 +52,14 @@ QUARANTINE_SHARE = CheckSpec(
     "Quarantined rows are at most RENTAL_MAX_QUARANTINE_SHARE of the raw rows; counts by reason.",
 )
 PRIMARY_KEY = CheckSpec("primary_key_unique", "The key columns are unique and never null.")
+DISTINCT_ROWS = CheckSpec(
+    "no_duplicate_rows",
+    "No two rows are equal (exact duplicates were collapsed; a null equals a null).",
+)
+VERSIONS = CheckSpec(
+    "versions_do_not_overlap",
+    "Each listing's versions are valid on disjoint ranges of days, at most one of them open.",
+)
 LISTINGS_EXIST = CheckSpec("listings_exist", "Every booking's listing is a curated listing.")
 VALUES = CheckSpec("values_in_range", "Prices and nights positive, rates in [0, 1], ranks >= 1.")
 
@@ -67,9 +75,11 @@ def checks_for(table: Table) -> list[CheckSpec]:
         if table.grain is Grain.DAILY:
             specs.append(FRESHNESS)
         return specs
-    if table.layer is Layer.CURATED:
+    if table.layer is Layer.CURATED and table is not tables.CURATED_LISTINGS_HISTORY:
         specs += [ACCOUNTED, QUARANTINE_SHARE]
-    specs.append(PRIMARY_KEY)
+    specs.append(PRIMARY_KEY if table.key else DISTINCT_ROWS)
+    if table is tables.CURATED_LISTINGS_HISTORY:
+        specs.append(VERSIONS)
     if table is tables.CURATED_BOOKINGS:
         specs.append(LISTINGS_EXIST)
     if any(column.valid for column in table.columns):
@@ -85,21 +95,29 @@ class CheckResult:
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def blocking(self) -> bool:
+        """Whether this check, failing, stops what is downstream (and the commit)."""
+        return next(
+            s.blocking for s in checks_for(tables.TABLES[self.table]) if s.name == self.name
+        )
+
 
 def row_checks(df: DataFrame, table: Table) -> tuple[int, list[CheckResult]]:
-    """The rows of a landed table, and its row-level checks: primary_key_unique and, where the
-    catalogue has value rules, values_in_range. One aggregation computes them all.
+    """The rows of a landed table, and its row-level checks: primary_key_unique (or, for a
+    table without a key, no_duplicate_rows) and, where the catalogue has value rules,
+    values_in_range. One aggregation computes them all.
 
     Rows are grouped by a 64-bit hash of their key, not by the key: a shuffle of one long per
     row instead of the key's columns (five, for views). Equal keys have equal hashes, so no
     shared hash means no duplicate; only if some hash is shared are the keys themselves
     grouped, to tell a duplicate from a collision and fetch examples."""
-    key = list(table.key)
+    key = list(table.key or table.distinct)
     rules = {c.name: c.valid for c in table.columns if c.valid}
     per_hash = (
         df.select(
             F.xxhash64(*key).alias("_hash"),
-            _null_key(key).alias("_null"),
+            (_null_key(key) if table.key else F.lit(False)).alias("_null"),
             *[
                 F.when(F.col(name).isNotNull() & ~F.expr(rule), 1).otherwise(0).alias(name)
                 for name, rule in rules.items()
@@ -127,9 +145,12 @@ def _null_key(key: list[str]) -> Column:
 
 
 def _key_result(table: Table, df: DataFrame, nulls: int, hash_shared: bool) -> CheckResult:
-    key = list(table.key)
+    """primary_key_unique; for a table without a key, no_duplicate_rows, where a null is a
+    value like any other (Spark groups nulls together)."""
+    key = list(table.key or table.distinct)
+    unique = ~_null_key(key) if table.key else F.lit(True)
     duplicated = (
-        df.groupBy(*key).count().where(~_null_key(key) & (F.col("count") > 1)).select(*key)
+        df.groupBy(*key).count().where(unique & (F.col("count") > 1)).select(*key)
         if hash_shared
         else None
     )
@@ -140,6 +161,14 @@ def _key_result(table: Table, df: DataFrame, nulls: int, hash_shared: bool) -> C
         if duplicate_count
         else []
     )
+    if not table.key:
+        return CheckResult(
+            table.id,
+            DISTINCT_ROWS.name,
+            passed,
+            "no two rows are equal" if passed else f"{duplicate_count} rows occur more than once",
+            {"duplicated_rows": duplicate_count, "example_rows": examples},
+        )
     return CheckResult(
         table.id,
         PRIMARY_KEY.name,
@@ -275,14 +304,10 @@ def quarantine_share(
     )
 
 
-def listings_exist(bookings: DataFrame, listing_ids: DataFrame) -> CheckResult:
-    """Every curated booking points at a curated listing (the listings may have been
-    re-curated since the bookings were)."""
-    orphans = bookings.join(
-        F.broadcast(listing_ids.select(F.col("id").alias("apartment_id")).distinct()),
-        "apartment_id",
-        "left_anti",
-    )
+def listings_exist(bookings: DataFrame, history: DataFrame) -> CheckResult:
+    """Every curated booking points at a listing version valid on its booking's day (the
+    listings may have been re-curated since the bookings were)."""
+    orphans = bookings.join(F.broadcast(history), valid_on(bookings, history), "left_anti")
     count = orphans.count()
     examples = (
         [str(r["booking_id"]) for r in orphans.select("booking_id").limit(EXAMPLES).collect()]
@@ -293,8 +318,45 @@ def listings_exist(bookings: DataFrame, listing_ids: DataFrame) -> CheckResult:
         tables.CURATED_BOOKINGS.id,
         LISTINGS_EXIST.name,
         count == 0,
-        "every booking's listing exists" if count == 0 else f"{count} bookings of unknown listings",
+        "every booking's listing has a version valid on its day"
+        if count == 0
+        else f"{count} bookings of listings with no version valid on their day",
         {"orphan_bookings": count, "example_booking_ids": examples},
+    )
+
+
+def valid_on(bookings: DataFrame, history: DataFrame) -> Column:
+    """Join condition: the listing version valid on the day of the booking's booking_date."""
+    day = F.to_date(bookings["booking_date"])
+    return (
+        (bookings["apartment_id"] == history["id"])
+        & (history["valid_from"] <= day)
+        & (history["valid_to"].isNull() | (day < history["valid_to"]))
+    )
+
+
+def versions_disjoint(history: DataFrame) -> CheckResult:
+    """A listing's versions must not overlap, or a period would see two of them: each starts
+    where its predecessor ended or later, ends after it starts, and only the last is open."""
+    ordered = Window.partitionBy("id").orderBy("valid_from")
+    bad = (
+        history.withColumn("_next_from", F.lead("valid_from").over(ordered))
+        .where(
+            (F.col("valid_to").isNotNull() & (F.col("valid_to") <= F.col("valid_from")))
+            | (F.col("_next_from").isNotNull() & F.col("valid_to").isNull())
+            | (F.col("_next_from") < F.col("valid_to"))
+        )
+        .select("id")
+        .distinct()
+    )
+    count = bad.count()
+    examples = [str(r["id"]) for r in bad.limit(EXAMPLES).collect()] if count else []
+    return CheckResult(
+        tables.CURATED_LISTINGS_HISTORY.id,
+        VERSIONS.name,
+        count == 0,
+        "versions are disjoint" if count == 0 else f"{count} listings have overlapping versions",
+        {"listings_with_overlaps": count, "example_ids": examples},
     )
 
 

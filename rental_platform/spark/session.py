@@ -31,6 +31,12 @@ PORTABLE_CONF: dict[str, str] = {
     "spark.executor.extraJavaOptions": PORTABLE_JAVA_OPTIONS,
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # Dates are proleptic Gregorian as written, as every other engine reads them: a listing's
+    # first version starts on 0001-01-01, which Spark would otherwise refuse to write.
+    "spark.sql.parquet.datetimeRebaseModeInWrite": "CORRECTED",
+    "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
+    # Readers find committed files through the lake's commit log, not through markers.
+    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     # A step reads up to hundreds of day folders: list them on the driver, not with a Spark job
     # of one task per folder (the default above 32 paths).
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",

@@ -1,8 +1,9 @@
 """The Spark steps: what the local runner calls in-process and a remote job runs by entrypoint.
 
-A step takes a `StepRequest` (which tables, which window, where the lake is), writes its
-tables to the lake, computes its checks on what landed, and returns a `StepReport`. Nothing
-here knows about Dagster.
+A step takes a `StepRequest` (which tables, which window, where the lake is), writes new
+versions of its tables' partitions to the lake, computes its checks on what it wrote, and then
+commits, in one commit, the tables whose blocking checks all passed (a table and its quarantine
+pass or fail together). It returns a `StepReport`. Nothing here knows about Dagster.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from rental_platform import tables
-from rental_platform.spark import curate, kpis, layout, quality
-from rental_platform.spark.extract import SourceConnection, SourceReader
+from rental_platform.spark import changes, curate, history, kpis, layout, quality
+from rental_platform.spark.extract import NO_ROWS, SourceConnection, SourceReader
 from rental_platform.spark.lake import Lake
+from rental_platform.spark.manifest import UNDATED, WHOLE
 from rental_platform.spark.quality import CheckLimits, CheckResult
-from rental_platform.tables import Grain, Table
+from rental_platform.tables import Grain, Layer, Table
+
+
+class StepInputsMissing(RuntimeError):
+    """A step's inputs are not all committed (or are older than their own inputs): computing
+    from them would publish wrong numbers, so the step stops and names them."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,15 @@ class StepRequest:
     window_end: date | None = None
     source: SourceConnection | None = None
     limits: CheckLimits = field(default_factory=CheckLimits)
+    # The day a listings snapshot is stamped with (kpis.md, "Listing history").
+    as_of: date | None = None
+    # The first day of the daily partitions: no day before it is ever extracted.
+    first_day: date | None = None
+    # Change detection: the days from this one to the window's end are extracted whatever their
+    # fingerprints say (day D of a nightly run; every day of a range run).
+    force_from: date | None = None
+    # Who writes, for the lake's commit log (the Dagster run).
+    writer: str = ""
 
     @property
     def days(self) -> int | None:
@@ -45,16 +62,17 @@ class StepRequest:
     def to_json(self) -> dict[str, Any]:
         """The request as a remote job receives it: everything but the source password,
         which the job reads from the environment or a secret store itself."""
+        dates = {name: _iso(getattr(self, name)) for name in DATE_FIELDS}
         return {
             "step": self.step,
             "tables": list(self.tables),
             "lake_root": self.lake_root,
-            "window_start": self.window_start.isoformat() if self.window_start else None,
-            "window_end": self.window_end.isoformat() if self.window_end else None,
+            **dates,
             "source": {"jdbc_url": self.source.jdbc_url, "user": self.source.user}
             if self.source
             else None,
             "limits": asdict(self.limits),
+            "writer": self.writer,
         }
 
     @classmethod
@@ -64,13 +82,16 @@ class StepRequest:
             step=data["step"],
             tables=tuple(data["tables"]),
             lake_root=data["lake_root"],
-            window_start=_date(data.get("window_start")),
-            window_end=_date(data.get("window_end")),
+            **{name: _date(data.get(name)) for name in DATE_FIELDS},
             source=SourceConnection(source["jdbc_url"], source["user"], source_password)
             if source
             else None,
             limits=CheckLimits(**data.get("limits", {})),
+            writer=data.get("writer", ""),
         )
+
+
+DATE_FIELDS = ("window_start", "window_end", "as_of", "first_day", "force_from")
 
 
 @dataclass
@@ -86,6 +107,15 @@ class StepReport:
     tables: dict[str, TableReport] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
     duration_seconds: float = 0.0
+    # The lake commit that made the step's tables current (None: nothing committed).
+    committed: int | None = None
+    # Tables written but not committed, because a blocking check of theirs failed: where the
+    # rejected versions lie, for whoever looks into it.
+    rejected: dict[str, list[str]] = field(default_factory=dict)
+    # Why the step changed nothing, when it chose not to (a listings snapshot already taken).
+    skipped: str = ""
+    # detect_changes: the days to re-extract and re-curate (changes.ChangePlan).
+    plan: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +134,10 @@ class StepReport:
             tables={key: TableReport(**value) for key, value in data["tables"].items()},
             checks=[CheckResult(**check) for check in data["checks"]],
             duration_seconds=data["duration_seconds"],
+            committed=data.get("committed"),
+            rejected=data.get("rejected", {}),
+            skipped=data.get("skipped", ""),
+            plan=data.get("plan", {}),
         )
 
 
@@ -111,10 +145,24 @@ def _date(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 CATALOGUE_ORDER = {table.id: index for index, table in enumerate(tables.ALL_TABLES)}
 # Tables of a step landed at once (see `_Step.for_each`).
 CONCURRENT_TABLES = 2
 Item = TypeVar("Item")
+
+
+def commit_group(table: Table) -> str:
+    """Tables committed together or not at all: a curated table, its quarantine (each raw row
+    is in one of them), and for listings the history too."""
+    if table is tables.CURATED_LISTINGS_HISTORY:
+        return tables.CURATED_LISTINGS.name
+    if table.layer in (Layer.CURATED, Layer.QUARANTINE):
+        return table.name
+    return table.id
 
 
 class _Step:
@@ -151,36 +199,97 @@ class _Step:
     def check(self, result: CheckResult) -> None:
         self.report.checks.append(result)
 
-    def check_schema(self, table: Table, *paths: str) -> None:
-        """Compare what the step wrote for `table` (under `paths`) with the catalogue."""
-        if self.selected(table):
-            self.check(quality.schema_matches(table, self.lake.stored_schema(list(paths))))
-
-    def period_paths(self, table: Table, periods: list[date]) -> list[str]:
-        return [layout.period_path(self.request.lake_root, table, period) for period in periods]
+    def check_schema(self, table: Table) -> None:
+        """Compare what the step wrote for `table` with the catalogue (quarantines carry no
+        checks: they keep raw values as they came)."""
+        if self.selected(table) and quality.SCHEMA in quality.checks_for(table):
+            self.check(quality.schema_matches(table, self.lake.stored_schema(table)))
 
     def land_periods(
         self, table: Table, df: DataFrame, periods: list[date], clustered: bool = False
     ) -> DataFrame:
-        """Write `df` if the table was asked for, and return what the lake now holds."""
+        """Write `df` if the table was asked for, and return what was written."""
         if not self.selected(table):
             return df
-        self.lake.write_periods(df, table, periods, clustered)
-        return self.lake.read_periods(
-            table, periods[0], layout.next_period(table.grain, periods[-1])
-        )
+        return self.lake.stage_periods(df, table, periods, clustered)
 
     def land_undated(self, table: Table, df: DataFrame) -> DataFrame:
-        if not self.selected(table):
-            return df
-        self.lake.write_undated(df, table)
-        return self.lake.read_undated(table)
+        return self.lake.stage_undated(df, table) if self.selected(table) else df
 
     def land_snapshot(self, table: Table, df: DataFrame) -> DataFrame:
-        if not self.selected(table):
-            return df
-        self.lake.write_snapshot(df, table)
-        return self.lake.read_snapshot(table)
+        return self.lake.stage_snapshot(df, table) if self.selected(table) else df
+
+    def add_facts(self, table: Table, key: str, **facts: Any) -> None:
+        if self.selected(table):
+            self.lake.add_facts(table, key, **facts)
+
+    def skip(self, reason: str) -> None:
+        """Change nothing: report the tables as the lake has them, and why."""
+        self.report.skipped = reason
+        for table_id in self.request.tables:
+            partitions = self.lake.state.table(table_id).partitions.values()
+            self.report.tables[table_id] = TableReport(
+                table_id, sum(p.rows for p in partitions), {"unchanged": reason}
+            )
+
+    def commit(self) -> None:
+        """Commit the selected tables whose commit group's blocking checks all passed."""
+        failed = {
+            commit_group(tables.TABLES[check.table])
+            for check in self.report.checks
+            if not check.passed and check.blocking
+        }
+        chosen = [tables.TABLES[t] for t in self.request.tables]
+        passing = [t for t in chosen if commit_group(t) not in failed]
+        self.report.rejected = {
+            t.id: self.lake.staged_folders([t]) for t in chosen if commit_group(t) in failed
+        }
+        self.report.committed = self.lake.commit(passing, self.request.writer or self.request.step)
+
+
+def latest_day_extracted(lake: Lake) -> date | None:
+    """The last day any run extracted: no period after it is computed (kpis.md)."""
+    days = [day for table in changes.DAILY_SOURCES for day in lake.committed_periods(table)]
+    return max(days, default=None)
+
+
+def _require_curated_days(step: _Step, table: Table, first: date, last: date) -> None:
+    """Every day of [first, last] must be committed in `table`, curated from its raw day's
+    current extraction; else the step stops, naming the days."""
+    raw = {v: k for k, v in changes.CURATED_OF.items()}[table]
+    missing, stale = [], []
+    day = first
+    while day <= last:
+        done, extracted = (
+            step.lake.partition(table, day.isoformat()),
+            step.lake.partition(raw, day.isoformat()),
+        )
+        if done is None or extracted is None:
+            missing.append(day.isoformat())
+        elif done.facts.get("raw_version") != extracted.version:
+            stale.append(day.isoformat())
+        day += timedelta(days=1)
+    problems = [
+        f"{len(days)} days {what}: {', '.join(days[:5])}{' ...' if len(days) > 5 else ''}"
+        for days, what in (
+            (missing, "not committed"),
+            (stale, "curated from an older extraction than the raw day's"),
+        )
+        if days
+    ]
+    if problems:
+        raise StepInputsMissing(
+            f"step {step.request.step}: {table.id} is incomplete for [{first}, {last}]: "
+            + "; ".join(problems)
+            + ". Extract and curate those days first (rental-platform nightly, or run)."
+        )
+
+
+def _first_day(step: _Step, table: Table) -> date | None:
+    """The first day the lake holds for a daily table: the request's, or the first committed."""
+    if step.request.first_day is not None:
+        return step.request.first_day
+    return min(step.lake.committed_periods(table), default=None)
 
 
 # --- raw ---------------------------------------------------------------------------------------
@@ -192,16 +301,34 @@ def _reader(step: _Step) -> SourceReader:
     return SourceReader(step.spark, step.request.source, datetime.now(UTC))
 
 
+def _stamp(facts: dict[str, Any]) -> date | None:
+    return _date(facts.get("stamp"))
+
+
 def extract_snapshot(step: _Step) -> None:
+    """The listing tables, whole, stamped with the run's as-of day; nothing if a snapshot with
+    that stamp or a later one was taken already (the history only moves forward)."""
+    stamp = step.request.as_of
+    if stamp is None:
+        raise ValueError("step extract_snapshot needs the as-of day to stamp the snapshot with")
+    recorded = _stamp(step.lake.table_facts(tables.RAW_APARTMENTS))
+    if recorded is not None and stamp <= recorded:
+        step.skip(
+            f"no snapshot taken for {stamp}: the one of {recorded} is newer or as new, "
+            "and the listing history only moves forward"
+        )
+        return
     reader = _reader(step)
 
     def extract(table: Table) -> None:
-        landed = step.land_snapshot(table, reader.snapshot(table)).count()
-        step.record(table, landed)
-        step.check_schema(table, layout.table_path(step.request.lake_root, table))
+        step.land_snapshot(table, reader.snapshot(table))
+        rows = step.lake.staged(table)[WHOLE].rows
+        step.lake.set_table_facts(table, stamp=stamp.isoformat())
+        step.record(table, rows, stamp=stamp.isoformat())
+        step.check_schema(table)
         step.check(
             quality.row_count_matches_source(
-                table, {"all": reader.count_snapshot(table)}, {"all": landed}
+                table, {"all": reader.count_snapshot(table)}, {"all": rows}
             )
         )
 
@@ -214,35 +341,68 @@ def extract_daily(step: _Step) -> None:
     days = layout.periods(Grain.DAILY, start, end)
 
     def extract(table: Table) -> None:
-        # Counted first: how many rows the window holds decides how it is read.
-        by_day = reader.count_by_day(table, start, end)
-        window_rows = sum(n for day, n in by_day.items() if day is not None)
+        # Fingerprinted before the rows are read: a row changed in between makes the next
+        # comparison differ, so the change is picked up then.
+        source = reader.fingerprints(table, start, end)
+        window_rows = sum(f.rows for day, f in source.items() if day is not None)
         # The read is split on day boundaries: each day's rows come from one JDBC query.
-        dated = step.land_periods(
-            table, reader.window(table, start, end, window_rows), days, clustered=True
+        key = changes.DAILY_SOURCES[table]
+        dated = step.lake.stage_periods(
+            reader.window(table, start, end, window_rows),
+            table,
+            days,
+            clustered=True,
+            per_period={"max_key": F.max(key)} if key else None,
         )
         undated = step.land_undated(table, reader.undated(table))
-        lake_counts = quality.counts_by_day(dated, table.partition_column)
-        lake_counts["undated"] = undated.count()
-        source_counts = {day.isoformat() if day else "undated": n for day, n in by_day.items()}
+        for day in days:
+            step.add_facts(table, day.isoformat(), fingerprint=source.get(day, NO_ROWS).to_json())
+        highest = undated.agg(F.max(key)).collect()[0][0] if key else None
+        step.add_facts(
+            table,
+            UNDATED,
+            fingerprint=source.get(None, NO_ROWS).to_json(),
+            **({"max_key": highest} if key else {}),
+        )
+        staged = step.lake.staged(table)
+        lake_counts = {k: p.rows for k, p in staged.items()}
+        source_counts = {day.isoformat() if day else UNDATED: f.rows for day, f in source.items()}
+        differences = changes.row_differences(step.lake, table, key, dated, undated)
         step.record(
             table,
             sum(lake_counts.values()),
             partitions=len(days),
-            undated_rows=lake_counts["undated"],
+            undated_rows=lake_counts[UNDATED],
+            re_extracted=differences,
         )
         step.check(quality.row_count_matches_source(table, source_counts, lake_counts))
-        step.check_schema(
-            table,
-            *step.period_paths(table, days),
-            layout.undated_path(step.request.lake_root, table),
-        )
-        newest = max(step.lake.existing_periods(table), default=None)
+        step.check_schema(table)
+        newest = max([*step.lake.committed_periods(table), days[-1]], default=None)
         step.check(
             quality.freshness(table, newest, datetime.now(UTC), step.request.limits.freshness_hours)
         )
 
     step.for_each(_selected(step, tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING), extract)
+
+
+def detect_changes(step: _Step) -> None:
+    """Compare the source with the lake over the window: the plan of what to re-extract and
+    re-curate (changes.py). Writes nothing; it does collect the lake's garbage: versions
+    superseded more than the grace period ago, and, when it compares every day (an audit),
+    versions no commit names (left by writers that died)."""
+    start, end = step.window
+    first = step.request.first_day
+    plan = changes.detect(
+        step.lake,
+        _reader(step),
+        max(start, first) if first else start,
+        end,
+        step.request.force_from,
+    )
+    collected = step.lake.log.collect_garbage()
+    if first is not None and start <= first:
+        collected += step.lake.log.collect_orphans()
+    step.report.plan = plan.to_json() | {"collected": len(collected)}
 
 
 def _selected(step: _Step, *candidates: Table) -> list[Table]:
@@ -297,28 +457,67 @@ def _check_rows(step: _Step, table: Table, landed: DataFrame) -> int:
 
 
 def curate_listings(step: _Step) -> None:
+    """Curate the latest raw listings snapshot and apply it to the listing history; nothing if
+    the history has it (or a later one) already."""
+    stamp = _stamp(step.lake.table_facts(tables.RAW_APARTMENTS))
+    history_facts = step.lake.table_facts(tables.CURATED_LISTINGS_HISTORY)
+    recorded = _stamp(history_facts)
+    if stamp is None:
+        raise StepInputsMissing("no listings snapshot has been extracted yet (raw.apartments)")
+    if recorded is not None and stamp <= recorded:
+        step.skip(f"the listing history has the snapshot of {recorded} already")
+        return
     raw = step.lake.read_snapshot(tables.RAW_APARTMENTS)
     result = curate.curate_listings(raw, step.lake.read_snapshot(tables.RAW_APARTMENT_ATTRIBUTES))
-    curated_df = step.land_snapshot(tables.CURATED_LISTINGS, result.curated)
-    step.check_schema(
-        tables.CURATED_LISTINGS, layout.table_path(step.request.lake_root, tables.CURATED_LISTINGS)
+    update = history.apply_snapshot(
+        step.lake.read_snapshot(tables.CURATED_LISTINGS_HISTORY), result.curated, stamp
     )
+    versions = step.land_snapshot(tables.CURATED_LISTINGS_HISTORY, update.history)
+    curated_df = step.land_snapshot(tables.CURATED_LISTINGS, history.current_versions(versions))
     quarantine_df = step.land_snapshot(tables.QUARANTINE_LISTINGS, result.quarantine)
+    seq = history_facts.get("seq", 0) + 1
+    effects = changes.listing_effects(
+        step.lake, stamp, update.new_ids, update.new_created_days, update.coverage_ids
+    )
+    pending = changes.still_pending(step.lake, history_facts.get("pending_effects", []))
+    if effects:
+        pending.append({"seq": seq, "stamp": stamp.isoformat(), "days": effects})
+    step.lake.set_table_facts(
+        tables.CURATED_LISTINGS_HISTORY, stamp=stamp.isoformat(), seq=seq, pending_effects=pending
+    )
+    for table in (
+        tables.CURATED_LISTINGS,
+        tables.QUARANTINE_LISTINGS,
+        tables.CURATED_LISTINGS_HISTORY,
+    ):
+        step.check_schema(table)
     _account(
         step,
         tables.CURATED_LISTINGS,
         tables.QUARANTINE_LISTINGS,
-        raw.count(),
+        step.lake.partition(tables.RAW_APARTMENTS, WHOLE).rows,
         curated_df,
         quarantine_df,
         [result],
     )
+    history_rows = _check_rows(step, tables.CURATED_LISTINGS_HISTORY, versions)
+    step.check(quality.versions_disjoint(versions))
+    if step.selected(tables.CURATED_LISTINGS_HISTORY):
+        step.record(
+            tables.CURATED_LISTINGS_HISTORY,
+            history_rows,
+            stamp=stamp.isoformat(),
+            new_listings=len(update.new_ids),
+            changed_listings=update.changed,
+            gone_or_back_listings=len(update.coverage_ids),
+            booking_days_to_recurate=len(effects),
+        )
 
 
 @dataclass(frozen=True)
 class _CuratedPair:
     """A raw table, the two tables its rules split it into, and the rules. `clustered`: the
-    rules return the curated rows already gathered by day (see `Lake.write_periods`)."""
+    rules return the curated rows already gathered by day (see `Lake.stage_periods`)."""
 
     raw: Table
     curated: Table
@@ -330,13 +529,14 @@ class _CuratedPair:
 def curate_daily(step: _Step) -> None:
     start, end = step.window
     days = layout.periods(Grain.DAILY, start, end)
-    listing_ids = step.lake.read_snapshot(tables.CURATED_LISTINGS).select("id")
+    versions = step.lake.read_snapshot(tables.CURATED_LISTINGS_HISTORY)
+    listings_seq = step.lake.table_facts(tables.CURATED_LISTINGS_HISTORY).get("seq", 0)
     pairs = [
         _CuratedPair(
             tables.RAW_BOOKINGS,
             tables.CURATED_BOOKINGS,
             tables.QUARANTINE_BOOKINGS,
-            lambda df: curate.curate_bookings(df, listing_ids),
+            lambda df: curate.curate_bookings(df, versions),
         ),
         _CuratedPair(
             tables.RAW_USER_VIEWING,
@@ -349,29 +549,48 @@ def curate_daily(step: _Step) -> None:
 
     def curate_pair(pair: _CuratedPair) -> None:
         raw_table, curated_table, quarantine_table = pair.raw, pair.curated, pair.quarantine
+        extracted = {day: step.lake.partition(raw_table, day.isoformat()) for day in days}
+        missing = [day.isoformat() for day, partition in extracted.items() if partition is None]
+        if missing:
+            raise StepInputsMissing(
+                f"{raw_table.id} has no committed extraction of {len(missing)} days "
+                f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): extract them "
+                "before curating"
+            )
         raw, raw_undated = (
             step.lake.read_periods(raw_table, start, end),
             step.lake.read_undated(raw_table),
         )
         dated, undated = pair.rules(raw), pair.rules(raw_undated)
         curated_df = step.land_periods(curated_table, dated.curated, days, pair.clustered)
-        step.check_schema(curated_table, *step.period_paths(curated_table, days))
+        step.check_schema(curated_table)
         if curated_table is tables.CURATED_BOOKINGS:
-            step.check(quality.listings_exist(curated_df, listing_ids))
+            step.check(quality.listings_exist(curated_df, versions))
         # Undated rows always break a rule (their date is null): they land in quarantine only.
         undated_quarantine = step.land_undated(quarantine_table, undated.quarantine)
-        quarantine_df = step.land_periods(quarantine_table, dated.quarantine, days).unionByName(
-            undated_quarantine
-        )
+        dated_quarantine = step.land_periods(quarantine_table, dated.quarantine, days)
+        quarantine_df = dated_quarantine.unionByName(undated_quarantine)
+        # What each day was curated from, so that a later run can tell it is out of date.
+        lineage: dict[str, Any] = {}
+        if curated_table is tables.CURATED_BOOKINGS:
+            lineage["listings_seq"] = listings_seq
+            unknown = changes.unknown_apartments(dated_quarantine)
+        for day, partition in extracted.items():
+            for table in (curated_table, quarantine_table):
+                step.add_facts(table, day.isoformat(), raw_version=partition.version, **lineage)
+            if curated_table is tables.CURATED_BOOKINGS and day.isoformat() in unknown:
+                step.add_facts(
+                    quarantine_table, day.isoformat(), unknown_apartments=unknown[day.isoformat()]
+                )
         # Undated rows are never curated (landed nowhere): counting them runs their rules,
         # which is what makes their merged rows known.
         undated.curated.count()
-        undated_rows = raw_undated.count()
+        undated_rows = _committed_rows(step.lake, raw_table, [UNDATED])
         _account(
             step,
             curated_table,
             quarantine_table,
-            raw.count() + undated_rows,
+            _committed_rows(step.lake, raw_table, [d.isoformat() for d in days]) + undated_rows,
             curated_df,
             quarantine_df,
             [dated, undated],
@@ -384,22 +603,44 @@ def curate_daily(step: _Step) -> None:
     )
 
 
+def _committed_rows(lake: Lake, table: Table, keys: list[str]) -> int:
+    partitions = lake.state.table(table.id).partitions
+    return sum(partitions[k].rows for k in keys if k in partitions)
+
+
 # --- presentation ------------------------------------------------------------------------------
 
 
-def _publishable(step: _Step, grain: Grain, builders: dict[Table, Callable[[], DataFrame]]) -> None:
+def _computed(step: _Step, grain: Grain) -> tuple[list[date], list[date]]:
+    """The window's periods, and those of them to compute: the ones that start on or before
+    the latest day extracted (kpis.md, "Which periods are computed"). The others are written
+    empty, so that nothing stays published for them."""
     start, end = step.window
     starts = layout.periods(grain, start, end)
+    latest = latest_day_extracted(step.lake)
+    return starts, [s for s in starts if latest is not None and s <= latest]
+
+
+def _publishable(
+    step: _Step,
+    grain: Grain,
+    builders: dict[Table, Callable[[list[date]], DataFrame]],
+) -> None:
+    starts, computed = _computed(step, grain)
 
     def land(table: Table) -> None:
-        landed = step.land_periods(table, builders[table](), starts)
-        rows, checks = quality.row_checks(landed, table)
-        stored = step.lake.stored_schema(step.period_paths(table, starts))
-        step.record(table, rows, periods=len(starts), preview=markdown_preview(landed, table))
-        for check in [*checks, quality.schema_matches(table, stored)]:
+        rows = builders[table](computed) if computed else _empty(step, table)
+        landed = step.land_periods(table, rows, starts)
+        count, checks = quality.row_checks(landed, table)
+        step.record(table, count, periods=len(computed), preview=markdown_preview(landed, table))
+        for check in [*checks, quality.schema_matches(table, step.lake.stored_schema(table))]:
             step.check(check)
 
     step.for_each(_selected(step, *builders), land)
+
+
+def _empty(step: _Step, table: Table) -> DataFrame:
+    return step.lake.read(table, [])
 
 
 def markdown_preview(df: DataFrame, table: Table, rows: int = 10) -> str:
@@ -413,54 +654,104 @@ def markdown_preview(df: DataFrame, table: Table, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
+# Which weekly KPIs read which curated days: the week's own, or, for repeat customers, from 23
+# days before its Monday (its 30-day window ends on the week's Sunday).
+READS_BOOKINGS = {
+    tables.POPULAR_LOCATIONS,
+    tables.TOP_LISTINGS,
+    tables.BOOKINGS_PER_USER,
+    tables.AVG_BOOKING_DURATION,
+    tables.ENGAGEMENT_FUNNEL,
+    tables.REPEAT_CUSTOMER_RATE,
+    tables.OCCUPANCY_RATE,
+}
+
+
+def _require_inputs(step: _Step, grain: Grain, computed: list[date]) -> None:
+    """Complete inputs or nothing: every curated day the selected KPIs of the computed periods
+    read must be committed and current."""
+    if not computed:
+        return
+    selected = {tables.TABLES[t] for t in step.request.tables}
+    latest = latest_day_extracted(step.lake)
+    last = min(layout.next_period(grain, computed[-1]) - timedelta(days=1), latest)
+    first_bookings = _first_day(step, tables.RAW_BOOKINGS) or computed[0]
+    if grain is Grain.WEEKLY:
+        reach = kpis.REPEAT_LOOKBACK_DAYS if tables.REPEAT_CUSTOMER_RATE in selected else 0
+        first_bookings = max(first_bookings, computed[0] - timedelta(days=reach))
+    if selected & READS_BOOKINGS:
+        _require_curated_days(step, tables.CURATED_BOOKINGS, first_bookings, last)
+    if tables.ENGAGEMENT_FUNNEL in selected:
+        first_views = _first_day(step, tables.RAW_USER_VIEWING) or computed[0]
+        _require_curated_days(
+            step, tables.CURATED_USER_VIEWING, max(first_views, computed[0]), last
+        )
+
+
 def kpis_weekly(step: _Step) -> None:
-    start, end = step.window
-    weeks = layout.periods(Grain.WEEKLY, start, end)
+    _, computed = _computed(step, Grain.WEEKLY)
+    _require_inputs(step, Grain.WEEKLY, computed)
     lake = step.lake
-    listings = lake.read_snapshot(tables.CURATED_LISTINGS)
-    bookings = lake.read_periods(
-        tables.CURATED_BOOKINGS, weeks[0] - timedelta(days=kpis.REPEAT_LOOKBACK_DAYS), end
-    )
-    week_bookings = kpis.weekly_confirmed(bookings, weeks)
+    versions = lake.read_snapshot(tables.CURATED_LISTINGS_HISTORY)
+    end = layout.next_period(Grain.WEEKLY, computed[-1]) if computed else None
+
+    def bookings() -> DataFrame:
+        return lake.read_periods(
+            tables.CURATED_BOOKINGS, computed[0] - timedelta(days=kpis.REPEAT_LOOKBACK_DAYS), end
+        )
+
+    def week_bookings(weeks: list[date]) -> DataFrame:
+        return kpis.weekly_confirmed(bookings(), weeks)
+
+    def week_versions(weeks: list[date]) -> DataFrame:
+        return kpis.period_versions(versions, weeks, Grain.WEEKLY, "week_start")
+
     _publishable(
         step,
         Grain.WEEKLY,
         {
-            tables.AVG_LISTING_PRICE: lambda: kpis.avg_listing_price(listings, weeks),
-            tables.POPULAR_LOCATIONS: lambda: kpis.popular_locations(week_bookings, listings),
-            tables.TOP_LISTINGS: lambda: kpis.top_listings(week_bookings, listings),
-            tables.BOOKINGS_PER_USER: lambda: kpis.bookings_per_user(week_bookings),
-            tables.AVG_BOOKING_DURATION: lambda: kpis.avg_booking_duration(week_bookings),
-            tables.REPEAT_CUSTOMER_RATE: lambda: kpis.repeat_customer_rate(
-                step.spark, bookings, weeks
+            tables.AVG_LISTING_PRICE: lambda weeks: kpis.avg_listing_price(week_versions(weeks)),
+            tables.POPULAR_LOCATIONS: lambda weeks: kpis.popular_locations(
+                week_bookings(weeks), week_versions(weeks)
             ),
-            tables.ENGAGEMENT_FUNNEL: lambda: kpis.engagement_funnel(
-                lake.read_periods(tables.CURATED_USER_VIEWING, start, end), week_bookings, weeks
+            tables.TOP_LISTINGS: lambda weeks: kpis.top_listings(
+                week_bookings(weeks), week_versions(weeks)
+            ),
+            tables.BOOKINGS_PER_USER: lambda weeks: kpis.bookings_per_user(week_bookings(weeks)),
+            tables.AVG_BOOKING_DURATION: lambda weeks: kpis.avg_booking_duration(
+                week_bookings(weeks)
+            ),
+            tables.REPEAT_CUSTOMER_RATE: lambda weeks: kpis.repeat_customer_rate(
+                step.spark, bookings(), weeks
+            ),
+            tables.ENGAGEMENT_FUNNEL: lambda weeks: kpis.engagement_funnel(
+                lake.read_periods(tables.CURATED_USER_VIEWING, weeks[0], end),
+                week_bookings(weeks),
+                weeks,
             ),
         },
     )
 
 
 def kpis_monthly(step: _Step) -> None:
-    _, end = step.window
-    months = layout.periods(Grain.MONTHLY, *step.window)
-    listings = step.lake.read_snapshot(tables.CURATED_LISTINGS)
-    # Bookings are made ahead: any booking made up to the month's end may hold its nights.
-    bookings = step.lake.read_periods(tables.CURATED_BOOKINGS, None, end)
-    _publishable(
-        step,
-        Grain.MONTHLY,
-        {
-            tables.OCCUPANCY_RATE: lambda: kpis.occupancy_rate(
-                step.spark, listings, bookings, months
-            )
-        },
-    )
+    _, computed = _computed(step, Grain.MONTHLY)
+    _require_inputs(step, Grain.MONTHLY, computed)
+    versions = step.lake.read_snapshot(tables.CURATED_LISTINGS_HISTORY)
+
+    def occupancy(months: list[date]) -> DataFrame:
+        # Bookings are made ahead: any booking made up to the month's end may hold its nights.
+        bookings = step.lake.read_periods(
+            tables.CURATED_BOOKINGS, None, layout.next_period(Grain.MONTHLY, months[-1])
+        )
+        return kpis.occupancy_rate(versions, bookings, months)
+
+    _publishable(step, Grain.MONTHLY, {tables.OCCUPANCY_RATE: occupancy})
 
 
 STEPS: dict[str, Callable[[_Step], None]] = {
     "extract_snapshot": extract_snapshot,
     "extract_daily": extract_daily,
+    "detect_changes": detect_changes,
     "curate_listings": curate_listings,
     "curate_daily": curate_daily,
     "kpis_weekly": kpis_weekly,
@@ -474,6 +765,8 @@ def run_step(spark: SparkSession, request: StepRequest) -> StepReport:
     started = time.monotonic()
     step = _Step(spark, request)
     STEPS[request.step](step)
+    if not step.report.skipped:
+        step.commit()
     step.report.in_catalogue_order()
     step.report.duration_seconds = round(time.monotonic() - started, 3)
     return step.report

@@ -1,0 +1,49 @@
+"""Which upstream partitions each KPI reads: the partition mappings the automation sensor
+follows, and the nightly cycle (`cycle.py`) follows too, to find the KPI partitions a
+re-materialised day makes stale."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from rental_platform import tables
+from rental_platform.assets.checks import asset_key
+from rental_platform.tables import Table
+
+LISTINGS, BOOKINGS, VIEWS = (
+    tables.CURATED_LISTINGS_HISTORY,
+    tables.CURATED_BOOKINGS,
+    tables.CURATED_USER_VIEWING,
+)
+# Which upstream days a KPI partition reads. Offsets count downstream periods back; the first
+# week or month may reach before the first day, which simply has no partitions.
+# A week or month reads its own days.
+OWN_DAYS = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+# repeat_customer_rate: the 30 days ending on the week's Sunday start 23 days before its
+# Monday; four weeks back covers them (and five days more, which only over-marks staleness).
+REPEAT_WINDOW = dg.TimeWindowPartitionMapping(
+    start_offset=-4, allow_nonexistent_upstream_partitions=True
+)
+# occupancy_rate: bookings are made ahead, so a month reads every booking day up to its end,
+# however far back (a century of months stands for all of them).
+BOOKED_AHEAD = dg.TimeWindowPartitionMapping(
+    start_offset=-1200, allow_nonexistent_upstream_partitions=True
+)
+
+
+def _days(table: Table, mapping: dg.TimeWindowPartitionMapping = OWN_DAYS) -> dg.AssetDep:
+    return dg.AssetDep(asset_key(table), partition_mapping=mapping)
+
+
+# The curated inputs of each KPI. Every KPI also sees the listings (their versions valid on the
+# period's last day): the automation leaves those out (see KPI_AUTOMATION).
+INPUTS: dict[str, tuple[Table | dg.AssetDep, ...]] = {
+    "avg_listing_price": (LISTINGS,),
+    "popular_locations": (_days(BOOKINGS), LISTINGS),
+    "top_listings": (_days(BOOKINGS), LISTINGS),
+    "bookings_per_user": (_days(BOOKINGS),),
+    "avg_booking_duration": (_days(BOOKINGS),),
+    "repeat_customer_rate": (_days(BOOKINGS, REPEAT_WINDOW),),
+    "engagement_funnel": (_days(VIEWS), _days(BOOKINGS)),
+    "occupancy_rate": (LISTINGS, _days(BOOKINGS, BOOKED_AHEAD)),
+}

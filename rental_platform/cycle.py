@@ -1,0 +1,236 @@
+"""The nightly cycle, and what a range run or an audit does the same way (design.md, "How data
+flows"): which runs, in which order, for which partitions.
+
+1. A `snapshots` run takes the listings snapshot stamped with the as-of day, applies it to the
+   listing history, and compares the source with the lake (`raw/source_changes`): its plan says
+   which days to re-extract and which to re-curate.
+2. `daily` runs re-extract and re-curate exactly those days, one run per stretch of consecutive
+   days that need the same tables.
+3. Every weekly and monthly KPI partition that reads a day those runs touched is recomputed
+   and published: by the automation sensor when the daemon runs, by the CLI otherwise, from the
+   same partition mappings (`assets/presentation.py`).
+
+The three modes differ only in the days compared and the days extracted whatever their
+fingerprints say: `nightly` compares the mutable horizon and extracts day D; `audit` compares
+every day; `range` extracts every day of its range.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import dagster as dg
+
+from rental_platform import tables
+from rental_platform.assets.checks import asset_key
+from rental_platform.assets.reads import INPUTS
+from rental_platform.partitions import PlatformPartitions
+from rental_platform.spark.layout import next_period
+from rental_platform.spark.manifest import UNDATED
+from rental_platform.tables import Grain, Layer, Table
+
+AS_OF_TAG = "rental/as_of"
+MODE_TAG = "rental/mode"
+COMPARE_FROM_TAG = "rental/compare_from"
+EXTRACT_FROM_TAG = "rental/extract_from"
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+# The asset whose materialisation carries a run's plan (assets/raw.py).
+SOURCE_CHANGES = dg.AssetKey(["raw", "source_changes"])
+
+
+class Mode(StrEnum):
+    NIGHTLY = "nightly"
+    AUDIT = "audit"
+    RANGE = "range"
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One run of the cycle: stamped `as_of`; compares the source with the lake from
+    `compare_from` to `as_of`, and extracts every day from `extract_from` to `as_of`."""
+
+    mode: Mode
+    as_of: date
+    compare_from: date
+    extract_from: date
+
+    @classmethod
+    def nightly(cls, as_of: date, mutable_days: int, first_day: date) -> Cycle:
+        return cls(Mode.NIGHTLY, as_of, max(first_day, as_of - timedelta(mutable_days)), as_of)
+
+    @classmethod
+    def audit(cls, as_of: date, first_day: date) -> Cycle:
+        return cls(Mode.AUDIT, as_of, first_day, as_of)
+
+    @classmethod
+    def range(cls, start: date, end: date) -> Cycle:
+        return cls(Mode.RANGE, end, start, start)
+
+    def tags(self) -> dict[str, str]:
+        return {
+            MODE_TAG: str(self.mode),
+            AS_OF_TAG: self.as_of.isoformat(),
+            COMPARE_FROM_TAG: self.compare_from.isoformat(),
+            EXTRACT_FROM_TAG: self.extract_from.isoformat(),
+        }
+
+    @classmethod
+    def from_tags(
+        cls, tags: Mapping[str, str], mutable_days: int, first_day: date, today: date | None = None
+    ) -> Cycle:
+        """The cycle a run's tags describe; a run launched without them (from the UI) is the
+        nightly run for yesterday."""
+        default = cls.nightly(yesterday(today), mutable_days, first_day)
+        if AS_OF_TAG not in tags:
+            return default
+        as_of = date.fromisoformat(tags[AS_OF_TAG])
+        return cls(
+            Mode(tags.get(MODE_TAG, Mode.NIGHTLY)),
+            as_of,
+            date.fromisoformat(tags.get(COMPARE_FROM_TAG, default.compare_from.isoformat())),
+            date.fromisoformat(tags.get(EXTRACT_FROM_TAG, as_of.isoformat())),
+        )
+
+
+def as_of_day(tags: Mapping[str, str]) -> date:
+    """The as-of day of a run: its tag, or, for a run launched without one, yesterday."""
+    return date.fromisoformat(tags[AS_OF_TAG]) if AS_OF_TAG in tags else yesterday()
+
+
+def yesterday(today: date | None = None) -> date:
+    """The last day that is over, in UTC: what a nightly run is for."""
+    return (today or datetime.now(UTC).date()) - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class PartitionRun:
+    """One run of a job for a stretch of partitions, of some of its assets."""
+
+    job: str
+    assets: tuple[dg.AssetKey, ...]
+    first: str
+    last: str
+
+    def tags(self) -> dict[str, str]:
+        return {RANGE_START: self.first, RANGE_END: self.last}
+
+    @property
+    def label(self) -> str:
+        return f"{self.first}..{self.last}"
+
+
+# What a day of the plan needs run: re-extracting a raw table re-curates it too.
+_EXTRACTED = {
+    tables.RAW_BOOKINGS.id: (
+        tables.RAW_BOOKINGS,
+        tables.CURATED_BOOKINGS,
+        tables.QUARANTINE_BOOKINGS,
+    ),
+    tables.RAW_USER_VIEWING.id: (
+        tables.RAW_USER_VIEWING,
+        tables.CURATED_USER_VIEWING,
+        tables.QUARANTINE_USER_VIEWING,
+    ),
+}
+_CURATED = {
+    tables.CURATED_BOOKINGS.id: (tables.CURATED_BOOKINGS, tables.QUARANTINE_BOOKINGS),
+    tables.CURATED_USER_VIEWING.id: (tables.CURATED_USER_VIEWING, tables.QUARANTINE_USER_VIEWING),
+}
+DAILY_JOB, WEEKLY_JOB, MONTHLY_JOB = "daily", "weekly_kpis", "monthly_kpis"
+
+
+def daily_runs(plan: Mapping[str, Any]) -> list[PartitionRun]:
+    """The daily runs a plan (raw/source_changes) asks for: per stretch of consecutive days
+    that need the same tables, one run of those tables."""
+    needed: dict[date, set[Table]] = defaultdict(set)
+    for table_id, days in plan.get("extract", {}).items():
+        for day in days:
+            if day != UNDATED:
+                needed[date.fromisoformat(day)].update(_EXTRACTED[table_id])
+    for table_id, days in plan.get("curate", {}).items():
+        for day in days:
+            if day != UNDATED:
+                needed[date.fromisoformat(day)].update(_CURATED[table_id])
+    runs: list[PartitionRun] = []
+    for first, last, chosen in _stretches(needed):
+        keys = tuple(asset_key(t) for t in tables.ALL_TABLES if t in chosen)
+        runs.append(PartitionRun(DAILY_JOB, keys, first.isoformat(), last.isoformat()))
+    return runs
+
+
+def _stretches(needed: Mapping[date, set[Table]]) -> list[tuple[date, date, frozenset[Table]]]:
+    stretches: list[tuple[date, date, frozenset[Table]]] = []
+    for day in sorted(needed):
+        chosen = frozenset(needed[day])
+        if stretches and stretches[-1][2] == chosen and stretches[-1][1] + timedelta(1) == day:
+            stretches[-1] = (stretches[-1][0], day, chosen)
+        else:
+            stretches.append((day, day, chosen))
+    return stretches
+
+
+def plan_of_run(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any] | None:
+    """The plan a run's `raw/source_changes` materialisation carries, if it made one."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SOURCE_CHANGES), limit=50
+    ).records
+    for record in records:
+        if record.run_id == run_id:
+            return record.asset_materialization.metadata["plan"].value
+    return None
+
+
+def days_of(runs: Iterable[PartitionRun]) -> set[date]:
+    days: set[date] = set()
+    for run in runs:
+        day, last = date.fromisoformat(run.first), date.fromisoformat(run.last)
+        while day <= last:
+            days.add(day)
+            day += timedelta(days=1)
+    return days
+
+
+def stale_kpi_partitions(
+    partitions: PlatformPartitions, days: Iterable[date], latest: date
+) -> dict[Grain, set[str]]:
+    """The weekly and monthly partitions that read any of `days`, through the same partition
+    mappings the automation sensor follows, that start on or before the latest day extracted."""
+    subset = partitions.daily.subset_with_partition_keys(
+        [day.isoformat() for day in days if day >= partitions.first_day]
+    )
+    stale: dict[Grain, set[str]] = defaultdict(set)
+    for table in tables.tables_of(Layer.PRESENTATION):
+        downstream = partitions.of(table.grain)
+        for dependency in INPUTS[table.name]:
+            if isinstance(dependency, dg.AssetDep) and dependency.partition_mapping is not None:
+                mapped = dependency.partition_mapping.get_downstream_partitions_for_partitions(
+                    subset, partitions.daily, downstream
+                )
+                stale[table.grain] |= {
+                    key for key in mapped.get_partition_keys() if date.fromisoformat(key) <= latest
+                }
+    return stale
+
+
+def kpi_runs(partition_keys: Mapping[Grain, Iterable[str]]) -> list[PartitionRun]:
+    """One run of the weekly or monthly KPIs per stretch of consecutive partitions."""
+    runs = []
+    for grain, job in ((Grain.WEEKLY, WEEKLY_JOB), (Grain.MONTHLY, MONTHLY_JOB)):
+        keys = sorted(date.fromisoformat(k) for k in partition_keys.get(grain, ()))
+        assets = tuple(asset_key(t) for t in tables.tables_of(Layer.PRESENTATION, grain))
+        first = previous = None
+        for key in keys:
+            if previous is not None and next_period(grain, previous) != key:
+                runs.append(PartitionRun(job, assets, first.isoformat(), previous.isoformat()))
+                first = None
+            first = first or key
+            previous = key
+        if first is not None:
+            runs.append(PartitionRun(job, assets, first.isoformat(), previous.isoformat()))
+    return runs

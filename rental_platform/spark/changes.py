@@ -1,0 +1,330 @@
+"""Which days of the lake no longer match the source: what a nightly (or audit) run re-extracts
+and re-curates (kpis.md, "Always equal to a full recompute").
+
+The source has no change timestamps, so a day is compared by fingerprint (`extract.py`): the one
+recorded with the lake's raw partition against the source's now. A day differs when it was never
+extracted, or when its fingerprints differ (rows added, removed or changed).
+
+A booking that moved to another day changes two days' fingerprints. Both are re-extracted when
+both lie in the window compared. When only one does, the booking's key finds the other: a key
+gone from a day is looked up in the source (where is it now?), and a key new to a day is looked
+up in the lake (where was it?), so that no copy is left in a day it left, nor is one lost.
+
+Curated days can also be stale with their raw day unchanged: curated before their raw day's
+latest extraction (a run that died between the two), or judged against listings the history
+has changed since (`pending_listing_effects` of curated.listings_history).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from rental_platform import tables
+from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
+from rental_platform.spark.lake import Lake
+from rental_platform.spark.manifest import UNDATED
+from rental_platform.tables import Table
+
+# The daily source tables, with the key that identifies a row of each, where it has one.
+DAILY_SOURCES: dict[Table, str | None] = {
+    tables.RAW_BOOKINGS: "booking_id",
+    tables.RAW_USER_VIEWING: None,
+}
+CURATED_OF = {
+    tables.RAW_BOOKINGS: tables.CURATED_BOOKINGS,
+    tables.RAW_USER_VIEWING: tables.CURATED_USER_VIEWING,
+}
+# Rounds of following moved keys to the days they touch (each round's days may have moves too).
+MOVE_ROUNDS = 5
+
+
+@dataclass
+class ChangePlan:
+    """Per raw table, the days to re-extract; per curated table, the days to re-curate only.
+    Each with the reason, as the UI shows it."""
+
+    extract: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    curate: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "extract": {t: dict(sorted(d.items())) for t, d in self.extract.items() if d},
+            "curate": {t: dict(sorted(d.items())) for t, d in self.curate.items() if d},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChangePlan:
+        plan = cls()
+        for name in ("extract", "curate"):
+            for table, days in data.get(name, {}).items():
+                getattr(plan, name)[table].update(days)
+        return plan
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days)]
+
+
+def _difference(recorded: Fingerprint | None, source: Fingerprint) -> str | None:
+    if recorded is None:
+        return "never extracted"
+    if recorded == source:
+        return None
+    if recorded.rows != source.rows:
+        delta = source.rows - recorded.rows
+        return f"changed: {abs(delta)} rows {'added' if delta > 0 else 'removed'} (net)"
+    return f"changed: rows changed ({source.rows} rows)"
+
+
+def detect(
+    lake: Lake, reader: SourceReader, start: date, end: date, force_from: date | None
+) -> ChangePlan:
+    """The plan for the days [start, end): each day whose source fingerprint differs from the
+    lake's, every day from `force_from` on whatever it says, the days moved keys touch, and the
+    curated days that are stale."""
+    plan = ChangePlan()
+    for raw, key in DAILY_SOURCES.items():
+        source = reader.fingerprints(raw, start, end)
+        committed = lake.state.table(raw.id).partitions
+        differing: dict[date, str] = {}
+        for day in _days(start, end):
+            recorded = committed.get(day.isoformat())
+            if force_from is not None and day >= force_from:
+                differing[day] = "new" if recorded is None else "asked for"
+                continue
+            fingerprint = (
+                Fingerprint.from_json(recorded.facts.get("fingerprint")) if recorded else None
+            )
+            reason = _difference(fingerprint, source.get(day, NO_ROWS))
+            if reason:
+                differing[day] = reason
+        undated = committed.get(UNDATED)
+        undated_changed = undated is None or Fingerprint.from_json(
+            undated.facts.get("fingerprint")
+        ) != source.get(None, NO_ROWS)
+        if undated_changed:
+            plan.extract[raw.id][UNDATED] = "rows with no day changed"
+        for day, reason in differing.items():
+            plan.extract[raw.id][day.isoformat()] = reason
+        if key is not None and (differing or undated_changed):
+            _follow_moves(lake, reader, raw, key, set(differing), undated_changed, plan)
+    _stale_curation(lake, plan)
+    _pending_listing_effects(lake, plan)
+    return plan
+
+
+def _follow_moves(
+    lake: Lake,
+    reader: SourceReader,
+    raw: Table,
+    key: str,
+    days: set[date],
+    undated: bool,
+    plan: ChangePlan,
+) -> None:
+    """Add to the plan the days a moved key left or reached outside `days`."""
+    partitions = lake.state.table(raw.id).partitions
+    highest = max((p.facts.get("max_key", 0) or 0 for p in partitions.values()), default=0)
+    planned = plan.extract[raw.id]
+    for _ in range(MOVE_ROUNDS):
+        lake_keys = _lake_keys(lake, raw, key, [d.isoformat() for d in days], undated)
+        source_keys = reader.keys_by_day(raw, key, days, undated)
+        joined = lake_keys.alias("l").join(source_keys.alias("s"), "key", "full_outer")
+        gone = [r["key"] for r in joined.where(F.col("s.key").isNull()).select("key").collect()]
+        # A key above every key the lake ever held is new, not moved: no lake lookup for it.
+        arrived = [
+            r["key"]
+            for r in joined.where(F.col("l.key").isNull() & (F.col("key") <= highest))
+            .select("key")
+            .collect()
+        ]
+        found: set[date] = set()
+        for moved_key, now in reader.days_of(raw, key, gone).items():
+            if now is not None and now.isoformat() not in planned:
+                planned[now.isoformat()] = f"a row moved here ({key} {moved_key})"
+                found.add(now)
+        if arrived:
+            elsewhere = [
+                k for k in partitions if k not in {d.isoformat() for d in days} and k != UNDATED
+            ] + ([UNDATED] if not undated else [])
+            for row in (
+                _lake_keys(lake, raw, key, elsewhere, False)
+                .where(F.col("key").isin(arrived))
+                .collect()
+            ):
+                label = row["day"].isoformat() if row["day"] else UNDATED
+                if label not in planned:
+                    planned[label] = f"a row moved away ({key} {row['key']})"
+                    if row["day"]:
+                        found.add(row["day"])
+        if not found:
+            return
+        days, undated = found, False
+
+
+def _lake_keys(lake: Lake, raw: Table, key: str, keys: list[str], undated: bool) -> DataFrame:
+    """(key, day) of the lake's committed rows of the given partitions."""
+    rows = lake.read(raw, keys + ([UNDATED] if undated else []))
+    return rows.select(F.col(key).alias("key"), F.to_date(raw.partition_column).alias("day"))
+
+
+def _stale_curation(lake: Lake, plan: ChangePlan) -> None:
+    """Curated days missing, or curated from an older extraction than the raw day's current
+    one (a run that died between extracting and curating)."""
+    for raw, curated in CURATED_OF.items():
+        raw_partitions = lake.state.table(raw.id).partitions
+        curated_partitions = lake.state.table(curated.id).partitions
+        for day, partition in raw_partitions.items():
+            if day == UNDATED or day in plan.extract[raw.id]:
+                continue
+            done = curated_partitions.get(day)
+            if done is None:
+                plan.curate[curated.id][day] = "extracted, never curated"
+            elif done.facts.get("raw_version") != partition.version:
+                plan.curate[curated.id][day] = "re-extracted since it was curated"
+
+
+def _pending_listing_effects(lake: Lake, plan: ChangePlan) -> None:
+    """Booking days a change of the listing history affects (see `listing_effects`) that were
+    curated against an older history."""
+    curated = lake.state.table(tables.CURATED_BOOKINGS.id).partitions
+    planned = plan.extract[tables.RAW_BOOKINGS.id]
+    for effect in lake.table_facts(tables.CURATED_LISTINGS_HISTORY).get("pending_effects", []):
+        for day, reason in effect["days"].items():
+            done = curated.get(day)
+            if done and done.facts.get("listings_seq", 0) < effect["seq"] and day not in planned:
+                plan.curate[tables.CURATED_BOOKINGS.id].setdefault(day, reason)
+
+
+def listing_effects(
+    lake: Lake, stamp: date, new_ids: list[int], created: list[date], coverage: list[int]
+) -> dict[str, str]:
+    """The curated booking days a history change stamped `stamp` affects:
+    - days with bookings rejected as unknown_apartment of a listing now learnt;
+    - days from the stamp on, when listings went or came back (their bookings are re-judged);
+    - the day each learnt listing was created (or the first curated day, if it was earlier):
+      re-curating it marks the periods that now see the listing (its creation week, the months
+      since) stale, through the partitions that read that day.
+    """
+    curated = lake.state.table(tables.CURATED_BOOKINGS.id).partitions
+    quarantine = lake.state.table(tables.QUARANTINE_BOOKINGS.id).partitions
+    dated = sorted(k for k in curated if k != UNDATED)
+    if not dated:
+        return {}
+    learnt = set(new_ids)
+    days: dict[str, str] = {}
+    for day in dated:
+        rejected = quarantine.get(day)
+        unknown = set(rejected.facts.get("unknown_apartments", [])) if rejected else set()
+        if unknown & learnt:
+            days[day] = f"listings learnt: {_some(sorted(unknown & learnt))}"
+        elif coverage and date.fromisoformat(day) >= stamp:
+            days[day] = f"listings gone or back on {stamp}: {_some(coverage)}"
+    for created_day in created:
+        day = max(created_day.isoformat(), dated[0])
+        if day in curated and day <= dated[-1]:
+            days.setdefault(day, "a listing created on this day was learnt")
+    return days
+
+
+def _some(ids: list[int], shown: int = 5) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(map(str, ids[:shown])) + more
+
+
+def still_pending(lake: Lake, effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The listing effects some booking day has not been re-curated for yet."""
+    curated = lake.state.table(tables.CURATED_BOOKINGS.id).partitions
+    return [
+        effect
+        for effect in effects
+        if any(
+            day in curated and curated[day].facts.get("listings_seq", 0) < effect["seq"]
+            for day in effect["days"]
+        )
+    ]
+
+
+def unknown_apartments(quarantine: DataFrame) -> dict[str, list[int]]:
+    """Per day, the listings of the bookings rejected as unknown_apartment: when one of them
+    is learnt, that day is re-curated."""
+    rows = (
+        quarantine.where(F.col("reject_reason") == "unknown_apartment")
+        .groupBy(F.to_date("booking_date").alias("day"))
+        .agg(F.sort_array(F.collect_set("apartment_id")).alias("ids"))
+        .collect()
+    )
+    return {row["day"].isoformat(): list(row["ids"]) for row in rows if row["day"]}
+
+
+def row_differences(
+    lake: Lake, raw: Table, key: str | None, dated: DataFrame, undated: DataFrame
+) -> dict[str, Any]:
+    """What a re-extraction changed, for the raw asset's metadata: days extracted for the
+    first time, days unchanged, and per changed day the rows added, removed and changed
+    (by key; a table without one compares whole rows). Only days whose fingerprint differs
+    from the one recorded are compared, against their committed version. `dated` and
+    `undated` are the rows the step wrote."""
+    staged = lake.staged(raw)
+    new_days, same, changed = [], 0, []
+    for day_key in staged:
+        before = lake.partition(raw, day_key)
+        if before is None:
+            new_days.append(day_key)
+        elif before.facts.get("fingerprint") == staged[day_key].facts.get("fingerprint"):
+            same += 1
+        else:
+            changed.append(day_key)
+    report: dict[str, Any] = {"new_days": len(new_days), "unchanged_days": same}
+    if not changed:
+        return report | {"changed_days": {}}
+    columns = [c for c in raw.column_names if c != "_extracted_at"]
+    day = F.coalesce(F.to_date(raw.partition_column).cast("string"), F.lit(UNDATED))
+    old = lake.read(raw, changed).select(*columns).withColumn("_day", day)
+    changed_days = [k for k in changed if k != UNDATED]
+    new = dated.where(F.to_date(raw.partition_column).cast("string").isin(changed_days))
+    if UNDATED in changed:
+        new = new.unionByName(undated)
+    new = new.select(*columns).withColumn("_day", day)
+    if key is None:
+        kinds = (
+            old.exceptAll(new)
+            .select("_day", F.lit("removed").alias("_kind"))
+            .unionByName(new.exceptAll(old).select("_day", F.lit("added").alias("_kind")))
+        )
+    else:
+        kinds = _keyed_differences(old, new, key, columns)
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in kinds.groupBy("_day", "_kind").count().collect():
+        counts[row["_day"]][row["_kind"]] = row["count"]
+    return report | {"changed_days": dict(sorted(counts.items()))}
+
+
+def _keyed_differences(old: DataFrame, new: DataFrame, key: str, columns: list[str]) -> DataFrame:
+    """(day, kind) of each difference: a key only in the old rows was removed from its day,
+    only in the new ones added to its day; in both, it moved (removed from one day, added to
+    the other) or, on the same day, changed if any value differs."""
+    joined = old.alias("o").join(new.alias("n"), key, "full_outer")
+    same_values = F.lit(True)
+    for column in columns:
+        if column != key:
+            same_values = same_values & F.col(f"o.{column}").eqNullSafe(F.col(f"n.{column}"))
+
+    def at(side: str, what: str) -> Column:
+        return F.struct(F.col(f"{side}._day").alias("day"), F.lit(what).alias("kind"))
+
+    kind = (
+        F.when(F.col("o._day").isNull(), F.array(at("n", "added")))
+        .when(F.col("n._day").isNull(), F.array(at("o", "removed")))
+        .when(F.col("o._day") != F.col("n._day"), F.array(at("o", "removed"), at("n", "added")))
+        .when(~same_values, F.array(at("n", "changed")))
+    )
+    return joined.select(F.explode(kind).alias("_d")).select(
+        F.col("_d.day").alias("_day"), F.col("_d.kind").alias("_kind")
+    )

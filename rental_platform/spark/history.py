@@ -1,0 +1,137 @@
+"""The listing history of kpis.md ("Listing history"): a slowly changing dimension, type 2.
+
+Each listings snapshot, stamped with its as-of day, is compared with the history's open
+versions, listing by listing, on every curated column but `_extracted_at` (null equals null):
+- unchanged: the open version stays open;
+- changed: the open version closes on the stamp day and a new one starts on it;
+- gone from the source, or quarantined now: the open version closes on the stamp day;
+- back after a gap: a new version starts on the stamp day (the gap stays);
+- curated for the first time (new, or fixed after being quarantined): its first version is
+  valid from 0001-01-01, since the listing existed all along.
+Closed versions never change, so a past period keeps the listings it saw, except that it learns
+of listings the platform only learnt of now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from rental_platform import tables
+from rental_platform.tables import EXTRACTED_AT
+
+# Where a listing's first version starts: before any period, since it existed all along.
+BEGINNING = date(1, 1, 1)
+# The columns a version is compared on: every curated listing column but when it was read.
+COMPARED = [c for c in tables.CURATED_LISTINGS.column_names if c != EXTRACTED_AT.name]
+HISTORY_COLUMNS = tables.CURATED_LISTINGS_HISTORY.column_names
+
+
+@dataclass
+class HistoryUpdate:
+    """A snapshot applied: the whole new history, and who changed how (the listings whose
+    bookings or periods the change may affect)."""
+
+    history: DataFrame
+    # Curated for the first time: their bookings, once unknown_apartment, are re-judged.
+    new_ids: list[int]
+    # The days those listings were created: the periods that now see them start there.
+    new_created_days: list[date]
+    # Whose validity changed from the stamp on (gone, or back): bookings from then are re-judged.
+    coverage_ids: list[int]
+    changed: int
+
+
+def _beginning() -> Column:
+    # Not F.lit(BEGINNING): Python writes year 1 as "1-01-01", which Spark cannot parse.
+    return F.to_date(F.lit(BEGINNING.isoformat()))
+
+
+def _same(old: str, new: str) -> Column:
+    """Null-safe equality of every compared column of two aliased frames."""
+    return reduce(
+        lambda a, b: a & b, [F.col(f"{old}.{c}").eqNullSafe(F.col(f"{new}.{c}")) for c in COMPARED]
+    )
+
+
+def apply_snapshot(history: DataFrame, snapshot: DataFrame, stamp: date) -> HistoryUpdate:
+    """The history after the snapshot `snapshot` (curated listings) stamped `stamp`.
+
+    The caller makes sure the stamp is later than every stamp applied before."""
+    stamp_value = F.lit(stamp)
+    open_versions = history.where(F.col("valid_to").isNull()).alias("old")
+    closed_versions = history.where(F.col("valid_to").isNotNull())
+    known_ids = history.select(F.col("id").alias("_known")).distinct()
+    now = snapshot.alias("new")
+    pairs = open_versions.join(now, F.col("old.id") == F.col("new.id"), "full_outer")
+    kind = (
+        F.when(F.col("new.id").isNull(), "gone")
+        .when(F.col("old.id").isNull(), "added")
+        .when(_same("old", "new"), "same")
+        .otherwise("changed")
+    )
+    judged = pairs.withColumn("_kind", kind)
+    kept_open = judged.where(F.col("_kind") == "same").select(
+        *[F.col(f"old.{c}").alias(c) for c in HISTORY_COLUMNS]
+    )
+    closed_now = judged.where(F.col("_kind").isin("changed", "gone")).select(
+        *[(stamp_value if c == "valid_to" else F.col(f"old.{c}")).alias(c) for c in HISTORY_COLUMNS]
+    )
+    started = (
+        judged.where(F.col("_kind").isin("changed", "added"))
+        .select("_kind", *[F.col(f"new.{c}").alias(c) for c in [*COMPARED, EXTRACTED_AT.name]])
+        .join(F.broadcast(known_ids), F.col("id") == F.col("_known"), "left")
+        .withColumn(
+            "valid_from",
+            F.when(F.col("_known").isNull(), _beginning()).otherwise(stamp_value),
+        )
+        .withColumn("valid_to", F.lit(None).cast("date"))
+    )
+    # Added and never known: new. Added but known (all its versions closed): back.
+    started = started.withColumn(
+        "_kind",
+        F.when((F.col("_kind") == "added") & F.col("_known").isNull(), "new")
+        .when(F.col("_kind") == "added", "back")
+        .otherwise(F.col("_kind")),
+    )
+    new = started.where(F.col("_kind") == "new").select(
+        "id", F.to_date("listing_created_on").alias("created")
+    )
+    new_rows = new.collect()
+    coverage = [
+        row["id"] for row in judged.where(F.col("_kind") == "gone").select("old.id").collect()
+    ] + [row["id"] for row in started.where(F.col("_kind") == "back").select("id").collect()]
+    changed = judged.where(F.col("_kind") == "changed").count()
+    result = (
+        closed_versions.select(*HISTORY_COLUMNS)
+        .unionByName(closed_now)
+        .unionByName(kept_open)
+        .unionByName(started.select(*HISTORY_COLUMNS))
+    )
+    return HistoryUpdate(
+        history=result,
+        new_ids=sorted(row["id"] for row in new_rows),
+        new_created_days=sorted({row["created"] for row in new_rows if row["created"]}),
+        coverage_ids=sorted(coverage),
+        changed=changed,
+    )
+
+
+def current_versions(history: DataFrame) -> DataFrame:
+    """The versions valid on the latest stamp: curated.listings, what users browse."""
+    return history.where(F.col("valid_to").isNull()).select(*tables.CURATED_LISTINGS.column_names)
+
+
+def versions_on(history: DataFrame, days: DataFrame, day_column: str) -> DataFrame:
+    """For every row of `days`, the listing versions valid on its `day_column`: one row per
+    (day row, listing), with the day row's columns and the version's. Versions of a listing
+    do not overlap, so a listing appears at most once per day."""
+    day = F.col(day_column)
+    return F.broadcast(days).join(
+        history,
+        (F.col("valid_from") <= day) & (F.col("valid_to").isNull() | (day < F.col("valid_to"))),
+    )

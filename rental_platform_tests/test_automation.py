@@ -1,0 +1,152 @@
+"""The automation over every partition, evaluated as the sensor evaluates it (Dagster's own
+`evaluate_automation_conditions`, on a real instance): a day two months old re-materialised
+makes exactly its week, the weeks whose 30-day repeat window holds it, and the months whose
+occupancy reads it stale; the CLI's nightly finds the same partitions from the same mappings.
+And the sensor that carries out a snapshots run's plan launches the daily runs it asks for."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+
+from rental_platform import tables
+from rental_platform.assets.checks import asset_key
+from rental_platform.automation import changed_days
+from rental_platform.cycle import SOURCE_CHANGES, stale_kpi_partitions
+from rental_platform.definitions import build_definitions
+from rental_platform.partitions import PlatformPartitions
+from rental_platform.settings import Settings
+from rental_platform.spark.quality import checks_for
+from rental_platform.tables import Grain, Layer
+
+FIRST = date(2025, 1, 1)
+NOW = datetime(2025, 4, 1, 6, tzinfo=UTC)  # the daily partitions run to March 31
+DEFS = build_definitions(Settings.from_env({"RENTAL_PARTITIONS_START": FIRST.isoformat()}))
+KPIS = dg.AssetSelection.groups(str(Layer.PRESENTATION))
+UPSTREAM = (tables.CURATED_BOOKINGS, tables.CURATED_USER_VIEWING)
+
+
+def _days(first: date, last: date) -> list[str]:
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def _materialise_upstream(instance: dg.DagsterInstance, days: list[str]) -> None:
+    """What the daily runs report: each day of curated bookings and views, and their checks
+    (passed), and the listing history."""
+    for table in UPSTREAM:
+        for day in days:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key(table), partition=day)
+            )
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key(tables.CURATED_LISTINGS_HISTORY))
+    )
+    for table in (*UPSTREAM, tables.CURATED_LISTINGS_HISTORY):
+        for spec in checks_for(table):
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=asset_key(table), check_name=spec.name, passed=True
+                )
+            )
+
+
+def _materialise_requested(instance: dg.DagsterInstance, result) -> None:
+    for table in tables.tables_of(Layer.PRESENTATION):
+        for key in result.get_requested_partitions(asset_key(table)):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key(table), partition=key)
+            )
+
+
+def _requested(result) -> dict[str, set[str]]:
+    return {
+        table.name: set(result.get_requested_partitions(asset_key(table)))
+        for table in tables.tables_of(Layer.PRESENTATION)
+    }
+
+
+def test_a_day_two_months_old_makes_its_periods_stale() -> None:
+    with dg.instance_for_test() as instance:
+        tick = dg.evaluate_automation_conditions(
+            DEFS, instance, asset_selection=KPIS, evaluation_time=NOW
+        )
+        _materialise_upstream(instance, _days(FIRST, date(2025, 3, 31)))
+        # Until every KPI partition has been computed once.
+        for _ in range(3):
+            tick = dg.evaluate_automation_conditions(
+                DEFS, instance, asset_selection=KPIS, evaluation_time=NOW, cursor=tick.cursor
+            )
+            _materialise_requested(instance, tick)
+        tick = dg.evaluate_automation_conditions(
+            DEFS, instance, asset_selection=KPIS, evaluation_time=NOW, cursor=tick.cursor
+        )
+        assert tick.total_requested == 0
+
+        # Feb 1, a Saturday two months back, re-curated (a status changed in the source).
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key(tables.CURATED_BOOKINGS), partition="2025-02-01")
+        )
+        tick = dg.evaluate_automation_conditions(
+            DEFS, instance, asset_selection=KPIS, evaluation_time=NOW, cursor=tick.cursor
+        )
+        requested = _requested(tick)
+        week = {"2025-01-27"}
+        # Its own week, for every weekly KPI (they are computed together)...
+        for name in ("avg_listing_price", "top_listings", "bookings_per_user"):
+            assert requested[name] == week, name
+        # ...the five weeks whose window (Sunday - 29 .. Sunday) holds it...
+        assert requested["repeat_customer_rate"] == {
+            "2025-01-27",
+            "2025-02-03",
+            "2025-02-10",
+            "2025-02-17",
+            "2025-02-24",
+        }
+        # ...and every month from its own: bookings are made ahead. April exists already
+        # (the month under way), and is computed empty until its days are extracted.
+        assert requested["occupancy_rate"] == {"2025-02-01", "2025-03-01", "2025-04-01"}
+
+    partitions = PlatformPartitions.starting(FIRST)
+    stale = stale_kpi_partitions(partitions, [date(2025, 2, 1)], latest=date(2025, 3, 31))
+    assert stale[Grain.WEEKLY] == requested["repeat_customer_rate"] | week
+    assert stale[Grain.MONTHLY] == {"2025-02-01", "2025-03-01"}
+
+
+def test_the_plan_of_a_snapshots_run_becomes_daily_runs() -> None:
+    plan = {
+        "extract": {
+            "raw.bookings": {"2025-03-30": "changed", "2025-03-31": "new", "undated": "x"},
+            "raw.user_viewing": {"2025-03-31": "new"},
+        },
+        "curate": {"curated.bookings": {"2025-02-01": "listings learnt: 9"}},
+    }
+
+    @dg.asset(key=SOURCE_CHANGES)
+    def source_changes() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"plan": dg.MetadataValue.json(plan)})
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([source_changes], instance=instance)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="changed_days",
+            dagster_event=result.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        )
+        requests = changed_days(context)
+    ranges = {
+        (
+            r.tags["dagster/asset_partition_range_start"],
+            r.tags["dagster/asset_partition_range_end"],
+        ): {key.to_user_string() for key in r.asset_selection}
+        for r in requests
+    }
+    bookings = {"raw/bookings", "curated/bookings", "quarantine/bookings"}
+    views = {"raw/user_viewing", "curated/user_viewing", "quarantine/user_viewing"}
+    assert ranges == {
+        ("2025-02-01", "2025-02-01"): {"curated/bookings", "quarantine/bookings"},
+        ("2025-03-30", "2025-03-30"): bookings,
+        ("2025-03-31", "2025-03-31"): bookings | views,
+    }
+    assert len({r.run_key for r in requests}) == 3

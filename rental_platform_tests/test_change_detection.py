@@ -1,0 +1,242 @@
+"""The nightly run on a source that changed under the lake (kpis.md, "Always equal to a full
+recompute"), with a mutable horizon of 7 days: every kind of change is found, re-extracted,
+re-curated and recomputed, so that after the night every KPI table equals the DuckDB reference
+computed from scratch, except for the one change older than the horizon, which the audit then
+finds. Real MariaDB, Spark and DuckDB; the CLI's own code path (`runs.run_cycle`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from benchmarks.reference import compare, history_differences, run_reference, snapshot_listings
+from rental_platform import tables
+from rental_platform.assets.checks import asset_key
+from rental_platform.cycle import SOURCE_CHANGES
+from rental_platform.runs import RunOutcome
+from rental_platform.spark.manifest import committed_files
+from rental_platform_tests.conftest import Platform
+
+FIRST, BACKFILLED, NIGHT = date(2025, 1, 1), date(2025, 1, 20), date(2025, 1, 21)
+HORIZON = 7  # days compared by the nightly run: Jan 14 .. Jan 21
+LISTINGS = [
+    # id, title, source, price, currency, listing_created_on, is_active, last_modified
+    (1, "Loft", "web", "100.00", "USD", "2024-12-01 09:00:00", 1, None),
+    (2, "Flat", "web", "300.00", "USD", "2024-12-02 09:00:00", 1, None),
+    (3, "Room", "web", "200.00", "EUR", "2024-12-03 09:00:00", 0, None),
+]
+CITIES = [(1, "Austin", "TX"), (2, "Austin", "TX"), (3, "Boston", "MA")]
+# Listing 9 exists all along, but the source only gets it tonight: its bookings were rejected.
+LATE_LISTING = (9, "Late", "web", "150.00", "USD", "2024-12-15 09:00:00", 1, None)
+
+
+def booking(booking_id: int, user: int, listing: int, day: date, status: str = "confirmed"):
+    checkin = day + timedelta(days=2)
+    return (
+        booking_id,
+        user,
+        listing,
+        f"{day} 10:00:00",
+        str(checkin),
+        str(checkin + timedelta(days=3)),
+        "300.00",
+        "USD",
+        status,
+    )
+
+
+# One booking a day, booking_id 100 + day of January, users cycling through four.
+BOOKINGS = [
+    booking(100 + n, 1 + n % 4, 1 + n % 3, FIRST + timedelta(days=n - 1))
+    for n in range(1, BACKFILLED.day + 1)
+]
+BOOKINGS[4] = booking(105, 2, 3, date(2025, 1, 5), "pending")  # confirmed late, in the horizon
+BOOKINGS[14] = booking(115, 4, 1, date(2025, 1, 15), "pending")
+BOOKINGS[5] = booking(106, 3, 9, date(2025, 1, 6))  # a booking of the late listing
+VIEWS = [
+    (1, 1, f"{FIRST + timedelta(days=n)} 08:00:00", 0, None if n % 2 else "book_now")
+    for n in range(BACKFILLED.day)
+]
+
+
+@dataclass
+class Night:
+    platform: Platform
+    outcomes: list[RunOutcome]
+    plan: dict
+    differences: dict[str, list[tuple]]
+    reference: Path
+    history: Path
+
+
+def _reference(platform: Platform, folder: Path, as_of: date, history: Path) -> Path:
+    """The reference over the source as it is now, with its own listing history."""
+    snapshot_listings(history, platform.settings.mysql, as_of)
+    database = folder / f"reference-{as_of}.duckdb"
+    run_reference(platform.settings.mysql, FIRST, as_of, database, history)
+    return database
+
+
+def _differences(platform: Platform, reference: Path) -> dict[str, list[tuple]]:
+    warehouse = Path(platform.settings.warehouse.database)
+    return {table: rows for table, rows in compare(warehouse, reference).items() if rows}
+
+
+@pytest.fixture(scope="module")
+def night(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Night:
+    folder = tmp_path_factory.mktemp("change_detection")
+    history = folder / "listing_history.duckdb"
+    platform.settings = dataclasses.replace(
+        platform.settings, mutable_days=HORIZON, max_quarantine_share=0.5
+    )
+    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", LISTINGS)
+    platform.execute(
+        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)", CITIES
+    )
+    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", BOOKINGS)
+    platform.execute("INSERT INTO user_viewing VALUES (%s,%s,%s,%s,%s)", VIEWS)
+    platform.run(FIRST, BACKFILLED)
+    assert not _differences(platform, _reference(platform, folder, BACKFILLED, history))
+
+    # The day that ends tonight, and what changed under the lake meanwhile.
+    platform.execute(
+        "INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+        [booking(201, 1, 2, NIGHT), booking(202, 3, 1, NIGHT, "cancelled")],
+    )
+    platform.execute("UPDATE bookings SET booking_status = 'confirmed' WHERE booking_id = 115")
+    platform.execute("UPDATE bookings SET booking_status = 'confirmed' WHERE booking_id = 105")
+    # Moved into the horizon from a day before it, and out of it to a day before it.
+    platform.execute(
+        "UPDATE bookings SET booking_date = '2025-01-16 11:00:00', checkin_date = '2025-01-17', "
+        "checkout_date = '2025-01-19' WHERE booking_id = 103"
+    )
+    platform.execute(
+        "UPDATE bookings SET booking_date = '2025-01-02 12:00:00' WHERE booking_id = 119"
+    )
+    platform.execute("UPDATE bookings SET booking_date = NULL WHERE booking_id = 118")
+    platform.execute("DELETE FROM bookings WHERE booking_id = 117")
+    # Late views: one on a day in the horizon; and one deleted.
+    platform.execute(
+        "INSERT INTO user_viewing VALUES (2, 2, '2025-01-15 09:00:00', 1, 'contact_owner')"
+    )
+    platform.execute("DELETE FROM user_viewing WHERE viewed_at = '2025-01-14 08:00:00'")
+    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", [LATE_LISTING])
+    platform.execute("UPDATE apartments SET price = 120.00 WHERE id = 1")
+    # Older than the horizon: the nightly run cannot see it, the audit will.
+    platform.execute("UPDATE bookings SET booking_status = 'cancelled' WHERE booking_id = 104")
+
+    outcomes = platform.nightly(NIGHT)
+    (snapshots,) = [o for o in outcomes if o.job == "snapshots"]
+    plan = (
+        platform.instance.get_latest_materialization_event(SOURCE_CHANGES)
+        .asset_materialization.metadata["plan"]
+        .value
+    )
+    assert platform.instance.get_latest_materialization_event(SOURCE_CHANGES).run_id == (
+        snapshots.run_id
+    )
+    reference = _reference(platform, folder, NIGHT, history)
+    return Night(platform, outcomes, plan, _differences(platform, reference), reference, history)
+
+
+def test_the_plan_names_every_changed_day_and_why(night: Night) -> None:
+    extract = night.plan["extract"]
+    bookings = extract["raw.bookings"]
+    assert bookings.pop("2025-01-21") == "new"
+    assert bookings.pop("undated") == "rows with no day changed"
+    assert set(bookings) == {
+        "2025-01-02",  # 119 moved here from the horizon
+        "2025-01-03",  # 103 moved away into the horizon
+        "2025-01-15",  # 115 confirmed
+        "2025-01-16",  # 103 moved here
+        "2025-01-17",  # 117 deleted
+        "2025-01-18",  # 118 lost its date
+        "2025-01-19",  # 119 moved away
+    }
+    assert bookings["2025-01-17"] == "changed: 1 rows removed (net)"
+    assert bookings["2025-01-15"] == "changed: rows changed (1 rows)"
+    assert bookings["2025-01-02"].startswith("a row moved here (booking_id 119)")
+    assert bookings["2025-01-03"].startswith("a row moved away (booking_id 103)")
+    assert set(extract["raw.user_viewing"]) == {"2025-01-14", "2025-01-15", "2025-01-21"}
+    # Booking 105 of Jan 5 was confirmed too, but Jan 5 is older than the horizon.
+    assert "2025-01-05" not in bookings
+    # The late listing's bookings (Jan 6) are re-curated, and so is the first day, which the
+    # listing's creation (before it) marks for the periods that now see it.
+    curate = night.plan["curate"]["curated.bookings"]
+    assert set(curate) == {"2025-01-06", "2025-01-01"}
+    assert curate["2025-01-06"] == "listings learnt: 9"
+
+
+def test_every_booking_is_curated_once_in_its_current_day(night: Night) -> None:
+    curated = dict(
+        night.platform.lake(
+            tables.CURATED_BOOKINGS, "SELECT booking_id, CAST(booking_date AS DATE) FROM t"
+        )
+    )
+    assert curated[103] == date(2025, 1, 16)
+    assert curated[119] == date(2025, 1, 2)
+    assert curated[106] == date(2025, 1, 6)  # its listing is known now
+    assert 117 not in curated and 118 not in curated
+    counted = night.platform.lake(
+        tables.CURATED_BOOKINGS, "SELECT COUNT(*), COUNT(DISTINCT booking_id) FROM t"
+    )
+    assert counted == [(len(curated), len(curated))]
+    quarantined = night.platform.lake(
+        tables.QUARANTINE_BOOKINGS, "SELECT booking_id, reject_reason FROM t"
+    )
+    assert quarantined == [(118, "booking_date_null")]
+
+
+def test_the_raw_asset_says_what_was_re_extracted(night: Night) -> None:
+    changed = {}
+    for outcome in night.outcomes:
+        for record in night.platform.instance.all_logs(
+            outcome.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ):
+            materialization = record.asset_materialization
+            if materialization.asset_key == asset_key(tables.RAW_BOOKINGS):
+                changed |= materialization.metadata["re_extracted"].value["changed_days"]
+    assert changed["2025-01-15"] == {"changed": 1}
+    assert changed["2025-01-17"] == {"removed": 1}
+    assert changed["2025-01-19"] == {"removed": 1}
+    assert changed["2025-01-02"] == {"added": 1}
+
+
+def test_only_the_changes_older_than_the_horizon_are_left(night: Night) -> None:
+    """Booking 105 (Jan 5, confirmed late) and 104 (Jan 4, cancelled late) are older than the
+    7-day horizon: only the periods that read those days differ from a full recompute."""
+    assert night.differences, "the two old changes must show before the audit"
+    reading = {
+        "repeat_customer_rate": {date(2024, 12, 30) + timedelta(weeks=n) for n in range(4)},
+        "occupancy_rate": {date(2025, 1, 1)},
+    }
+    for table, rows in night.differences.items():
+        periods = {row[0] for _, row in rows}
+        assert periods <= reading.get(table, {date(2024, 12, 30)}), table
+
+
+def test_the_listing_history_matches_the_reference(night: Night) -> None:
+    files = committed_files(night.platform.settings.lake_root, tables.CURATED_LISTINGS_HISTORY.id)
+    assert history_differences(files, night.history) == []
+
+
+def test_the_audit_finds_what_the_night_could_not(night: Night, tmp_path: Path) -> None:
+    outcomes = night.platform.audit(NIGHT)
+    plan = (
+        night.platform.instance.get_latest_materialization_event(SOURCE_CHANGES)
+        .asset_materialization.metadata["plan"]
+        .value
+    )
+    assert set(plan["extract"]["raw.bookings"]) - {"undated"} == {
+        "2025-01-04",
+        "2025-01-05",
+        "2025-01-21",  # the as-of day is always extracted
+    }
+    assert outcomes[0].job == "snapshots"
+    reference = _reference(night.platform, tmp_path, NIGHT, night.history)
+    assert _differences(night.platform, reference) == {}
