@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export DAGSTER_HOME ?= $(CURDIR)/.rental/dagster_home
 VENV := .venv/bin
 
-.PHONY: setup demo dev test lint bench bench-events clean
+.PHONY: setup demo dev test lint bench bench-events soak clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -26,6 +26,11 @@ SCALE ?= small
 REPEAT ?= 3
 bench: setup
 	$(VENV)/python -m benchmarks.run --scale $(SCALE) --repeat $(REPEAT)
+
+# Nights of a changing source, each checked against a full recompute (benchmarks/soak.py).
+NIGHTS ?= 20
+soak: setup
+	$(VENV)/python -m benchmarks.soak --nights $(NIGHTS)
 
 # What Dagster's own event log costs a year-long single-run backfill (no Spark).
 bench-events: setup
