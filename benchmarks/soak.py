@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -27,6 +27,8 @@ from rental_platform import tables
 from rental_platform.seed.changes import NIGHT_SCALES, NightScale, play_night
 from rental_platform.settings import MySqlSource
 from rental_platform.spark.manifest import committed_files
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 BACKFILL, NIGHT, BEYOND_HORIZON, AUDIT = "backfill", "night", "beyond horizon", "audit"
 
@@ -47,6 +49,14 @@ class NightResult:
     @property
     def exact(self) -> bool:
         return not self.differences and not self.history_differences
+
+    def line(self) -> str:
+        """One line for a log: the night, its time, and what differed from the recompute."""
+        differing = {table: len(rows) for table, rows in self.differences.items()}
+        if self.history_differences:
+            differing["listings_history"] = len(self.history_differences)
+        verdict = "exact" if self.exact else f"differs: {json.dumps(differing)}"
+        return f"{self.day} {self.kind:<15} {self.platform_seconds:7.1f} s  {verdict}"
 
     @property
     def promised(self) -> bool:
@@ -183,8 +193,23 @@ def main() -> None:
             scale=NIGHT_SCALES["small"],
             beyond_horizon_every=5,
         )
-    for result in results:
-        print(json.dumps(asdict(result), default=str))
+    lines = [result.line() for result in results]
+    print("\n".join(lines))
+    exact = all(r.exact for r in results if r.promised)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "soak.md").write_text(
+        "# Soak: nights of a changing source\n\n"
+        f"`python -m benchmarks.soak --nights {args.nights} --horizon {args.horizon}`: the `tiny` "
+        "seed backfilled, then each night the source changes "
+        "(`rental_platform.seed.changes`, every kind of change; every fifth night also rows "
+        "older than the horizon, followed by the audit), `rental-platform nightly` runs, and "
+        "every KPI table and the listing history are compared with the DuckDB reference's full "
+        "recompute. Seconds are the platform's (the nightly or the audit). Every night but those "
+        "changing rows older than the horizon must be exact; the audit after them too.\n\n"
+        f"Result: {'every promised night exact' if exact else 'DIFFERENCES'}.\n\n```\n"
+        + "\n".join(lines)
+        + "\n```\n"
+    )
     raise SystemExit(0 if all(r.exact for r in results if r.promised) else 1)
 
 

@@ -68,7 +68,7 @@ def changed_days(context: dg.RunStatusSensorContext) -> list[dg.RunRequest]:
             asset_selection=list(run.assets),
             tags=run.tags(),
         )
-        for run in daily_runs(plan)
+        for run in daily_runs(plan, run_id)
     ]
 
 

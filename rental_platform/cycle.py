@@ -32,12 +32,14 @@ from rental_platform.assets.reads import INPUTS
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.spark.layout import next_period
 from rental_platform.spark.manifest import UNDATED
-from rental_platform.tables import Grain, Layer, Table
+from rental_platform.tables import Grain, Layer
 
 AS_OF_TAG = "rental/as_of"
 MODE_TAG = "rental/mode"
 COMPARE_FROM_TAG = "rental/compare_from"
 EXTRACT_FROM_TAG = "rental/extract_from"
+# On a daily run: the snapshots run whose plan it carries out (which days of its range).
+PLAN_TAG = "rental/plan"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # The asset whose materialisation carries a run's plan (assets/raw.py).
@@ -116,9 +118,12 @@ class PartitionRun:
     assets: tuple[dg.AssetKey, ...]
     first: str
     last: str
+    plan: str = ""  # the snapshots run whose plan a daily run carries out
 
     def tags(self) -> dict[str, str]:
-        return {RANGE_START: self.first, RANGE_END: self.last}
+        return {RANGE_START: self.first, RANGE_END: self.last} | (
+            {PLAN_TAG: self.plan} if self.plan else {}
+        )
 
     @property
     def label(self) -> str:
@@ -145,34 +150,35 @@ _CURATED = {
 DAILY_JOB, WEEKLY_JOB, MONTHLY_JOB = "daily", "weekly_kpis", "monthly_kpis"
 
 
-def daily_runs(plan: Mapping[str, Any]) -> list[PartitionRun]:
-    """The daily runs a plan (raw/source_changes) asks for: per stretch of consecutive days
-    that need the same tables, one run of those tables."""
-    needed: dict[date, set[Table]] = defaultdict(set)
-    for table_id, days in plan.get("extract", {}).items():
-        for day in days:
-            if day != UNDATED:
-                needed[date.fromisoformat(day)].update(_EXTRACTED[table_id])
-    for table_id, days in plan.get("curate", {}).items():
-        for day in days:
-            if day != UNDATED:
-                needed[date.fromisoformat(day)].update(_CURATED[table_id])
-    runs: list[PartitionRun] = []
-    for first, last, chosen in _stretches(needed):
-        keys = tuple(asset_key(t) for t in tables.ALL_TABLES if t in chosen)
-        runs.append(PartitionRun(DAILY_JOB, keys, first.isoformat(), last.isoformat()))
-    return runs
+def planned_days(plan: Mapping[str, Any]) -> dict[str, tuple[date, ...]]:
+    """Per raw table, the days a plan re-extracts; per curated (and quarantine) table, the
+    days it re-curates: those re-extracted, and those to re-curate only."""
+    days: dict[str, set[date]] = defaultdict(set)
+    for name, chosen in (("extract", _EXTRACTED), ("curate", _CURATED)):
+        for table_id, planned in plan.get(name, {}).items():
+            for table in chosen[table_id]:
+                days[table.id] |= {date.fromisoformat(d) for d in planned if d != UNDATED}
+    return {table_id: tuple(sorted(chosen)) for table_id, chosen in days.items()}
 
 
-def _stretches(needed: Mapping[date, set[Table]]) -> list[tuple[date, date, frozenset[Table]]]:
-    stretches: list[tuple[date, date, frozenset[Table]]] = []
-    for day in sorted(needed):
-        chosen = frozenset(needed[day])
-        if stretches and stretches[-1][2] == chosen and stretches[-1][1] + timedelta(1) == day:
-            stretches[-1] = (stretches[-1][0], day, chosen)
-        else:
-            stretches.append((day, day, chosen))
-    return stretches
+def daily_runs(plan: Mapping[str, Any], plan_run: str) -> list[PartitionRun]:
+    """The daily run a plan (raw/source_changes of run `plan_run`) asks for: one run over the
+    days from the first planned to the last, of every table some day needs; its steps work on
+    each table's planned days only (the run's tag names the plan). One run rather than one
+    per stretch of days: a run costs seconds, whatever it does."""
+    days = planned_days(plan)
+    chosen = [t for t in tables.ALL_TABLES if days.get(t.id)]
+    if not chosen:
+        return []
+    first = min(d for t in chosen for d in days[t.id])
+    last = max(d for t in chosen for d in days[t.id])
+    keys = tuple(asset_key(t) for t in chosen)
+    return [PartitionRun(DAILY_JOB, keys, first.isoformat(), last.isoformat(), plan_run)]
+
+
+def all_planned_days(plan: Mapping[str, Any]) -> set[date]:
+    """Every day a plan re-extracts or re-curates: the days whose KPI periods go stale."""
+    return {day for chosen in planned_days(plan).values() for day in chosen}
 
 
 def plan_of_run(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any] | None:
@@ -184,16 +190,6 @@ def plan_of_run(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any] | N
         if record.run_id == run_id:
             return record.asset_materialization.metadata["plan"].value
     return None
-
-
-def days_of(runs: Iterable[PartitionRun]) -> set[date]:
-    days: set[date] = set()
-    for run in runs:
-        day, last = date.fromisoformat(run.first), date.fromisoformat(run.last)
-        while day <= last:
-            days.add(day)
-            day += timedelta(days=1)
-    return days
 
 
 def stale_kpi_partitions(

@@ -19,8 +19,8 @@ from rental_platform.cycle import (
     Cycle,
     Mode,
     PartitionRun,
+    all_planned_days,
     daily_runs,
-    days_of,
     kpi_runs,
     plan_of_run,
     stale_kpi_partitions,
@@ -66,13 +66,12 @@ def run_cycle(settings: Settings, instance: dg.DagsterInstance, cycle: Cycle) ->
     snapshots = _execute(defs, instance, SNAPSHOTS_JOB.name, cycle.tags(), None, "unpartitioned")
     outcomes = [snapshots]
     plan = plan_of_run(instance, snapshots.run_id) or {}
-    days = daily_runs(plan)
-    for run in days:
+    for run in daily_runs(plan, snapshots.run_id):
         outcomes.append(_execute(defs, instance, DAILY_JOB, {**cycle.tags(), **run.tags()}, run))
     latest = latest_day_extracted(settings.lake_root)
     if latest is None:
         return outcomes
-    stale = stale_kpi_partitions(partitions, days_of(days), latest)
+    stale = stale_kpi_partitions(partitions, all_planned_days(plan), latest)
     if cycle.mode is Mode.RANGE:
         for grain in (Grain.WEEKLY, Grain.MONTHLY):
             stale[grain] |= {

@@ -13,7 +13,7 @@ import dagster as dg
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.automation import changed_days
-from rental_platform.cycle import SOURCE_CHANGES, stale_kpi_partitions
+from rental_platform.cycle import SOURCE_CHANGES, planned_days, stale_kpi_partitions
 from rental_platform.definitions import build_definitions
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.settings import Settings
@@ -113,7 +113,7 @@ def test_a_day_two_months_old_makes_its_periods_stale() -> None:
     assert stale[Grain.MONTHLY] == {"2025-02-01", "2025-03-01"}
 
 
-def test_the_plan_of_a_snapshots_run_becomes_daily_runs() -> None:
+def test_the_plan_of_a_snapshots_run_becomes_one_daily_run() -> None:
     plan = {
         "extract": {
             "raw.bookings": {"2025-03-30": "changed", "2025-03-31": "new", "undated": "x"},
@@ -135,18 +135,24 @@ def test_the_plan_of_a_snapshots_run_becomes_daily_runs() -> None:
             dagster_run=result.dagster_run,
         )
         requests = changed_days(context)
-    ranges = {
-        (
-            r.tags["dagster/asset_partition_range_start"],
-            r.tags["dagster/asset_partition_range_end"],
-        ): {key.to_user_string() for key in r.asset_selection}
-        for r in requests
+    (request,) = requests
+    assert request.tags["dagster/asset_partition_range_start"] == "2025-02-01"
+    assert request.tags["dagster/asset_partition_range_end"] == "2025-03-31"
+    assert request.tags["rental/plan"] == result.run_id
+    assert {key.to_user_string() for key in request.asset_selection} == {
+        "raw/bookings",
+        "curated/bookings",
+        "quarantine/bookings",
+        "raw/user_viewing",
+        "curated/user_viewing",
+        "quarantine/user_viewing",
     }
-    bookings = {"raw/bookings", "curated/bookings", "quarantine/bookings"}
-    views = {"raw/user_viewing", "curated/user_viewing", "quarantine/user_viewing"}
-    assert ranges == {
-        ("2025-02-01", "2025-02-01"): {"curated/bookings", "quarantine/bookings"},
-        ("2025-03-30", "2025-03-30"): bookings,
-        ("2025-03-31", "2025-03-31"): bookings | views,
+    # Its steps work on the planned days of each table only, not on the range's every day.
+    assert planned_days(plan) == {
+        "raw.bookings": (date(2025, 3, 30), date(2025, 3, 31)),
+        "curated.bookings": (date(2025, 2, 1), date(2025, 3, 30), date(2025, 3, 31)),
+        "quarantine.bookings": (date(2025, 2, 1), date(2025, 3, 30), date(2025, 3, 31)),
+        "raw.user_viewing": (date(2025, 3, 31),),
+        "curated.user_viewing": (date(2025, 3, 31),),
+        "quarantine.user_viewing": (date(2025, 3, 31),),
     }
-    assert len({r.run_key for r in requests}) == 3

@@ -14,7 +14,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from rental_platform.assets.checks import asset_key, check_specs, to_check_result
-from rental_platform.cycle import as_of_day
+from rental_platform.cycle import PLAN_TAG, as_of_day, plan_of_run, planned_days
 from rental_platform.resources.spark import SparkRunner
 from rental_platform.spark import layout
 from rental_platform.spark.steps import StepReport, StepRequest
@@ -144,6 +144,7 @@ def _run(
         as_of=as_of_day(context.run.tags) if layer_step.stamped else None,
         first_day=layer_step.first_day,
         writer=f"run {context.run.run_id} ({layer_step.name})",
+        only_days=_planned_days(context),
     )
     context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
     report = run_with_retries(context, resources.spark, request)
@@ -164,6 +165,18 @@ def _run(
             description=_rejection(report),
             metadata={"rejected_versions": dg.MetadataValue.json(report.rejected)},
         )
+
+
+def _planned_days(context: AssetExecutionContext) -> dict[str, tuple[date, ...]] | None:
+    """The days of each table a daily run of the nightly cycle works on: those of the plan
+    its tag names (None: every day of the run's range, as for a backfill)."""
+    plan_run = context.run.tags.get(PLAN_TAG)
+    if plan_run is None:
+        return None
+    plan = plan_of_run(context.instance, plan_run)
+    if plan is None:
+        raise dg.Failure(f"run {plan_run}, whose plan this run carries out, left no plan")
+    return planned_days(plan)
 
 
 def _rejection(report: StepReport) -> str:

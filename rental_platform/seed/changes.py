@@ -40,6 +40,7 @@ from rental_platform.seed.load import (
     APARTMENT_COLUMNS,
     ATTRIBUTE_COLUMNS,
     BOOKING_COLUMNS,
+    PENDING_TABLES,
     VIEW_COLUMNS,
     insert_sql,
 )
@@ -97,7 +98,6 @@ RETURN_NIGHTS = 3
 LATE_LISTING_ID_BASE = 10_000_000
 # Dirty new bookings point orphans here: never a listing.
 ORPHAN_ID_BASE = 9_000_000
-PENDING_TABLES = ("pending_apartments", "pending_apartment_attributes")
 # Kinds of dirt of the new rows, used in turn (starting at a place that moves every night).
 NEW_BOOKING_DIRT = (
     "checkin_before_booking",

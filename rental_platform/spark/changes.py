@@ -51,11 +51,14 @@ class ChangePlan:
 
     extract: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     curate: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    # What the comparison cost the source: queries, and rows its checksums read.
+    cost: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "extract": {t: dict(sorted(d.items())) for t, d in self.extract.items() if d},
             "curate": {t: dict(sorted(d.items())) for t, d in self.curate.items() if d},
+            "cost": self.cost,
         }
 
     @classmethod
@@ -83,14 +86,22 @@ def _difference(recorded: Fingerprint | None, source: Fingerprint) -> str | None
 
 
 def detect(
-    lake: Lake, reader: SourceReader, start: date, end: date, force_from: date | None
+    lake: Lake,
+    reader: SourceReader,
+    start: date,
+    end: date,
+    force_from: date | None,
+    first_day: date,
 ) -> ChangePlan:
     """The plan for the days [start, end): each day whose source fingerprint differs from the
-    lake's, every day from `force_from` on whatever it says, the days moved keys touch, and the
-    curated days that are stale."""
+    lake's, every day from `force_from` on whatever it says, the days moved keys touch (from
+    `first_day` on, the lake's first), and the curated days that are stale."""
     plan = ChangePlan()
+    queries_before = reader.queries
+    compared = 0
     for raw, key in DAILY_SOURCES.items():
         source = reader.fingerprints(raw, start, end)
+        compared += sum(f.rows for f in source.values())
         committed = lake.state.table(raw.id).partitions
         differing: dict[date, str] = {}
         for day in _days(start, end):
@@ -113,9 +124,13 @@ def detect(
         for day, reason in differing.items():
             plan.extract[raw.id][day.isoformat()] = reason
         if key is not None and (differing or undated_changed):
-            _follow_moves(lake, reader, raw, key, set(differing), undated_changed, plan)
+            _follow_moves(lake, reader, raw, key, set(differing), undated_changed, plan, first_day)
     _stale_curation(lake, plan)
     _pending_listing_effects(lake, plan)
+    plan.cost = {
+        "source_queries": reader.queries - queries_before,
+        "source_rows_checksummed": compared,
+    }
     return plan
 
 
@@ -127,8 +142,10 @@ def _follow_moves(
     days: set[date],
     undated: bool,
     plan: ChangePlan,
+    first: date,
 ) -> None:
-    """Add to the plan the days a moved key left or reached outside `days`."""
+    """Add to the plan the days a moved key left or reached outside `days`, from `first` on:
+    a booking moved before the lake's first day has left the lake's scope."""
     partitions = lake.state.table(raw.id).partitions
     highest = max((p.facts.get("max_key", 0) or 0 for p in partitions.values()), default=0)
     planned = plan.extract[raw.id]
@@ -146,7 +163,7 @@ def _follow_moves(
         ]
         found: set[date] = set()
         for moved_key, now in reader.days_of(raw, key, gone).items():
-            if now is not None and now.isoformat() not in planned:
+            if now is not None and now >= first and now.isoformat() not in planned:
                 planned[now.isoformat()] = f"a row moved here ({key} {moved_key})"
                 found.add(now)
         if arrived:

@@ -107,35 +107,29 @@ def day_ranges_sql(column: str, days: Iterable[date]) -> str:
     )
 
 
-def day_ranges(start: date, end: date, parts: int) -> list[tuple[date, date]]:
-    """[start, end) cut into at most `parts` contiguous ranges of whole days."""
-    days = (end - start).days
-    parts = max(1, min(parts, days))
-    bounds = [start + timedelta(days=round(i * days / parts)) for i in range(parts + 1)]
-    return list(pairwise(bounds))
-
-
 class SourceReader:
     def __init__(self, spark: SparkSession, source: SourceConnection, extracted_at: datetime):
         self.spark = spark
         self.source = source
         self.extracted_at = extracted_at
+        # Queries sent to the source (each JDBC read of a query, or of a partitioned window).
+        self.queries = 0
 
     def snapshot(self, table: Table) -> DataFrame:
         return self._stamp(self._query(table, None), table)
 
-    def window(self, table: Table, start: date, end: date, rows: int) -> DataFrame:
-        """The rows of the days [start, end), `rows` of them by the source's count: through
-        the date index, or by scanning the table if they are more than `FULL_SCAN_SHARE` of
-        it."""
+    def days(self, table: Table, days: list[date], rows: int) -> DataFrame:
+        """The rows of the given days, `rows` of them by the source's count: through the date
+        index, or by scanning the table if they are more than `FULL_SCAN_SHARE` of it. The days
+        are read in a few parallel queries, each of whole days (consecutive ones as ranges)."""
         column = table.partition_column
         scan = rows > FULL_SCAN_SHARE * self.table_rows(table)
+        chosen = sorted(days)
+        parts = max(1, min(len(chosen), SCAN_READ_PARTITIONS if scan else MAX_READ_PARTITIONS))
+        bounds = [round(i * len(chosen) / parts) for i in range(parts + 1)]
         predicates = [
-            f"`{column}` >= '{a.isoformat()}' AND `{column}` < '{b.isoformat()}'"
-            for a, b in day_ranges(
-                start, end, SCAN_READ_PARTITIONS if scan else MAX_READ_PARTITIONS
-            )
-        ]
+            day_ranges_sql(column, chosen[a:b]) for a, b in pairwise(bounds) if b > a
+        ] or ["FALSE"]
         return self._stamp(self._query(table, predicates, scan), table)
 
     def undated(self, table: Table) -> DataFrame:
@@ -187,6 +181,7 @@ class SourceReader:
         return int(rows[0]["n"] or 0) if rows else 0
 
     def _query(self, table: Table, predicates: list[str] | None, scan: bool = False) -> DataFrame:
+        self.queries += len(predicates) if predicates else 1
         columns = ", ".join(f"`{name}`" for name in source_columns(table))
         relation = f"(SELECT {columns} FROM `{table.name}`) AS source"
         if predicates is None:
@@ -202,6 +197,7 @@ class SourceReader:
         ).select(*source_columns(table))
 
     def _sql(self, query: str) -> DataFrame:
+        self.queries += 1
         return self.spark.read.jdbc(
             self.source.jdbc_url, f"({query}) AS q", properties=self.source.properties()
         )

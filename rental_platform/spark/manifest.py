@@ -289,13 +289,16 @@ class TableState:
 
 @dataclass(frozen=True)
 class TableChange:
-    """What one writer changes in a table: partitions replaced (by key) and table facts set."""
+    """What one writer changes in a table: partitions replaced (by key) or removed, and table
+    facts set."""
 
     partitions: Mapping[str, Partition] = field(default_factory=dict)
     facts: Mapping[str, Any] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()
 
     def applied_to(self, state: TableState) -> TableState:
-        return TableState({**state.partitions, **self.partitions}, {**state.facts, **self.facts})
+        kept = {k: p for k, p in state.partitions.items() if k not in self.removed}
+        return TableState({**kept, **self.partitions}, {**state.facts, **self.facts})
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ class StepRequest:
     force_from: date | None = None
     # Who writes, for the lake's commit log (the Dagster run).
     writer: str = ""
+    # The days of the window to extract or curate, per table (a nightly plan's); every day of
+    # the window when None.
+    only_days: dict[str, tuple[date, ...]] | None = None
 
     @property
     def days(self) -> int | None:
@@ -73,6 +76,9 @@ class StepRequest:
             else None,
             "limits": asdict(self.limits),
             "writer": self.writer,
+            "only_days": {t: [d.isoformat() for d in days] for t, days in self.only_days.items()}
+            if self.only_days is not None
+            else None,
         }
 
     @classmethod
@@ -88,6 +94,12 @@ class StepRequest:
             else None,
             limits=CheckLimits(**data.get("limits", {})),
             writer=data.get("writer", ""),
+            only_days={
+                t: tuple(date.fromisoformat(d) for d in days)
+                for t, days in data["only_days"].items()
+            }
+            if data.get("only_days") is not None
+            else None,
         )
 
 
@@ -183,6 +195,15 @@ class _Step:
         if start is None or end is None:
             raise ValueError(f"step {self.request.step} needs a window")
         return start, end
+
+    def days_of(self, table: Table) -> list[date]:
+        """The days of the window the step works on for `table`: all, or those asked for."""
+        start, end = self.window
+        days = layout.periods(Grain.DAILY, start, end)
+        if self.request.only_days is None:
+            return days
+        asked = set(self.request.only_days.get(table.id, ()))
+        return [day for day in days if day in asked]
 
     def for_each(self, items: list[Item], work: Callable[[Item], None]) -> None:
         """`work` on every item (a table, or a pair of them), `CONCURRENT_TABLES` at once: each
@@ -338,17 +359,17 @@ def extract_snapshot(step: _Step) -> None:
 def extract_daily(step: _Step) -> None:
     reader = _reader(step)
     start, end = step.window
-    days = layout.periods(Grain.DAILY, start, end)
 
     def extract(table: Table) -> None:
+        days = step.days_of(table)
         # Fingerprinted before the rows are read: a row changed in between makes the next
         # comparison differ, so the change is picked up then.
         source = reader.fingerprints(table, start, end)
-        window_rows = sum(f.rows for day, f in source.items() if day is not None)
+        window_rows = sum(f.rows for day, f in source.items() if day in set(days))
         # The read is split on day boundaries: each day's rows come from one JDBC query.
         key = changes.DAILY_SOURCES[table]
         dated = step.lake.stage_periods(
-            reader.window(table, start, end, window_rows),
+            reader.days(table, days, window_rows),
             table,
             days,
             clustered=True,
@@ -366,7 +387,11 @@ def extract_daily(step: _Step) -> None:
         )
         staged = step.lake.staged(table)
         lake_counts = {k: p.rows for k, p in staged.items()}
-        source_counts = {day.isoformat() if day else UNDATED: f.rows for day, f in source.items()}
+        source_counts = {
+            day.isoformat() if day else UNDATED: f.rows
+            for day, f in source.items()
+            if day is None or day in set(days)
+        }
         differences = changes.row_differences(step.lake, table, key, dated, undated)
         step.record(
             table,
@@ -377,7 +402,7 @@ def extract_daily(step: _Step) -> None:
         )
         step.check(quality.row_count_matches_source(table, source_counts, lake_counts))
         step.check_schema(table)
-        newest = max([*step.lake.committed_periods(table), days[-1]], default=None)
+        newest = max([*step.lake.committed_periods(table), *days], default=None)
         step.check(
             quality.freshness(table, newest, datetime.now(UTC), step.request.limits.freshness_hours)
         )
@@ -391,16 +416,12 @@ def detect_changes(step: _Step) -> None:
     superseded more than the grace period ago, and, when it compares every day (an audit),
     versions no commit names (left by writers that died)."""
     start, end = step.window
-    first = step.request.first_day
+    first = step.request.first_day or _first_day(step, tables.RAW_BOOKINGS) or start
     plan = changes.detect(
-        step.lake,
-        _reader(step),
-        max(start, first) if first else start,
-        end,
-        step.request.force_from,
+        step.lake, _reader(step), max(start, first), end, step.request.force_from, first
     )
     collected = step.lake.log.collect_garbage()
-    if first is not None and start <= first:
+    if start <= first:
         collected += step.lake.log.collect_orphans()
     step.report.plan = plan.to_json() | {"collected": len(collected)}
 
@@ -527,8 +548,6 @@ class _CuratedPair:
 
 
 def curate_daily(step: _Step) -> None:
-    start, end = step.window
-    days = layout.periods(Grain.DAILY, start, end)
     versions = step.lake.read_snapshot(tables.CURATED_LISTINGS_HISTORY)
     listings_seq = step.lake.table_facts(tables.CURATED_LISTINGS_HISTORY).get("seq", 0)
     pairs = [
@@ -542,13 +561,16 @@ def curate_daily(step: _Step) -> None:
             tables.RAW_USER_VIEWING,
             tables.CURATED_USER_VIEWING,
             tables.QUARANTINE_USER_VIEWING,
-            lambda df: curate.curate_user_viewing(df, step.lake.write_partitions(len(days))),
+            lambda df: curate.curate_user_viewing(
+                df, step.lake.write_partitions(len(step.days_of(tables.CURATED_USER_VIEWING)))
+            ),
             clustered=True,
         ),
     ]
 
     def curate_pair(pair: _CuratedPair) -> None:
         raw_table, curated_table, quarantine_table = pair.raw, pair.curated, pair.quarantine
+        days = step.days_of(curated_table)
         extracted = {day: step.lake.partition(raw_table, day.isoformat()) for day in days}
         missing = [day.isoformat() for day, partition in extracted.items() if partition is None]
         if missing:
@@ -558,7 +580,7 @@ def curate_daily(step: _Step) -> None:
                 "before curating"
             )
         raw, raw_undated = (
-            step.lake.read_periods(raw_table, start, end),
+            step.lake.read(raw_table, [day.isoformat() for day in days]),
             step.lake.read_undated(raw_table),
         )
         dated, undated = pair.rules(raw), pair.rules(raw_undated)
