@@ -367,7 +367,7 @@ def synthesise(lake: Path, first: date, real: date, day: date) -> None:
         counts = _write_shifted(table, files, lake / folder, first, day, span, copies)
         raw_of = raw_versions.get(_raw_of(table).id, {})
         partitions = {}
-        for period, rows, highest in counts:
+        for period, rows, lowest, highest in counts:
             key = period.isoformat()
             subfolder = f"{folder}/{layout.period_label(table.grain, period)}"
             names = tuple(p.name for p in (lake / subfolder).glob("*.parquet"))
@@ -375,7 +375,7 @@ def synthesise(lake: Path, first: date, real: date, day: date) -> None:
             if table.layer is Layer.RAW:
                 facts = {"fingerprint": {"rows": rows, "digest": "synthetic"}}
                 if highest is not None:
-                    facts["max_key"] = highest
+                    facts |= {"min_key": lowest, "max_key": highest}
             else:
                 facts = {"raw_version": raw_of[key]}
                 if table.name == "bookings":
@@ -399,9 +399,9 @@ def _write_shifted(
     day: date,
     span: int,
     copies: int,
-) -> list[tuple[date, int, int | None]]:
-    """Write the shifted copies partitioned by day under `folder`; (day, rows, highest key)
-    of each day written."""
+) -> list[tuple[date, int, int | None, int | None]]:
+    """Write the shifted copies partitioned by day under `folder`; (day, rows, lowest and
+    highest key) of each day written."""
     back = f"CAST(k * {span} AS INTEGER)"  # days copy k is moved back by
     columns = []
     for column in table.columns:
@@ -429,9 +429,9 @@ def _write_shifted(
             f"COPY shifted TO '{folder}' (FORMAT parquet, PARTITION_BY ({label}), "
             "WRITE_PARTITION_COLUMNS false)"
         )
-        highest = f"max({key})" if key else "NULL"
+        span = f"min({key}), max({key})" if key else "NULL, NULL"
         return connection.execute(
-            f"SELECT {label}, count(*), {highest} FROM shifted GROUP BY ALL ORDER BY 1"
+            f"SELECT {label}, count(*), {span} FROM shifted GROUP BY {label} ORDER BY 1"
         ).fetchall()
 
 

@@ -31,6 +31,7 @@ from rental_platform.assets.checks import asset_key
 from rental_platform.assets.reads import INPUTS
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.spark.layout import next_period
+from rental_platform.spark.layout import periods as layout_periods
 from rental_platform.spark.manifest import UNDATED
 from rental_platform.tables import Grain, Layer
 
@@ -40,6 +41,8 @@ COMPARE_FROM_TAG = "rental/compare_from"
 EXTRACT_FROM_TAG = "rental/extract_from"
 # On a daily run: the snapshots run whose plan it carries out (which days of its range).
 PLAN_TAG = "rental/plan"
+# On a KPI run: the partitions of its range it recomputes, when not all of them.
+PERIODS_TAG = "rental/periods"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # The asset whose materialisation carries a run's plan (assets/raw.py).
@@ -119,11 +122,16 @@ class PartitionRun:
     first: str
     last: str
     plan: str = ""  # the snapshots run whose plan a daily run carries out
+    # The partitions of the range a KPI run recomputes, when not all of them.
+    periods: tuple[str, ...] = ()
 
     def tags(self) -> dict[str, str]:
-        return {RANGE_START: self.first, RANGE_END: self.last} | (
-            {PLAN_TAG: self.plan} if self.plan else {}
-        )
+        tags = {RANGE_START: self.first, RANGE_END: self.last}
+        if self.plan:
+            tags[PLAN_TAG] = self.plan
+        if self.periods:
+            tags[PERIODS_TAG] = ",".join(self.periods)
+        return tags
 
     @property
     def label(self) -> str:
@@ -215,18 +223,23 @@ def stale_kpi_partitions(
 
 
 def kpi_runs(partition_keys: Mapping[Grain, Iterable[str]]) -> list[PartitionRun]:
-    """One run of the weekly or monthly KPIs per stretch of consecutive partitions."""
+    """One run of the weekly, one of the monthly KPIs, over their first to last stale
+    partition; it recomputes the stale ones only (its tag lists them when they have gaps)."""
     runs = []
     for grain, job in ((Grain.WEEKLY, WEEKLY_JOB), (Grain.MONTHLY, MONTHLY_JOB)):
-        keys = sorted(date.fromisoformat(k) for k in partition_keys.get(grain, ()))
+        keys = sorted(set(partition_keys.get(grain, ())))
+        if not keys:
+            continue
         assets = tuple(asset_key(t) for t in tables.tables_of(Layer.PRESENTATION, grain))
-        first = previous = None
-        for key in keys:
-            if previous is not None and next_period(grain, previous) != key:
-                runs.append(PartitionRun(job, assets, first.isoformat(), previous.isoformat()))
-                first = None
-            first = first or key
-            previous = key
-        if first is not None:
-            runs.append(PartitionRun(job, assets, first.isoformat(), previous.isoformat()))
+        first, last = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
+        whole = len(layout_periods(grain, first, next_period(grain, last))) == len(keys)
+        runs.append(
+            PartitionRun(job, assets, keys[0], keys[-1], periods=() if whole else tuple(keys))
+        )
     return runs
+
+
+def periods_of_run(tags: Mapping[str, str]) -> tuple[date, ...] | None:
+    """The partitions a KPI run recomputes, if its tag lists them (else all of its range)."""
+    listed = tags.get(PERIODS_TAG)
+    return tuple(date.fromisoformat(key) for key in listed.split(",")) if listed else None

@@ -13,7 +13,13 @@ import dagster as dg
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.automation import changed_days
-from rental_platform.cycle import SOURCE_CHANGES, planned_days, stale_kpi_partitions
+from rental_platform.cycle import (
+    SOURCE_CHANGES,
+    kpi_runs,
+    periods_of_run,
+    planned_days,
+    stale_kpi_partitions,
+)
 from rental_platform.definitions import build_definitions
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.settings import Settings
@@ -156,3 +162,20 @@ def test_the_plan_of_a_snapshots_run_becomes_one_daily_run() -> None:
         "curated.user_viewing": (date(2025, 3, 31),),
         "quarantine.user_viewing": (date(2025, 3, 31),),
     }
+
+
+def test_stale_periods_with_gaps_are_one_run_per_grain_that_lists_them() -> None:
+    runs = kpi_runs(
+        {
+            Grain.WEEKLY: {"2025-01-06", "2025-02-03", "2025-02-10"},
+            Grain.MONTHLY: {"2025-01-01", "2025-02-01"},
+        }
+    )
+    weekly, monthly = runs
+    assert (weekly.job, weekly.first, weekly.last) == ("weekly_kpis", "2025-01-06", "2025-02-10")
+    assert weekly.tags()["rental/periods"] == "2025-01-06,2025-02-03,2025-02-10"
+    assert periods_of_run(weekly.tags()) == (date(2025, 1, 6), date(2025, 2, 3), date(2025, 2, 10))
+    # Consecutive partitions need no list: the run recomputes its whole range.
+    assert (monthly.first, monthly.last) == ("2025-01-01", "2025-02-01")
+    assert "rental/periods" not in monthly.tags()
+    assert periods_of_run(monthly.tags()) is None

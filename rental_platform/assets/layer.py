@@ -14,7 +14,13 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from rental_platform.assets.checks import asset_key, check_specs, to_check_result
-from rental_platform.cycle import PLAN_TAG, as_of_day, plan_of_run, planned_days
+from rental_platform.cycle import (
+    PLAN_TAG,
+    as_of_day,
+    periods_of_run,
+    plan_of_run,
+    planned_days,
+)
 from rental_platform.resources.spark import SparkRunner
 from rental_platform.spark import layout
 from rental_platform.spark.steps import StepReport, StepRequest
@@ -144,7 +150,7 @@ def _run(
         as_of=as_of_day(context.run.tags) if layer_step.stamped else None,
         first_day=layer_step.first_day,
         writer=f"run {context.run.run_id} ({layer_step.name})",
-        only_days=_planned_days(context),
+        only_days=_planned_days(context, selected),
     )
     context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
     report = run_with_retries(context, resources.spark, request)
@@ -167,9 +173,15 @@ def _run(
         )
 
 
-def _planned_days(context: AssetExecutionContext) -> dict[str, tuple[date, ...]] | None:
-    """The days of each table a daily run of the nightly cycle works on: those of the plan
-    its tag names (None: every day of the run's range, as for a backfill)."""
+def _planned_days(
+    context: AssetExecutionContext, tables: list[Table]
+) -> dict[str, tuple[date, ...]] | None:
+    """The days (or periods) of each table a run of the nightly cycle works on: a daily
+    run's, those of the plan its tag names; a KPI run's, the stale periods its tag lists.
+    None: every one of the run's range, as for a backfill."""
+    periods = periods_of_run(context.run.tags)
+    if periods is not None:
+        return {table.id: periods for table in tables}
     plan_run = context.run.tags.get(PLAN_TAG)
     if plan_run is None:
         return None

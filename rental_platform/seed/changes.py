@@ -140,6 +140,10 @@ class NightScale:
     deleted_views: int
     listing_changes: int  # per attribute: price, is_active, title, city
     old_changes: int  # per beyond-horizon kind
+    # 0: late changes fall on any day of the horizon alike. Else they fall on the last
+    # `recent_days` days, as late confirmations and cancellations mostly do, but for one in
+    # RECENT_EXCEPTIONS (and the first of each kind, beyond the lookback), anywhere in it.
+    recent_days: int = 0
 
     def __post_init__(self) -> None:
         if min(vars(self).values()) < 0:
@@ -148,6 +152,8 @@ class NightScale:
             raise ValueError("bookings must cover dirty_bookings + early_bookings")
         if self.views < self.dirty_views + 2 * self.duplicate_views:
             raise ValueError("views must cover dirty_views and duplicate_views, twice")
+        if 0 < self.recent_days <= LOOKBACK_DAYS + 1:
+            raise ValueError(f"recent_days must be 0 or above {LOOKBACK_DAYS + 1}")
 
     @property
     def sample_size(self) -> int:
@@ -203,8 +209,11 @@ NIGHT_SCALES: dict[str, NightScale] = {
         deleted_views=150,
         listing_changes=25,
         old_changes=20,
+        recent_days=14,
     ),
 }
+# With recent_days, one late change in this many falls anywhere in the horizon.
+RECENT_EXCEPTIONS = 20
 
 
 @dataclass(frozen=True)
@@ -360,7 +369,7 @@ class _Night:
         _ensure_pending_tables(self.cursor)
         self.release_listings()
         listings = self.read_listings()
-        sample = self.read_bookings_of(self.first, self.day, self.scale.sample_size)
+        sample = self.read_sample()
         undated = self.read_bookings("booking_date IS NULL", (), self.scale.undated)
         old_window = self.old_window() if beyond_horizon else None
         old = self.read_bookings_of(*old_window, self.scale.old_sample_size) if old_window else []
@@ -421,6 +430,23 @@ class _Night:
         rows = {row[0]: _Booking(*row) for row in self.cursor.fetchall()}
         return [rows[booking_id] for booking_id in ids]
 
+    @property
+    def recent_first(self) -> date:
+        """The first day late changes mostly fall on (see NightScale.recent_days)."""
+        if not self.scale.recent_days:
+            return self.first
+        return max(self.first, self.day - timedelta(days=self.scale.recent_days))
+
+    def read_sample(self) -> list[_Booking]:
+        """Bookings of the horizon to change tonight: of its recent days, and a few of any."""
+        size = self.scale.sample_size
+        if self.recent_first == self.first:
+            return self.read_bookings_of(self.first, self.day, size)
+        anywhere = self.read_bookings_of(self.first, self.day, max(1, size // RECENT_EXCEPTIONS))
+        recent = self.read_bookings_of(self.recent_first, self.day, size)
+        seen = {row.booking_id for row in anywhere}
+        return anywhere + [row for row in recent if row.booking_id not in seen]
+
     def read_bookings_of(self, start: date, end: date, limit: int) -> list[_Booking]:
         """A random sample of the bookings made on days [start, end)."""
         return self.read_bookings(
@@ -441,7 +467,7 @@ class _Night:
         """(view, copies) to delete, per kind: one with exact duplicates, single views of a
         few days of the horizon, views of the old window."""
         beyond_lookback = self.late_days(1)
-        others = [d for d in self.days(self.first, self.day) if d not in beyond_lookback]
+        others = [d for d in self.days(self.recent_first, self.day) if d not in beyond_lookback]
         others = self.rng.sample(others, min(len(others), VIEW_DELETION_DAYS - 1))
         picked = {
             "view_duplicate_deleted": self.read_duplicate_view(),
@@ -504,6 +530,12 @@ class _Night:
         """A day in [start, end]."""
         return start + timedelta(days=self.rng.randint(0, (end - start).days))
 
+    def late_day_start(self) -> date:
+        """Where a late change's day is drawn from: the recent days, or, once in a while, any."""
+        if self.rng.randrange(RECENT_EXCEPTIONS) == 0:
+            return self.first
+        return self.recent_first
+
     def late_days(self, count: int) -> list[date]:
         """`count` earlier days within the horizon, the first beyond the lookback."""
         if count <= 0:
@@ -511,7 +543,7 @@ class _Night:
         beyond_lookback = self.day - timedelta(days=LOOKBACK_DAYS + 1)
         yesterday = self.day - timedelta(days=1)
         return [self.random_day(self.first, beyond_lookback)] + [
-            self.random_day(self.first, yesterday) for _ in range(count - 1)
+            self.random_day(self.late_day_start(), yesterday) for _ in range(count - 1)
         ]
 
     def moment(self, day: date) -> datetime:
@@ -700,14 +732,17 @@ class _Night:
         )
         later_than_first = [row for row in sample if row.day > first]
         for row in self.pick(later_than_first, scale.moves):
-            self.move("booking_moved_earlier", row, self.random_day(first, row.day - one_day))
+            earliest = self.late_day_start()
+            if earliest >= row.day:
+                earliest = first
+            self.move("booking_moved_earlier", row, self.random_day(earliest, row.day - one_day))
         for row in self.pick(sample, scale.moves):
             self.move("booking_moved_later", row, self.random_day(row.day + one_day, day))
         for row in self.pick(sample, scale.undated):
             self.updates.append(row._replace(booking_date=None))
             self.changes.append(Change("booking_undated", row.booking_id, row.day, row.day, None))
         for row in undated:
-            self.move("booking_dated", row, self.random_day(first, day))
+            self.move("booking_dated", row, self.random_day(self.late_day_start(), day))
         self.delete("booking_deleted", self.pick(sample, scale.deletions))
         if old_window:
             count, (old_start, old_end) = scale.old_changes, old_window

@@ -17,6 +17,7 @@ has changed since (`pending_listing_effects` of curated.listings_history).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -147,29 +148,27 @@ def _follow_moves(
     """Add to the plan the days a moved key left or reached outside `days`, from `first` on:
     a booking moved before the lake's first day has left the lake's scope."""
     partitions = lake.state.table(raw.id).partitions
-    highest = max((p.facts.get("max_key", 0) or 0 for p in partitions.values()), default=0)
     planned = plan.extract[raw.id]
     for _ in range(MOVE_ROUNDS):
         lake_keys = _lake_keys(lake, raw, key, [d.isoformat() for d in days], undated)
         source_keys = reader.keys_by_day(raw, key, days, undated)
         joined = lake_keys.alias("l").join(source_keys.alias("s"), "key", "full_outer")
         gone = [r["key"] for r in joined.where(F.col("s.key").isNull()).select("key").collect()]
-        # A key above every key the lake ever held is new, not moved: no lake lookup for it.
-        arrived = [
-            r["key"]
-            for r in joined.where(F.col("l.key").isNull() & (F.col("key") <= highest))
-            .select("key")
-            .collect()
-        ]
+        arrived = sorted(
+            r["key"] for r in joined.where(F.col("l.key").isNull()).select("key").collect()
+        )
         found: set[date] = set()
         for moved_key, now in reader.days_of(raw, key, gone).items():
             if now is not None and now >= first and now.isoformat() not in planned:
                 planned[now.isoformat()] = f"a row moved here ({key} {moved_key})"
                 found.add(now)
-        if arrived:
-            elsewhere = [
-                k for k in partitions if k not in {d.isoformat() for d in days} and k != UNDATED
-            ] + ([UNDATED] if not undated else [])
+        compared = {d.isoformat() for d in days} | ({UNDATED} if undated else set())
+        elsewhere = [
+            k
+            for k, partition in partitions.items()
+            if k not in compared and _may_hold(partition.facts, arrived)
+        ]
+        if elsewhere:
             for row in (
                 _lake_keys(lake, raw, key, elsewhere, False)
                 .where(F.col("key").isin(arrived))
@@ -183,6 +182,16 @@ def _follow_moves(
         if not found:
             return
         days, undated = found, False
+
+
+def _may_hold(facts: dict[str, Any], keys: list[int]) -> bool:
+    """Whether a partition whose keys span [min_key, max_key] may hold one of `keys` (sorted):
+    a new booking's key, above every older one, rules out every older day without a read."""
+    low, high = facts.get("min_key"), facts.get("max_key")
+    if low is None or high is None:
+        return bool(keys) and facts.get("fingerprint", {}).get("rows", 1) > 0
+    first = bisect_left(keys, low)
+    return first < len(keys) and keys[first] <= high
 
 
 def _lake_keys(lake: Lake, raw: Table, key: str, keys: list[str], undated: bool) -> DataFrame:

@@ -98,14 +98,20 @@ def apply_snapshot(history: DataFrame, snapshot: DataFrame, stamp: date) -> Hist
         .when(F.col("_kind") == "added", "back")
         .otherwise(F.col("_kind")),
     )
-    new = started.where(F.col("_kind") == "new").select(
-        "id", F.to_date("listing_created_on").alias("created")
+    # Who changed how, in one small collect: the rows that are not "same" are tonight's changes.
+    changes = (
+        judged.where(F.col("_kind").isin("gone", "changed"))
+        .select(F.col("_kind"), F.col("old.id").alias("id"), F.lit(None).cast("date").alias("day"))
+        .unionByName(
+            started.where(F.col("_kind").isin("new", "back")).select(
+                "_kind", "id", F.to_date("listing_created_on").alias("day")
+            )
+        )
+        .collect()
     )
-    new_rows = new.collect()
-    coverage = [
-        row["id"] for row in judged.where(F.col("_kind") == "gone").select("old.id").collect()
-    ] + [row["id"] for row in started.where(F.col("_kind") == "back").select("id").collect()]
-    changed = judged.where(F.col("_kind") == "changed").count()
+    new_rows = [row for row in changes if row["_kind"] == "new"]
+    coverage = [row["id"] for row in changes if row["_kind"] in ("gone", "back")]
+    changed = sum(1 for row in changes if row["_kind"] == "changed")
     result = (
         closed_versions.select(*HISTORY_COLUMNS)
         .unionByName(closed_now)
@@ -115,7 +121,7 @@ def apply_snapshot(history: DataFrame, snapshot: DataFrame, stamp: date) -> Hist
     return HistoryUpdate(
         history=result,
         new_ids=sorted(row["id"] for row in new_rows),
-        new_created_days=sorted({row["created"] for row in new_rows if row["created"]}),
+        new_created_days=sorted({row["day"] for row in new_rows if row["day"]}),
         coverage_ids=sorted(coverage),
         changed=changed,
     )

@@ -33,8 +33,9 @@ def confirmed(bookings: DataFrame) -> DataFrame:
     return bookings.where(F.col("booking_status") == "confirmed")
 
 
-def _in(column: Column, starts: list[date], grain: Grain) -> Column:
-    return (column >= F.lit(starts[0])) & (column < F.lit(next_period(grain, starts[-1])))
+def _in(column: Column, starts: list[date]) -> Column:
+    """The column (a period start) is one of the periods asked for, which may have gaps."""
+    return column.isin(*starts)
 
 
 def _periods_frame(spark: SparkSession, name: str, starts: list[date]) -> DataFrame:
@@ -94,7 +95,7 @@ def weekly_confirmed(bookings: DataFrame, weeks: list[date]) -> DataFrame:
     return (
         confirmed(bookings)
         .withColumn("week_start", week_of("booking_date"))
-        .where(_in(F.col("week_start"), weeks, Grain.WEEKLY))
+        .where(_in(F.col("week_start"), weeks))
     )
 
 
@@ -163,7 +164,7 @@ def repeat_customer_rate(spark: SparkSession, bookings: DataFrame, weeks: list[d
                 )
             ),
         )
-        .where(_in(F.col("week_start"), weeks, Grain.WEEKLY))
+        .where(_in(F.col("week_start"), weeks))
         .groupBy("week_start", "user_id")
         .agg(F.count(F.lit(1)).alias("_bookings"))
     )
@@ -195,7 +196,7 @@ def engagement_funnel(views: DataFrame, week_bookings: DataFrame, weeks: list[da
     pair = [*viewer, "apartment_id"]
     per_pair = (
         views.withColumn("week_start", week_of("viewed_at"))
-        .where(_in(F.col("week_start"), weeks, Grain.WEEKLY))
+        .where(_in(F.col("week_start"), weeks))
         .select(*pair, "is_wishlisted")
         .repartition(*viewer)
         .groupBy(*pair)

@@ -373,17 +373,17 @@ def extract_daily(step: _Step) -> None:
             table,
             days,
             clustered=True,
-            per_period={"max_key": F.max(key)} if key else None,
+            per_period={"min_key": F.min(key), "max_key": F.max(key)} if key else None,
         )
         undated = step.land_undated(table, reader.undated(table))
         for day in days:
             step.add_facts(table, day.isoformat(), fingerprint=source.get(day, NO_ROWS).to_json())
-        highest = undated.agg(F.max(key)).collect()[0][0] if key else None
+        span = undated.agg(F.min(key), F.max(key)).collect()[0] if key else None
         step.add_facts(
             table,
             UNDATED,
             fingerprint=source.get(None, NO_ROWS).to_json(),
-            **({"max_key": highest} if key else {}),
+            **({"min_key": span[0], "max_key": span[1]} if span else {}),
         )
         staged = step.lake.staged(table)
         lake_counts = {k: p.rows for k, p in staged.items()}
@@ -640,7 +640,13 @@ def _computed(step: _Step, grain: Grain) -> tuple[list[date], list[date]]:
     start, end = step.window
     starts = layout.periods(grain, start, end)
     latest = latest_day_extracted(step.lake)
-    return starts, [s for s in starts if latest is not None and s <= latest]
+    computed = [s for s in starts if latest is not None and s <= latest]
+    if step.request.only_days is None:
+        return starts, computed
+    # A run of the nightly cycle recomputes the stale periods of its range only; the others
+    # keep their committed versions, which publishing the range republishes as they are.
+    asked = {day for days in step.request.only_days.values() for day in days}
+    return [s for s in starts if s in asked], [s for s in computed if s in asked]
 
 
 def _publishable(
