@@ -30,6 +30,7 @@ from rental_platform import tables
 from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.manifest import UNDATED
+from rental_platform.spark.quality import source_schema_unchanged
 from rental_platform.tables import Table
 
 # The daily source tables, with the key that identifies a row of each, where it has one.
@@ -101,6 +102,11 @@ def detect(
     queries_before = reader.queries
     compared = 0
     for raw, key in DAILY_SOURCES.items():
+        if not source_schema_unchanged(raw, reader.columns(raw)).passed:
+            # Its checksums cannot be computed: extract the as-of day only, whose extraction
+            # fails the table's source_schema_unchanged check, naming the column.
+            plan.extract[raw.id][(end - timedelta(days=1)).isoformat()] = "source schema changed"
+            continue
         source = reader.fingerprints(raw, start, end)
         compared += sum(f.rows for f in source.values())
         committed = lake.state.table(raw.id).partitions

@@ -80,6 +80,15 @@ class Fingerprint:
 NO_ROWS = Fingerprint(0, "0")
 
 
+@dataclass(frozen=True)
+class SourceColumn:
+    """A column of a source table: its MySQL type, and precision and scale for numbers."""
+
+    data_type: str
+    precision: int | None = None
+    scale: int | None = None
+
+
 def row_digest_sql(table: Table) -> str:
     """A CRC32 of a row's values. CONCAT_WS skips nulls, so a bitmask of which columns are null
     goes first: (NULL, 'a') and ('a', NULL) must differ."""
@@ -171,6 +180,23 @@ class SourceReader:
             f"WHERE `{key}` IN ({listed})"
         ).collect()
         return {row["key"]: row["day"] for row in rows}
+
+    def columns(self, table: Table) -> dict[str, SourceColumn]:
+        """The source table's columns as its information_schema describes them (no row read):
+        what schema drift is judged on."""
+        rows = self._sql(
+            "SELECT COLUMN_NAME AS name, DATA_TYPE AS type, NUMERIC_PRECISION AS p, "
+            "NUMERIC_SCALE AS s FROM information_schema.COLUMNS "
+            f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table.name}'"
+        ).collect()
+        return {
+            row["name"]: SourceColumn(
+                str(row["type"]).lower(),
+                None if row["p"] is None else int(row["p"]),
+                None if row["s"] is None else int(row["s"]),
+            )
+            for row in rows
+        }
 
     def table_rows(self, table: Table) -> int:
         """The source's estimate of the table's rows, from its statistics: nothing is scanned."""

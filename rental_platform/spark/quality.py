@@ -38,6 +38,11 @@ class CheckSpec:
 
 
 SCHEMA = CheckSpec("schema_matches_catalogue", "The stored columns and types are the catalogue's.")
+SOURCE_SCHEMA = CheckSpec(
+    "source_schema_unchanged",
+    "The source table still has every column the platform reads, with the type the contract "
+    "gives it; a new column is reported (and not read), a missing or retyped one fails.",
+)
 ROW_COUNT = CheckSpec(
     "row_count_matches_source", "The lake holds as many rows as the source, day by day."
 )
@@ -71,6 +76,7 @@ def checks_for(table: Table) -> list[CheckSpec]:
         return specs
     specs.append(SCHEMA)
     if table.layer is Layer.RAW:
+        specs.insert(0, SOURCE_SCHEMA)
         specs.append(ROW_COUNT)
         if table.grain is Grain.DAILY:
             specs.append(FRESHNESS)
@@ -253,6 +259,59 @@ def counts_by_day(df: DataFrame, column: str) -> dict[str, int]:
 
 def _label(day: date | None) -> str:
     return "undated" if day is None else day.isoformat()
+
+
+# The MySQL types each catalogue type is read from (spec/source_schema.sql).
+SOURCE_TYPES = {
+    "bigint": {"bigint"},
+    "int": {"int"},
+    "string": {"varchar", "char", "text", "tinytext", "mediumtext", "longtext"},
+    "timestamp": {"datetime", "timestamp"},
+    "date": {"date"},
+    "boolean": {"tinyint", "bit", "boolean"},
+}
+
+
+def source_schema_unchanged(table: Table, found: dict[str, Any]) -> CheckResult:
+    """The source table against the columns the platform reads from it: each must be there,
+    with its contract's type (decimals with their precision and scale). `found`: name ->
+    extract.SourceColumn."""
+    read = [c for c in table.columns if c.name != tables.EXTRACTED_AT.name]
+    missing = [c.name for c in read if c.name not in found]
+    retyped = [
+        f"{c.name}: {_described(found[c.name])}, the contract has {c.type}"
+        for c in read
+        if c.name in found and not _readable_as(found[c.name], c.type)
+    ]
+    new = sorted(set(found) - {c.name for c in read})
+    problems = [f"column {name} is gone" for name in missing] + [
+        f"column {text}" for text in retyped
+    ]
+    return CheckResult(
+        table.id,
+        SOURCE_SCHEMA.name,
+        not problems,
+        f"source table {table.name}: "
+        + ("; ".join(problems) if problems else "as the contract has it")
+        + (f"; new columns not read: {', '.join(new)}" if new else ""),
+        {"missing_columns": missing, "retyped_columns": retyped, "new_columns": new},
+    )
+
+
+def _readable_as(column: Any, catalogue_type: str) -> bool:
+    if catalogue_type.startswith("decimal"):
+        precision, scale = (int(n) for n in catalogue_type[8:-1].split(","))
+        return column.data_type == "decimal" and (column.precision, column.scale) == (
+            precision,
+            scale,
+        )
+    return column.data_type in SOURCE_TYPES[catalogue_type]
+
+
+def _described(column: Any) -> str:
+    if column.data_type == "decimal":
+        return f"decimal({column.precision},{column.scale})"
+    return column.data_type
 
 
 def schema_matches(table: Table, stored: T.StructType | None) -> CheckResult:

@@ -342,10 +342,12 @@ def extract_snapshot(step: _Step) -> None:
     reader = _reader(step)
 
     def extract(table: Table) -> None:
+        if not _source_schema_unchanged(step, reader, table):
+            return
         step.land_snapshot(table, reader.snapshot(table))
         rows = step.lake.staged(table)[WHOLE].rows
         step.lake.set_table_facts(table, stamp=stamp.isoformat())
-        step.record(table, rows, stamp=stamp.isoformat())
+        step.record(table, rows, stamp=stamp.isoformat(), **_new_columns(step, table))
         step.check_schema(table)
         step.check(
             quality.row_count_matches_source(
@@ -356,11 +358,23 @@ def extract_snapshot(step: _Step) -> None:
     step.for_each(_selected(step, tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES), extract)
 
 
+def _source_schema_unchanged(step: _Step, reader: SourceReader, table: Table) -> bool:
+    """Check the source table's columns before reading it: a column gone or retyped stops
+    the table's extraction with a check naming it, rather than a query failing on it."""
+    check = quality.source_schema_unchanged(table, reader.columns(table))
+    step.check(check)
+    if not check.passed:
+        step.record(table, 0, not_extracted=check.description)
+    return check.passed
+
+
 def extract_daily(step: _Step) -> None:
     reader = _reader(step)
     start, end = step.window
 
     def extract(table: Table) -> None:
+        if not _source_schema_unchanged(step, reader, table):
+            return
         days = step.days_of(table)
         # Fingerprinted before the rows are read: a row changed in between makes the next
         # comparison differ, so the change is picked up then.
@@ -399,6 +413,7 @@ def extract_daily(step: _Step) -> None:
             partitions=len(days),
             undated_rows=lake_counts[UNDATED],
             re_extracted=differences,
+            **_new_columns(step, table),
         )
         step.check(quality.row_count_matches_source(table, source_counts, lake_counts))
         step.check_schema(table)
@@ -424,6 +439,15 @@ def detect_changes(step: _Step) -> None:
     if start <= first:
         collected += step.lake.log.collect_orphans()
     step.report.plan = plan.to_json() | {"collected": len(collected)}
+
+
+def _new_columns(step: _Step, table: Table) -> dict[str, Any]:
+    """Source columns the catalogue does not read, for the raw asset's metadata."""
+    for check in step.report.checks:
+        if check.table == table.id and check.name == quality.SOURCE_SCHEMA.name:
+            new = check.metadata["new_columns"]
+            return {"source_columns_not_read": new} if new else {}
+    return {}
 
 
 def _selected(step: _Step, *candidates: Table) -> list[Table]:
