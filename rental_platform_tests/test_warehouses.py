@@ -7,13 +7,11 @@ PostgreSQL below); its connection parameters and its COPY statement are checked 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -33,23 +31,9 @@ from rental_platform.tables import Column, Layer
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import Platform
 
-POSTGRES_SERVER = os.environ.get(
-    "RENTAL_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
-)
 TABLE = tables.AVG_LISTING_PRICE
 WEEK_1, WEEK_2, WEEK_3 = date(2025, 1, 6), date(2025, 1, 13), date(2025, 1, 20)
 ARROW_TYPES = {"date": pa.date32(), "string": pa.string(), "bigint": pa.int64()}
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    name = f"rental_test_{os.getpid()}"
-    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{POSTGRES_SERVER}/{name}"
-    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["duckdb", "postgresql"])

@@ -5,10 +5,11 @@ selected tables and the run's window, hands it to the Spark runner, optionally p
 result to the warehouse, and turns the step's report into materialisations and check results.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
+from typing import TypeVar
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -27,6 +28,7 @@ from rental_platform.spark.steps import StepReport, StepRequest
 from rental_platform.tables import Layer, Table
 
 OWNERS = ["team:data-platform"]
+Result = TypeVar("Result")
 MAX_RETRIES = 3
 RETRY_BASE_SECONDS = 10
 # Error texts of failures that a later try can get past.
@@ -36,6 +38,16 @@ TRANSIENT_ERRORS = (
     "Connection refused",
     "Connection reset",
     "Socket fail",
+    # The source's server closed the connection (a KILL, a restart, a failover).
+    "unexpected end of stream",
+    "socket was closed",
+    "Connection killed",
+    "Lost connection",
+    "Broken pipe",
+    # The warehouse's server ended the session (an administrator, a restart, a failover).
+    "terminating connection due to administrator command",
+    "server closed the connection unexpectedly",
+    "the connection is lost",
     "ExecutorLostFailure",
     "Executor lost",
     "Py4JNetworkError",
@@ -160,7 +172,9 @@ def _run(
             continue
         metadata = _metadata(table, report, window)
         if layer_step.publishes and window and report.committed is not None:
-            metadata |= _publish(context, table, window, report.committed)
+            metadata |= with_retries(
+                context, lambda t=table: _publish(context, t, window, report.committed)
+            )
         yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
     for check in report.checks:
         result = to_check_result(check)
@@ -211,8 +225,14 @@ def run_with_retries(
 ) -> StepReport:
     """Run the step; a transient failure (the source connection dropped, a Spark executor
     lost) is retried with exponential backoff, and the error of the last try fails the run."""
+    return with_retries(context, lambda: runner.run(context, request))
+
+
+def with_retries(context: AssetExecutionContext, work: Callable[[], Result]) -> Result:
+    """`work`, or, if it fails for a reason that goes away by itself, a retry of the whole
+    step after an exponential backoff (the step is idempotent: it replaces what it wrote)."""
     try:
-        return runner.run(context, request)
+        return work()
     except Exception as error:
         if not is_transient(error):
             raise

@@ -1,0 +1,153 @@
+"""Faults injected for real (design.md, "What the platform promises"): the source connection
+killed from a second session in the middle of a query, the warehouse's backend terminated in
+the middle of a publish. Each time the run recovers (or fails naming the cause), the previous
+committed state stays readable, and the end state equals an undisturbed run's."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from datetime import date
+
+import psycopg
+import pymysql
+import pytest
+
+from rental_platform import tables
+from rental_platform.resources.warehouse import warehouse_for
+from rental_platform.runs import RunOutcome
+from rental_platform.settings import parse_warehouse_url
+from rental_platform_tests import worked_example as example
+from rental_platform_tests.conftest import Platform
+
+START, END = date(2025, 1, 1), date(2025, 2, 28)
+KPI_TABLES = tables.tables_of(tables.Layer.PRESENTATION)
+
+
+def _kpis(platform: Platform) -> dict[str, list[tuple]]:
+    return {
+        t.name: platform.warehouse(
+            f'SELECT * FROM presentation."{t.name}" ORDER BY '
+            + ", ".join(str(n + 1) for n in range(len(t.columns)))
+        )
+        for t in KPI_TABLES
+    }
+
+
+@pytest.fixture(scope="module")
+def example_platform(platform: Platform) -> Platform:
+    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
+    platform.execute(
+        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
+        example.APARTMENT_ATTRIBUTES,
+    )
+    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    platform.run(START, END)
+    platform.undisturbed = _kpis(platform)
+    return platform
+
+
+def _admin(platform: Platform) -> pymysql.connections.Connection:
+    return pymysql.connect(**platform.settings.mysql.pymysql_kwargs(), autocommit=True)
+
+
+def test_a_source_connection_killed_mid_query_is_retried(example_platform: Platform) -> None:
+    """The bookings table is locked from a second session, so the platform's first query of it
+    waits; that query's connection is then KILLed, and the lock released. The step fails with
+    the driver's error, is retried after its backoff, and the run ends as an undisturbed one."""
+    platform = example_platform
+    locker, killer = _admin(platform), _admin(platform)
+    outcome: list[list[RunOutcome] | BaseException] = []
+    killed: list[int] = []
+    try:
+        with locker.cursor() as cursor:
+            cursor.execute("LOCK TABLES bookings WRITE")
+        runner = threading.Thread(
+            target=lambda: outcome.append(_outcome(lambda: platform.run(START, END)))
+        )
+        runner.start()
+        deadline = time.monotonic() + 120
+        while not killed:
+            assert time.monotonic() < deadline and runner.is_alive(), outcome
+            with killer.cursor() as cursor:
+                cursor.execute(
+                    "SELECT id FROM information_schema.PROCESSLIST WHERE db = DATABASE() "
+                    "AND state LIKE '%metadata lock%' AND info LIKE '%bookings%'"
+                )
+                for (connection_id,) in cursor.fetchall():
+                    cursor.execute(f"KILL {int(connection_id)}")
+                    killed.append(connection_id)
+            time.sleep(0.1)
+        with locker.cursor() as cursor:
+            cursor.execute("UNLOCK TABLES")
+        runner.join(timeout=600)
+    finally:
+        locker.close()
+        killer.close()
+    (result,) = outcome
+    assert not isinstance(result, BaseException), result
+    assert _retried(platform, result), "the killed query's step was not retried"
+    assert _kpis(platform) == platform.undisturbed
+
+
+def _outcome(work):
+    try:
+        return work()
+    except BaseException as error:  # handed to the test's thread
+        return error
+
+
+def test_the_warehouse_backend_terminated_mid_publish_is_retried(
+    example_platform: Platform,
+    postgres_url: str,
+) -> None:
+    """The publish of occupancy_rate waits on a lock taken from a second session; its backend
+    is then terminated (pg_terminate_backend). The previous rows stay as they were, and the
+    retried step publishes the same rows an undisturbed run does."""
+    platform = example_platform
+    settings = platform.settings
+    platform.settings = dataclasses.replace(settings, warehouse=parse_warehouse_url(postgres_url))
+    try:
+        platform.run(START, END)
+        undisturbed = _kpis(platform)
+        outcome: list = []
+        with (
+            psycopg.connect(postgres_url) as locker,
+            psycopg.connect(postgres_url, autocommit=True) as killer,
+        ):
+            locker.execute("LOCK TABLE presentation.occupancy_rate IN ACCESS EXCLUSIVE MODE")
+            runner = threading.Thread(
+                target=lambda: outcome.append(_outcome(lambda: platform.run(START, END)))
+            )
+            runner.start()
+            terminated: list[int] = []
+            deadline = time.monotonic() + 300
+            while not terminated:
+                assert time.monotonic() < deadline and runner.is_alive(), outcome
+                for (pid,) in killer.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM%occupancy_rate%'"
+                ).fetchall():
+                    killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+                    terminated.append(pid)
+                time.sleep(0.1)
+            locker.rollback()
+            # Before the retry (after its backoff), the previous publication is intact.
+            assert _kpis(platform)["occupancy_rate"] == undisturbed["occupancy_rate"]
+        runner.join(timeout=600)
+        (result,) = outcome
+        assert not isinstance(result, BaseException), result
+        assert _retried(platform, result)
+        assert _kpis(platform) == undisturbed
+    finally:
+        warehouse_for(platform.settings.warehouse).query("DROP SCHEMA presentation CASCADE")
+        platform.settings = settings
+
+
+def _retried(platform: Platform, outcomes: list[RunOutcome]) -> bool:
+    return any(
+        record.dagster_event and record.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+        for run in outcomes
+        for record in platform.instance.all_logs(run.run_id)
+    )
