@@ -6,9 +6,15 @@ committed state stays readable, and the end state equals an undisturbed run's.""
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import date
+from pathlib import Path
 
 import psycopg
 import pymysql
@@ -18,10 +24,13 @@ from rental_platform import tables
 from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.runs import RunOutcome
 from rental_platform.settings import parse_warehouse_url
+from rental_platform.spark.manifest import CommitLog, LocalStore
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import Platform
 
 START, END = date(2025, 1, 1), date(2025, 2, 28)
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 KPI_TABLES = tables.tables_of(tables.Layer.PRESENTATION)
 
 
@@ -151,3 +160,118 @@ def _retried(platform: Platform, outcomes: list[RunOutcome]) -> bool:
         for run in outcomes
         for record in platform.instance.all_logs(run.run_id)
     )
+
+
+# --- the run killed (SIGKILL) in the middle of writing ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_env(example_platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`rental-platform` in a subprocess on the module's platform: same source, lake and
+    warehouse, a Dagster instance of its own."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    settings = example_platform.settings
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "RENTAL_MYSQL_URL": settings.mysql.redacted_url,
+        "RENTAL_LAKE_ROOT": settings.lake_root,
+        "RENTAL_WAREHOUSE_URL": settings.warehouse.public_url,
+        "RENTAL_PARTITIONS_START": settings.partitions_start.isoformat(),
+    }
+
+
+def _uncommitted(lake_root: str, table: tables.Table) -> bool:
+    """Whether a version of the table is on disk that the newest commit does not name."""
+    folder = Path(lake_root) / str(table.layer) / table.name
+    if not folder.is_dir():
+        return False
+    named = {
+        partition.folder.split("/")[2]
+        for partition in CommitLog(LocalStore(lake_root)).head().table(table.id).partitions.values()
+    }
+    return any(child.name not in named for child in folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    "table",
+    [tables.RAW_BOOKINGS, tables.CURATED_BOOKINGS, tables.TOP_LISTINGS],
+    ids=lambda t: t.id,
+)
+def test_a_run_killed_while_writing_leaves_the_committed_state(
+    example_platform: Platform, cli_env: dict, table: tables.Table
+) -> None:
+    """SIGKILL the moment a new version of the table is on disk, before its commit: what the
+    lake's readers see is the previous commit, whole; the re-run ends as an undisturbed run."""
+    platform = example_platform
+    root = platform.settings.lake_root
+    head = CommitLog(LocalStore(root)).head()
+    before = {t.id: sorted(head.files(t.id)) for t in tables.ALL_TABLES}
+    run = subprocess.Popen(
+        [BIN / "rental-platform", "run", "--start", str(START), "--end", str(END)],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not _uncommitted(root, table):
+        assert run.poll() is None, "the run ended before writing"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    after = CommitLog(LocalStore(root)).head()
+    assert after.seq >= head.seq
+    for other in tables.ALL_TABLES:
+        files = after.files(other.id)
+        assert all(Path(f).is_file() for f in files), other.id
+        if other is table:
+            assert sorted(files) == before[other.id]  # the version being written is not in
+    assert _kpis(platform) == platform.undisturbed  # the warehouse was not touched
+    platform.run(START, END)
+    assert _kpis(platform) == platform.undisturbed
+
+
+def test_a_run_killed_inside_the_warehouse_transaction(
+    example_platform: Platform, cli_env: dict, postgres_url: str
+) -> None:
+    """SIGKILL while the publish of occupancy_rate holds its transaction open (it waits on a
+    lock taken from a second session): PostgreSQL rolls it back, the previous rows stay, and
+    the re-run publishes what an undisturbed run does."""
+    platform = example_platform
+    settings = platform.settings
+    platform.settings = dataclasses.replace(settings, warehouse=parse_warehouse_url(postgres_url))
+    try:
+        platform.run(START, END)
+        undisturbed = _kpis(platform)
+        env = {**cli_env, "RENTAL_WAREHOUSE_URL": postgres_url}
+        with (
+            psycopg.connect(postgres_url) as locker,
+            psycopg.connect(postgres_url, autocommit=True) as watcher,
+        ):
+            locker.execute("LOCK TABLE presentation.occupancy_rate IN ACCESS EXCLUSIVE MODE")
+            run = subprocess.Popen(
+                [BIN / "rental-platform", "run", "--start", str(START), "--end", str(END)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 300
+            while not watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM%occupancy_rate%'"
+            ).fetchall():
+                assert run.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+            locker.rollback()
+        assert _kpis(platform) == undisturbed
+        platform.run(START, END)
+        assert _kpis(platform) == undisturbed
+    finally:
+        warehouse_for(platform.settings.warehouse).query("DROP SCHEMA presentation CASCADE")
+        platform.settings = settings
