@@ -67,10 +67,12 @@ class NightResult:
 
 @dataclass
 class Soak:
-    """A platform to soak: its source, lake and warehouse, how to run its nightly and audit,
-    and a folder for the reference's databases."""
+    """A platform to soak: its source (as the platform reads it, and as the application
+    writes it), lake and warehouse, how to run its nightly and audit, and a folder for the
+    reference's databases."""
 
     source: MySqlSource
+    writer: MySqlSource
     lake_root: str
     warehouse: Path
     first_day: date
@@ -97,7 +99,7 @@ class Soak:
         self, day: date, seed: int, horizon: int, scale: NightScale, beyond_horizon: bool = False
     ) -> NightResult:
         """Play the night that ends `day` on the source, run the nightly, compare."""
-        with pymysql.connect(**self.source.pymysql_kwargs()) as connection:
+        with pymysql.connect(**self.writer.pymysql_kwargs()) as connection:
             log = play_night(
                 connection,
                 day,
@@ -176,6 +178,7 @@ def main() -> None:
     with dg.DagsterInstance.get() as instance:
         materialize_range(settings, instance, scale.start, scale.end - timedelta(days=1))
         platform = Soak(
+            settings.mysql,
             settings.mysql,
             settings.lake_root,
             Path(settings.warehouse.database),

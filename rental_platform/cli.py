@@ -199,8 +199,8 @@ def class_archive_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.if_missing and class_archive_path().is_file():
         print(f"Spark class-data archive: {class_archive_path()} (up to date)")
         return 0
-    print("Building the Spark class-data archive (a short training run of every step)")
-    print(f"  {build_class_archive(settings.mysql)}")
+    print("Building the Spark class-data archive (a short training run on a scratch lake)")
+    print(f"  {build_class_archive()}")
     return 0
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
+from urllib.parse import quote
 
 import dagster as dg
 import duckdb
@@ -19,8 +21,8 @@ import pytest
 from rental_platform.cycle import Cycle
 from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.runs import RunOutcome, materialize_range, run_cycle
-from rental_platform.seed.load import schema_statements
-from rental_platform.settings import Settings, parse_mysql_url
+from rental_platform.seed.load import SOURCE_TABLES, schema_statements
+from rental_platform.settings import MySqlSource, Settings, parse_mysql_url
 from rental_platform.spark.manifest import committed_files
 from rental_platform.tables import Table
 
@@ -33,11 +35,23 @@ _names = itertools.count()
 
 @dataclass
 class Platform:
-    """One isolated platform: its own source database, lake, warehouse and instance."""
+    """One isolated platform: its own source database, lake, warehouse and instance. The
+    platform reads the source as a user that may only SELECT from the contract's four tables
+    (`settings.mysql`); the tests play the application through `admin` (`execute`)."""
 
     settings: Settings
     instance: dg.DagsterInstance
     source: pymysql.connections.Connection
+    admin: MySqlSource
+
+    @property
+    def mysql_url(self) -> str:
+        """RENTAL_MYSQL_URL of the platform's (read-only) user, password included."""
+        mysql = self.settings.mysql
+        return (
+            f"mysql://{mysql.user}:{quote(mysql.password, safe='')}@{mysql.host}:{mysql.port}/"
+            f"{mysql.database}"
+        )
 
     def run(self, start: date, end: date) -> list[RunOutcome]:
         return materialize_range(self.settings, self.instance, start, end)
@@ -84,26 +98,38 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     with admin.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
         cursor.execute(f"CREATE DATABASE `{name}`")
+    reader, password = f"reader_{os.getpid()}_{next(_names)}", secrets.token_urlsafe(12)
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP USER IF EXISTS '{reader}'@'%'")
+        cursor.execute(f"CREATE USER '{reader}'@'%' IDENTIFIED BY '{password}'")
     folder = tmp_path_factory.mktemp(name)
+    host = f"{server.host}:{server.port}"
     settings = Settings.from_env(
         {
-            "RENTAL_MYSQL_URL": f"{SERVER_URL}/{name}",
+            "RENTAL_MYSQL_URL": f"mysql://{reader}:{password}@{host}/{name}",
             "RENTAL_LAKE_ROOT": str(folder / "lake"),
             "RENTAL_WAREHOUSE_URL": f"duckdb:///{folder / 'warehouse.duckdb'}",
             "RENTAL_PARTITIONS_START": "2025-01-01",
         }
     )
-    source = pymysql.connect(**settings.mysql.pymysql_kwargs())
+    owner = replace(server, database=name)
+    source = pymysql.connect(**owner.pymysql_kwargs())
     with source.cursor() as cursor:
         for statement in schema_statements().values():
             cursor.execute(statement)
+        for table in SOURCE_TABLES:
+            cursor.execute(f"GRANT SELECT ON `{name}`.`{table}` TO '{reader}'@'%'")
     try:
-        with dg.instance_for_test() as instance:
-            yield Platform(settings, instance, source)
+        # As in production, the definitions take the source's password from the environment.
+        with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
+            platform = Platform(settings, instance, source, owner)
+            env.setenv("RENTAL_MYSQL_URL", platform.mysql_url)
+            yield platform
     finally:
         source.close()
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cursor.execute(f"DROP USER IF EXISTS '{reader}'@'%'")
         admin.close()
 
 

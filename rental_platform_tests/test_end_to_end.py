@@ -22,7 +22,7 @@ CURATED_PAIRS = [
 
 @pytest.fixture(scope="module")
 def seeded(platform: Platform) -> Platform:
-    platform.source_rows = seed_source(platform.settings.mysql.pymysql_kwargs(), SCALE, seed=7)
+    platform.source_rows = seed_source(platform.admin.pymysql_kwargs(), SCALE, seed=7)
     # The tiny scale still has at least one row of every kind of dirt: a larger share.
     platform.settings = dataclasses.replace(platform.settings, max_quarantine_share=0.2)
     platform.outcomes = platform.run(SCALE.start, SCALE.start + timedelta(days=SCALE.days - 1))

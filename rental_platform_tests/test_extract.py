@@ -22,7 +22,7 @@ VIEWS = tables.RAW_USER_VIEWING
 
 @pytest.fixture(scope="module")
 def reader(platform: Platform) -> SourceReader:
-    seed_source(platform.settings.mysql.pymysql_kwargs(), SCALE, seed=3)
+    seed_source(platform.admin.pymysql_kwargs(), SCALE, seed=3)
     platform.execute("ANALYZE TABLE user_viewing")
     mysql = platform.settings.mysql
     source = SourceConnection(mysql.jdbc_url, mysql.user, mysql.password)

@@ -58,7 +58,7 @@ def example_platform(platform: Platform) -> Platform:
 
 
 def _admin(platform: Platform) -> pymysql.connections.Connection:
-    return pymysql.connect(**platform.settings.mysql.pymysql_kwargs(), autocommit=True)
+    return pymysql.connect(**platform.admin.pymysql_kwargs(), autocommit=True)
 
 
 def test_a_source_connection_killed_mid_query_is_retried(example_platform: Platform) -> None:
@@ -175,7 +175,7 @@ def cli_env(example_platform: Platform, tmp_path_factory: pytest.TempPathFactory
     return {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "RENTAL_MYSQL_URL": settings.mysql.redacted_url,
+        "RENTAL_MYSQL_URL": example_platform.mysql_url,
         "RENTAL_LAKE_ROOT": settings.lake_root,
         "RENTAL_WAREHOUSE_URL": settings.warehouse.public_url,
         "RENTAL_PARTITIONS_START": settings.partitions_start.isoformat(),

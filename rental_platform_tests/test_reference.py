@@ -74,7 +74,7 @@ class Differential:
 
 @pytest.fixture(scope="module")
 def differential(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Differential:
-    seed_source(platform.settings.mysql.pymysql_kwargs(), SCALE, seed=11)
+    seed_source(platform.admin.pymysql_kwargs(), SCALE, seed=11)
     platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", EXTRA_BOOKINGS)
     platform.execute("INSERT INTO user_viewing VALUES (%s,%s,%s,%s,%s)", EXTRA_VIEWS)
     # So few listings still get at least one of each kind of dirt: a larger share.

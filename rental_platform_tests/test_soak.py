@@ -25,7 +25,7 @@ SEED = 5
 
 @pytest.fixture(scope="module")
 def nights(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> list[NightResult]:
-    seed_source(platform.settings.mysql.pymysql_kwargs(), SCALE, seed=SEED)
+    seed_source(platform.admin.pymysql_kwargs(), SCALE, seed=SEED)
     platform.settings = dataclasses.replace(
         platform.settings,
         partitions_start=SCALE.start,
@@ -35,6 +35,7 @@ def nights(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> list
     platform.run(SCALE.start, SCALE.end - timedelta(days=1))
     soaked = Soak(
         platform.settings.mysql,
+        platform.admin,
         platform.settings.lake_root,
         Path(platform.settings.warehouse.database),
         SCALE.start,

@@ -43,14 +43,14 @@ def _free_port() -> int:
 def client(
     platform: Platform, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DagsterGraphQLClient]:
-    seed_source(platform.settings.mysql.pymysql_kwargs(), SCALE, seed=3)
+    seed_source(platform.admin.pymysql_kwargs(), SCALE, seed=3)
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     settings = platform.settings
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "RENTAL_MYSQL_URL": f"mysql://root@127.0.0.1:3306/{settings.mysql.database}",
+        "RENTAL_MYSQL_URL": platform.mysql_url,
         "RENTAL_LAKE_ROOT": settings.lake_root,
         "RENTAL_WAREHOUSE_URL": settings.warehouse.public_url,
         "RENTAL_PARTITIONS_START": "2025-01-01",

@@ -41,7 +41,7 @@ if [[ ! -f $stamp || requirements.txt -nt $stamp || pyproject.toml -nt $stamp ]]
 fi
 
 # The local Spark JVM's class-data archive: built once per environment (about half a minute),
-# it makes every later local run start faster. It trains on a scratch database of the source server.
+# it makes every later local run start faster. It trains on a scratch lake: it never touches the source.
 .venv/bin/rental-platform class-archive --if-missing
 
 # The Dagster instance: runs launched from the CLI and the UI land in the same place.
