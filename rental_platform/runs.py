@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from rental_platform.abandoned_runs import release_abandoned_runs, worker_tags
 from rental_platform.cycle import (
     DAILY_JOB,
     Cycle,
@@ -63,6 +64,7 @@ def run_cycle(settings: Settings, instance: dg.DagsterInstance, cycle: Cycle) ->
     defs = build_definitions(settings)
     partitions = PlatformPartitions.starting(settings.partitions_start)
     _check_days_exist(partitions, cycle.compare_from, cycle.as_of)
+    release_abandoned_runs(instance)
     snapshots = _execute(defs, instance, SNAPSHOTS_JOB.name, cycle.tags(), None, "unpartitioned")
     outcomes = [snapshots]
     plan = plan_of_run(instance, snapshots.run_id) or {}
@@ -124,7 +126,7 @@ def _execute(
     result = defs.resolve_job_def(job).execute_in_process(
         run_config=QUIET,
         instance=instance,
-        tags=tags,
+        tags={**tags, **worker_tags()},
         asset_selection=list(run.assets) if run else None,
         raise_on_error=False,
     )

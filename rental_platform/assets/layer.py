@@ -54,7 +54,9 @@ TRANSIENT_ERRORS = (
 )
 # ...unless the cause will not go away by itself: a wrong password or database name.
 PERMANENT_ERRORS = ("Access denied", "Unknown database")
-WAREHOUSE_POOL = "warehouse"
+# Every step writes the lake, and the KPI steps also publish: all hold a slot of this pool, which
+# dagster.yaml limits to one, so overlapping runs take turns step by step (one writer at a time).
+LAKE_POOL = "lake"
 GROUPS = {
     Layer.RAW: "raw",
     Layer.CURATED: "curated",
@@ -127,8 +129,7 @@ def spark_multi_asset(
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
         can_subset=can_subset,
         required_resource_keys=resource_keys,
-        # Publishing runs take turns per warehouse: dagster.yaml limits the pool to one slot.
-        pool=WAREHOUSE_POOL if layer_step.publishes else None,
+        pool=LAKE_POOL,
     )
     def _multi_asset(
         context: AssetExecutionContext,

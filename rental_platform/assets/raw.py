@@ -10,6 +10,7 @@ from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.assets.layer import (
     GROUPS,
+    LAKE_POOL,
     OWNERS,
     LayerStep,
     run_with_retries,
@@ -71,6 +72,7 @@ def source_changes_asset(partitions: PlatformPartitions, mutable_days: int) -> d
         "carry out: each day with why.",
         deps=[asset_key(tables.CURATED_LISTINGS_HISTORY)],
         required_resource_keys={"spark", "lake", "limits", "source"},
+        pool=LAKE_POOL,
     )
     def source_changes(context: AssetExecutionContext) -> dg.MaterializeResult:
         cycle = Cycle.from_tags(context.run.tags, mutable_days, partitions.first_day)
