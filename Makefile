@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export DAGSTER_HOME ?= $(CURDIR)/.rental/dagster_home
 VENV := .venv/bin
 
-.PHONY: setup demo dev test lint bench bench-events soak clean
+.PHONY: setup demo dev test lint bench bench-events soak chaos clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -38,3 +38,7 @@ bench-events: setup
 
 clean:
 	rm -rf .rental
+
+# The fault matrix, each fault injected for real: benchmarks/results/chaos.{json,md}.
+chaos: setup
+	$(VENV)/python -m benchmarks.chaos

@@ -7,9 +7,11 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
+from pathlib import Path
 from urllib.parse import quote
 
 import dagster as dg
@@ -18,6 +20,7 @@ import psycopg
 import pymysql
 import pytest
 
+from rental_platform import tables
 from rental_platform.cycle import Cycle
 from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.runs import RunOutcome, materialize_range, run_cycle
@@ -25,7 +28,9 @@ from rental_platform.seed.load import SOURCE_TABLES, schema_statements
 from rental_platform.settings import MySqlSource, Settings, parse_mysql_url
 from rental_platform.spark.manifest import committed_files
 from rental_platform.tables import Table
+from rental_platform_tests import worked_example as example
 
+REPO = Path(__file__).resolve().parents[1]
 SERVER_URL = os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
 POSTGRES_SERVER = os.environ.get(
     "RENTAL_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
@@ -68,6 +73,25 @@ class Platform:
     def warehouse(self, sql: str) -> list[tuple]:
         return warehouse_for(self.settings.warehouse).query(sql)
 
+    def kpis(self) -> dict[str, list[tuple]]:
+        """Every KPI table of the warehouse, sorted."""
+        return {
+            t.name: self.warehouse(
+                f'SELECT * FROM presentation."{t.name}" ORDER BY '
+                + ", ".join(str(n + 1) for n in range(len(t.columns)))
+            )
+            for t in tables.tables_of(tables.Layer.PRESENTATION)
+        }
+
+    def state(self) -> dict[str, list[tuple]]:
+        """What readers see: every KPI table of the warehouse and every committed lake table
+        (extraction times aside), sorted: two runs that agree leave equal states."""
+        state = {f"warehouse.{name}": rows for name, rows in self.kpis().items()}
+        for table in tables.ALL_TABLES:
+            columns = ", ".join(f'"{c}"' for c in table.column_names if c != "_extracted_at")
+            state[table.id] = self.lake(table, f"SELECT {columns} FROM t ORDER BY ALL")
+        return state
+
     def lake(self, table: Table, sql: str = "SELECT * FROM t") -> list[tuple]:
         """Query every committed partition of a lake table as `t`."""
         paths = committed_files(self.settings.lake_root, table.id)
@@ -77,6 +101,28 @@ class Platform:
             connection.execute("SET TimeZone = 'UTC'")
             connection.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({paths!r})")
             return connection.execute(sql).fetchall()
+
+    def load_worked_example(self) -> None:
+        """The source rows of kpis.md's worked example: its listings and bookings."""
+        self.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
+        self.execute(
+            "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
+            example.APARTMENT_ATTRIBUTES,
+        )
+        self.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+
+    def cli_env(self, home: Path) -> dict[str, str]:
+        """The environment of `rental-platform` in a subprocess on this platform (its source,
+        lake and warehouse) with a Dagster instance of its own in `home`, as `make` sets up."""
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        return {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "RENTAL_MYSQL_URL": self.mysql_url,
+            "RENTAL_LAKE_ROOT": self.settings.lake_root,
+            "RENTAL_WAREHOUSE_URL": self.settings.warehouse.public_url,
+            "RENTAL_PARTITIONS_START": self.settings.partitions_start.isoformat(),
+        }
 
     def execute(self, sql: str, rows: list[tuple] | None = None) -> None:
         with self.source.cursor() as cursor:

@@ -9,7 +9,6 @@ from datetime import date
 import pytest
 
 from rental_platform.runs import RangeRunError
-from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import Platform
 
 
@@ -18,12 +17,7 @@ def gapped(platform: Platform) -> Platform:
     """The worked example with 2025-01-01..03 extracted; a run of 01-06..07 then leaves a gap:
     the repeat customers of the week of 01-06 (every earlier booking counts) and the month of
     January read 01-04 and 01-05, which were never extracted."""
-    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
-    platform.execute(
-        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
-        example.APARTMENT_ATTRIBUTES,
-    )
-    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    platform.load_worked_example()
     platform.run(date(2025, 1, 1), date(2025, 1, 3))
     return platform
 

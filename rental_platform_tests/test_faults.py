@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -22,38 +23,41 @@ import pytest
 
 from rental_platform import tables
 from rental_platform.resources.warehouse import warehouse_for
-from rental_platform.runs import RunOutcome
+from rental_platform.runs import RangeRunError, RunOutcome
 from rental_platform.settings import parse_warehouse_url
 from rental_platform.spark.manifest import CommitLog, LocalStore
-from rental_platform_tests import worked_example as example
+from rental_platform_tests import chaos
 from rental_platform_tests.conftest import Platform
 
 START, END = date(2025, 1, 1), date(2025, 2, 28)
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-KPI_TABLES = tables.tables_of(tables.Layer.PRESENTATION)
 
 
-def _kpis(platform: Platform) -> dict[str, list[tuple]]:
-    return {
-        t.name: platform.warehouse(
-            f'SELECT * FROM presentation."{t.name}" ORDER BY '
-            + ", ".join(str(n + 1) for n in range(len(t.columns)))
-        )
-        for t in KPI_TABLES
-    }
+def _record(
+    request: pytest.FixtureRequest,
+    fault: str,
+    undisturbed: dict[str, list[tuple]],
+    injected_at: float,
+) -> dict[str, list[tuple]]:
+    """Record the fault for `make chaos`; return the state it left, for the test's asserts."""
+    state = request.getfixturevalue("example_platform").state()
+    lost, duplicated = chaos.row_differences(undisturbed, state)
+    chaos.record(
+        request.node.nodeid,
+        fault,
+        injected=True,
+        lost=lost,
+        duplicated=duplicated,
+        recover_seconds=time.monotonic() - injected_at,
+    )
+    return state
 
 
 @pytest.fixture(scope="module")
 def example_platform(platform: Platform) -> Platform:
-    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
-    platform.execute(
-        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
-        example.APARTMENT_ATTRIBUTES,
-    )
-    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    platform.load_worked_example()
     platform.run(START, END)
-    platform.undisturbed = _kpis(platform)
+    platform.undisturbed = platform.state()
     return platform
 
 
@@ -61,7 +65,9 @@ def _admin(platform: Platform) -> pymysql.connections.Connection:
     return pymysql.connect(**platform.admin.pymysql_kwargs(), autocommit=True)
 
 
-def test_a_source_connection_killed_mid_query_is_retried(example_platform: Platform) -> None:
+def test_a_source_connection_killed_mid_query_is_retried(
+    example_platform: Platform, request: pytest.FixtureRequest
+) -> None:
     """The bookings table is locked from a second session, so the platform's first query of it
     waits; that query's connection is then KILLed, and the lock released. The step fails with
     the driver's error, is retried after its backoff, and the run ends as an undisturbed one."""
@@ -87,6 +93,7 @@ def test_a_source_connection_killed_mid_query_is_retried(example_platform: Platf
                 for (connection_id,) in cursor.fetchall():
                     cursor.execute(f"KILL {int(connection_id)}")
                     killed.append(connection_id)
+                    injected_at = time.monotonic()
             time.sleep(0.1)
         with locker.cursor() as cursor:
             cursor.execute("UNLOCK TABLES")
@@ -95,9 +102,12 @@ def test_a_source_connection_killed_mid_query_is_retried(example_platform: Platf
         locker.close()
         killer.close()
     (result,) = outcome
+    state = _record(
+        request, "source connection KILLed mid-extraction", platform.undisturbed, injected_at
+    )
     assert not isinstance(result, BaseException), result
     assert _retried(platform, result), "the killed query's step was not retried"
-    assert _kpis(platform) == platform.undisturbed
+    assert state == platform.undisturbed
 
 
 def _outcome(work):
@@ -108,8 +118,7 @@ def _outcome(work):
 
 
 def test_the_warehouse_backend_terminated_mid_publish_is_retried(
-    example_platform: Platform,
-    postgres_url: str,
+    example_platform: Platform, postgres_url: str, request: pytest.FixtureRequest
 ) -> None:
     """The publish of occupancy_rate waits on a lock taken from a second session; its backend
     is then terminated (pg_terminate_backend). The previous rows stay as they were, and the
@@ -119,7 +128,7 @@ def test_the_warehouse_backend_terminated_mid_publish_is_retried(
     platform.settings = dataclasses.replace(settings, warehouse=parse_warehouse_url(postgres_url))
     try:
         platform.run(START, END)
-        undisturbed = _kpis(platform)
+        undisturbed = platform.state()
         outcome: list = []
         with (
             psycopg.connect(postgres_url) as locker,
@@ -140,15 +149,19 @@ def test_the_warehouse_backend_terminated_mid_publish_is_retried(
                 ).fetchall():
                     killer.execute("SELECT pg_terminate_backend(%s)", [pid])
                     terminated.append(pid)
+                    injected_at = time.monotonic()
                 time.sleep(0.1)
             locker.rollback()
             # Before the retry (after its backoff), the previous publication is intact.
-            assert _kpis(platform)["occupancy_rate"] == undisturbed["occupancy_rate"]
+            assert platform.kpis()["occupancy_rate"] == undisturbed["warehouse.occupancy_rate"]
         runner.join(timeout=600)
         (result,) = outcome
+        state = _record(
+            request, "warehouse backend terminated mid-publish", undisturbed, injected_at
+        )
         assert not isinstance(result, BaseException), result
         assert _retried(platform, result)
-        assert _kpis(platform) == undisturbed
+        assert state == undisturbed
     finally:
         warehouse_for(platform.settings.warehouse).query("DROP SCHEMA presentation CASCADE")
         platform.settings = settings
@@ -169,17 +182,7 @@ def _retried(platform: Platform, outcomes: list[RunOutcome]) -> bool:
 def cli_env(example_platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`rental-platform` in a subprocess on the module's platform: same source, lake and
     warehouse, a Dagster instance of its own."""
-    home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    settings = example_platform.settings
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "RENTAL_MYSQL_URL": example_platform.mysql_url,
-        "RENTAL_LAKE_ROOT": settings.lake_root,
-        "RENTAL_WAREHOUSE_URL": settings.warehouse.public_url,
-        "RENTAL_PARTITIONS_START": settings.partitions_start.isoformat(),
-    }
+    return example_platform.cli_env(tmp_path_factory.mktemp("dagster_home"))
 
 
 def _uncommitted(lake_root: str, table: tables.Table) -> bool:
@@ -194,13 +197,16 @@ def _uncommitted(lake_root: str, table: tables.Table) -> bool:
     return any(child.name not in named for child in folder.iterdir())
 
 
-@pytest.mark.parametrize(
-    "table",
-    [tables.RAW_BOOKINGS, tables.CURATED_BOOKINGS, tables.TOP_LISTINGS],
-    ids=lambda t: t.id,
+# A kill point per layer; `make chaos` adds a quarantine and a monthly KPI. (A re-run of the
+# same range takes no new listings snapshot: the listing history only moves forward.)
+KILL_POINTS = [tables.RAW_BOOKINGS, tables.CURATED_BOOKINGS, tables.TOP_LISTINGS] + (
+    [tables.QUARANTINE_BOOKINGS, tables.OCCUPANCY_RATE] if chaos.full_matrix() else []
 )
+
+
+@pytest.mark.parametrize("table", KILL_POINTS, ids=lambda t: t.id)
 def test_a_run_killed_while_writing_leaves_the_committed_state(
-    example_platform: Platform, cli_env: dict, table: tables.Table
+    example_platform: Platform, cli_env: dict, table: tables.Table, request: pytest.FixtureRequest
 ) -> None:
     """SIGKILL the moment a new version of the table is on disk, before its commit: what the
     lake's readers see is the previous commit, whole; the re-run ends as an undisturbed run."""
@@ -221,6 +227,7 @@ def test_a_run_killed_while_writing_leaves_the_committed_state(
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.killpg(run.pid, signal.SIGKILL)
+    injected_at = time.monotonic()
     run.wait()
     after = CommitLog(LocalStore(root)).head()
     assert after.seq >= head.seq
@@ -229,13 +236,16 @@ def test_a_run_killed_while_writing_leaves_the_committed_state(
         assert all(Path(f).is_file() for f in files), other.id
         if other is table:
             assert sorted(files) == before[other.id]  # the version being written is not in
-    assert _kpis(platform) == platform.undisturbed  # the warehouse was not touched
+    assert platform.state() == platform.undisturbed  # what readers see did not change
     platform.run(START, END)
-    assert _kpis(platform) == platform.undisturbed
+    state = _record(
+        request, f"run SIGKILLed while writing {table.id}", platform.undisturbed, injected_at
+    )
+    assert state == platform.undisturbed
 
 
 def test_a_run_killed_inside_the_warehouse_transaction(
-    example_platform: Platform, cli_env: dict, postgres_url: str
+    example_platform: Platform, cli_env: dict, postgres_url: str, request: pytest.FixtureRequest
 ) -> None:
     """SIGKILL while the publish of occupancy_rate holds its transaction open (it waits on a
     lock taken from a second session): PostgreSQL rolls it back, the previous rows stay, and
@@ -245,7 +255,7 @@ def test_a_run_killed_inside_the_warehouse_transaction(
     platform.settings = dataclasses.replace(settings, warehouse=parse_warehouse_url(postgres_url))
     try:
         platform.run(START, END)
-        undisturbed = _kpis(platform)
+        undisturbed = platform.state()
         env = {**cli_env, "RENTAL_WAREHOUSE_URL": postgres_url}
         with (
             psycopg.connect(postgres_url) as locker,
@@ -267,11 +277,54 @@ def test_a_run_killed_inside_the_warehouse_transaction(
                 assert run.poll() is None and time.monotonic() < deadline
                 time.sleep(0.05)
             os.killpg(run.pid, signal.SIGKILL)
+            injected_at = time.monotonic()
             run.wait()
             locker.rollback()
-        assert _kpis(platform) == undisturbed
+        assert platform.state() == undisturbed
         platform.run(START, END)
-        assert _kpis(platform) == undisturbed
+        state = _record(request, "run SIGKILLed while publishing", undisturbed, injected_at)
+        assert state == undisturbed
     finally:
         warehouse_for(platform.settings.warehouse).query("DROP SCHEMA presentation CASCADE")
         platform.settings = settings
+
+
+# --- the disk refuses a write ---------------------------------------------------------------
+
+
+@contextmanager
+def _refusing_writes(folder: Path) -> Iterator[None]:
+    """The folder refuses every new entry, also to root (whom a read-only mode does not stop:
+    the tests run as root): the immutable attribute, `chattr +i`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+# The data of a table, and the commit log itself; `make chaos` adds a raw table.
+REFUSING_FOLDERS = ["curated/bookings", "_lake/commits"] + (
+    ["raw/bookings"] if chaos.full_matrix() else []
+)
+
+
+@pytest.mark.parametrize("folder", REFUSING_FOLDERS)
+def test_a_lake_folder_that_refuses_writes(
+    example_platform: Platform, folder: str, request: pytest.FixtureRequest
+) -> None:
+    """The run fails naming the folder, readers keep seeing the previous commit whole, and once
+    the folder takes writes again the re-run ends as an undisturbed run."""
+    platform = example_platform
+    root = Path(platform.settings.lake_root)
+    with _refusing_writes(root / folder), pytest.raises(RangeRunError) as error:
+        platform.run(START, END)
+    injected_at = time.monotonic()
+    assert folder in str(error.value)
+    assert platform.state() == platform.undisturbed
+    platform.run(START, END)
+    state = _record(
+        request, f"lake folder {folder} refuses writes", platform.undisturbed, injected_at
+    )
+    assert state == platform.undisturbed

@@ -6,7 +6,6 @@ slot does not keep the next one waiting for ever."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,20 +19,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from rental_platform import tables
-from rental_platform_tests import worked_example as example
+from rental_platform_tests import chaos
 from rental_platform_tests.conftest import Platform
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FIRST, LAST = date(2025, 1, 1), date(2025, 2, 28)
-KPI_TABLES = tables.tables_of(tables.Layer.PRESENTATION)
-LAKE_TABLES = (
-    tables.CURATED_BOOKINGS,
-    tables.QUARANTINE_BOOKINGS,
-    tables.CURATED_LISTINGS_HISTORY,
-    tables.OCCUPANCY_RATE,
-)
 
 
 @dataclass
@@ -43,6 +33,7 @@ class Shared:
     platform: Platform
     env: dict[str, str]
     home: Path
+    undisturbed: dict[str, list[tuple]]
 
     def start(self, first: date, last: date) -> subprocess.Popen:
         return subprocess.Popen(
@@ -53,42 +44,15 @@ class Shared:
             start_new_session=True,
         )
 
-    def state(self) -> dict[str, list[tuple]]:
-        """What a reader sees: every KPI table of the warehouse and the committed lake tables
-        (their extraction times aside)."""
-        state = {
-            t.name: self.platform.warehouse(
-                f'SELECT * FROM presentation."{t.name}" ORDER BY '
-                + ", ".join(str(n + 1) for n in range(len(t.columns)))
-            )
-            for t in KPI_TABLES
-        }
-        for table in LAKE_TABLES:
-            columns = ", ".join(f'"{c}"' for c in table.column_names if c != "_extracted_at")
-            state[table.id] = self.platform.lake(table, f"SELECT {columns} FROM t ORDER BY ALL")
-        return state
-
 
 @pytest.fixture(scope="module")
 def shared(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
-    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
-    platform.execute(
-        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
-        example.APARTMENT_ATTRIBUTES,
-    )
-    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    platform.load_worked_example()
     home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    settings = platform.settings
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "RENTAL_MYSQL_URL": platform.mysql_url,
-        "RENTAL_LAKE_ROOT": settings.lake_root,
-        "RENTAL_WAREHOUSE_URL": settings.warehouse.public_url,
-        "RENTAL_PARTITIONS_START": settings.partitions_start.isoformat(),
-    }
-    yield Shared(platform, env, home)
+    shared = Shared(platform, platform.cli_env(home), home, {})
+    _finish(shared.start(FIRST, LAST))
+    shared.undisturbed = platform.state()
+    yield shared
 
 
 @pytest.fixture
@@ -120,18 +84,30 @@ def _step_spans(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, 
     return spans
 
 
+def _record(request: pytest.FixtureRequest, shared: Shared, fault: str, started: float) -> None:
+    lost, duplicated = chaos.row_differences(shared.undisturbed, shared.platform.state())
+    chaos.record(
+        request.node.nodeid,
+        fault,
+        injected=True,
+        lost=lost,
+        duplicated=duplicated,
+        recover_seconds=time.monotonic() - started,
+    )
+
+
 def test_overlapping_runs_take_turns_and_end_as_one_run(
-    shared: Shared, instance: dg.DagsterInstance
+    shared: Shared, instance: dg.DagsterInstance, request: pytest.FixtureRequest
 ) -> None:
-    _finish(shared.start(FIRST, LAST))
-    undisturbed = shared.state()
     before = {run.run_id for run in instance.get_runs()}
     first = shared.start(FIRST, date(2025, 2, 10))
+    started = time.monotonic()
     time.sleep(0.5)
     second = shared.start(date(2025, 2, 1), LAST)
     _finish(first)
     _finish(second)
-    assert shared.state() == undisturbed
+    _record(request, shared, "two CLI runs on overlapping ranges, 0.5 s apart", started)
+    assert shared.platform.state() == shared.undisturbed
     runs = [run for run in instance.get_runs() if run.run_id not in before]
     assert len({run.tags["rental/worker"] for run in runs}) == 2  # both processes ran
     spans = sorted(span for run in runs for span in _step_spans(instance, run.run_id))
@@ -140,7 +116,9 @@ def test_overlapping_runs_take_turns_and_end_as_one_run(
         assert end <= start, "two steps wrote at the same time"
 
 
-def test_a_killed_run_does_not_hold_the_lake(shared: Shared, instance: dg.DagsterInstance) -> None:
+def test_a_killed_run_does_not_hold_the_lake(
+    shared: Shared, instance: dg.DagsterInstance, request: pytest.FixtureRequest
+) -> None:
     """SIGKILL while a step holds the pool's slot: the next run marks the dead run failed,
     frees its slot and completes, instead of waiting for ever."""
     before = {run.run_id for run in instance.get_runs()}
@@ -150,10 +128,13 @@ def test_a_killed_run_does_not_hold_the_lake(shared: Shared, instance: dg.Dagste
         assert killed.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     os.killpg(killed.pid, signal.SIGKILL)
+    started = time.monotonic()
     killed.wait()
     (dead,) = [run for run in instance.get_runs() if run.run_id not in before]
     assert dead.status == dg.DagsterRunStatus.STARTED  # nothing else knows it died
     output = _finish(shared.start(FIRST, LAST), timeout=300)
+    _record(request, shared, "run SIGKILLed holding the lake pool's slot", started)
+    assert shared.platform.state() == shared.undisturbed
     assert dead.run_id in output
     dead = instance.get_run_by_id(dead.run_id)
     assert dead.status == dg.DagsterRunStatus.FAILURE

@@ -40,6 +40,7 @@ from rental_platform.settings import (
     parse_warehouse_url,
 )
 from rental_platform.spark.manifest import CommitLog, S3Store
+from rental_platform_tests import chaos
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.aws import aws  # noqa: F401
 from rental_platform_tests.conftest import Platform
@@ -66,12 +67,7 @@ def aws_setup(platform: Platform, aws: str) -> AwsSetup:  # noqa: F811
     platform.execute(f"DROP USER IF EXISTS '{READER}'@'%'")
     platform.execute(f"CREATE USER '{READER}'@'%' IDENTIFIED BY '{READER_PASSWORD}'")
     platform.execute(f"GRANT SELECT ON `{database}`.* TO '{READER}'@'%'")
-    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
-    platform.execute(
-        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
-        example.APARTMENT_ATTRIBUTES,
-    )
-    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    platform.load_worked_example()
     s3 = boto3.client("s3")
     for bucket in (BUCKET, LAKE_BUCKET):
         s3.create_bucket(Bucket=bucket)
@@ -206,20 +202,61 @@ def _snapshots(setup: AwsSetup, settings: Settings) -> None:
     materialize_range(settings, setup.platform.instance, START, START)
 
 
+def _committed(settings: Settings) -> dict[str, list[str]]:
+    head = CommitLog(S3Store(settings.lake_root)).head()
+    return {table.id: sorted(head.files(table.id)) for table in tables.ALL_TABLES}
+
+
+def _record(
+    request: pytest.FixtureRequest,
+    fault: str,
+    before: dict[str, list[str]],
+    after: dict[str, list[str]],
+    started: float,
+) -> None:
+    """For `make chaos`: the committed files are compared (a remote fault leaves no rows to
+    count locally), and the time is until the run has failed naming the cause."""
+    lost, duplicated = chaos.row_differences(before, after)
+    chaos.record(
+        request.node.nodeid,
+        f"{fault} (committed files compared)",
+        injected=True,
+        lost=lost,
+        duplicated=duplicated,
+        recover_seconds=time.monotonic() - started,
+    )
+
+
 @pytest.mark.parametrize("kind", ["glue", "emr"])
-def test_a_failed_job_fails_its_assets(aws_setup: AwsSetup, kind: str, tmp_path: Path) -> None:
+def test_a_failed_job_fails_its_assets(
+    aws_setup: AwsSetup, kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The remote job dies before reporting anything: the run fails naming the job's state,
+    and the lake's committed files are the ones committed before."""
     settings = remote_settings(aws_setup, kind, tmp_path)
+    before = _committed(settings)
+    started = time.monotonic()
     with RemoteSide(kind, fail=True), pytest.raises(RangeRunError) as error:
         _snapshots(aws_setup, settings)
+    after = _committed(settings)
+    _record(request, f"remote {kind} job dies before reporting", before, after, started)
     assert ("FAILED" if kind == "glue" else "TERMINATED_WITH_ERRORS") in str(error.value)
+    assert after == before
 
 
-def test_a_job_that_reports_nothing_fails_its_assets(aws_setup: AwsSetup, tmp_path: Path) -> None:
+def test_a_job_that_reports_nothing_fails_its_assets(
+    aws_setup: AwsSetup, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """A job that ends SUCCEEDED without any Pipes message is not a success."""
     settings = remote_settings(aws_setup, "emr_serverless", tmp_path)
+    before = _committed(settings)
+    started = time.monotonic()
     with RemoteSide("emr_serverless"), pytest.raises(RangeRunError) as error:
         _snapshots(aws_setup, settings)
+    after = _committed(settings)
+    _record(request, "remote emr_serverless job ends without reporting", before, after, started)
     assert "without reporting its step through Dagster Pipes" in str(error.value)
+    assert after == before
 
 
 def test_code_that_was_not_deployed_does_not_run(aws_setup: AwsSetup, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,10 +18,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import Platform
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 START, END = "2025-01-01", "2025-01-31"
 
@@ -37,12 +34,7 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(platform: Platform, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Runs:
-    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
-    platform.execute(
-        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
-        example.APARTMENT_ATTRIBUTES,
-    )
-    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    platform.load_worked_example()
     # The warehouse as a role with a password of its own, owning the database it publishes to.
     role, password = f"publisher_{os.getpid()}", secrets.token_urlsafe(16)
     database = urlsplit(postgres_url).path.lstrip("/")
@@ -66,14 +58,10 @@ def runs(platform: Platform, postgres_url: str, tmp_path_factory: pytest.TempPat
     home, lake, work = folder / "dagster_home", folder / "lake", folder / "work"
     for made in (home, work):
         made.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "RENTAL_MYSQL_URL": platform.mysql_url,
+        **platform.cli_env(home),
         "RENTAL_LAKE_ROOT": str(lake),
         "RENTAL_WAREHOUSE_URL": warehouse_url,
-        "RENTAL_PARTITIONS_START": START,
     }
     command = [BIN / "rental-platform", "run", "--start", START, "--end", END]
     succeeded = subprocess.run(command, env=env, cwd=work, capture_output=True, timeout=600)

@@ -5,7 +5,6 @@ backfill of every layer, waits for it, and reads back the runs, steps and check 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -45,15 +44,8 @@ def client(
 ) -> Iterator[DagsterGraphQLClient]:
     seed_source(platform.admin.pymysql_kwargs(), SCALE, seed=3)
     home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    settings = platform.settings
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "RENTAL_MYSQL_URL": platform.mysql_url,
-        "RENTAL_LAKE_ROOT": settings.lake_root,
-        "RENTAL_WAREHOUSE_URL": settings.warehouse.public_url,
-        "RENTAL_PARTITIONS_START": "2025-01-01",
+        **platform.cli_env(home),
         # So few listings still get at least one of each kind of dirt: a larger share.
         "RENTAL_MAX_QUARANTINE_SHARE": "0.4",
     }

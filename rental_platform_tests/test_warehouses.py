@@ -28,7 +28,6 @@ from rental_platform.resources.warehouse import (
 from rental_platform.runs import materialize_range
 from rental_platform.settings import parse_warehouse_url
 from rental_platform.tables import Column, Layer
-from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import Platform
 
 TABLE = tables.AVG_LISTING_PRICE
@@ -148,12 +147,7 @@ def test_an_unsafe_change_is_refused_and_changes_nothing(warehouse, change, mess
 def test_the_worked_example_lands_identically_in_duckdb_and_postgresql(
     platform: Platform, postgres_url: str
 ) -> None:
-    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
-    platform.execute(
-        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
-        example.APARTMENT_ATTRIBUTES,
-    )
-    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    platform.load_worked_example()
     on_postgres = dataclasses.replace(
         platform.settings, warehouse=parse_warehouse_url(postgres_url)
     )

@@ -20,12 +20,7 @@ KPI_TABLES = tables.tables_of(Layer.PRESENTATION)
 
 @pytest.fixture(scope="module")
 def example_platform(platform: Platform) -> Platform:
-    platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
-    platform.execute(
-        "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
-        example.APARTMENT_ATTRIBUTES,
-    )
-    platform.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+    platform.load_worked_example()
     platform.run(START, END)
     return platform
 

@@ -1,0 +1,58 @@
+"""What each fault test measured, for `make chaos` (benchmarks/chaos.py): the fault, whether it
+was injected, the rows lost and duplicated against an undisturbed run, and the seconds from the
+fault to the recovered state. A fault test records before its final assertions; whether it
+survived is the test's own outcome. Outside `make chaos` recording does nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+REPORT_ENV = "RENTAL_CHAOS_REPORT"
+# `make chaos` sets it: every kill point of the matrix, not only the short version's.
+FULL_ENV = "RENTAL_CHAOS_FULL"
+
+
+def full_matrix() -> bool:
+    return os.environ.get(FULL_ENV) == "1"
+
+
+def row_differences(
+    expected: Mapping[str, Sequence[tuple]], actual: Mapping[str, Sequence[tuple]]
+) -> tuple[int, int]:
+    """(rows lost, rows duplicated or extra) of `actual` against `expected`, table by table,
+    duplicates counted."""
+    lost = duplicated = 0
+    for table in expected.keys() | actual.keys():
+        want, have = Counter(expected.get(table, ())), Counter(actual.get(table, ()))
+        lost += sum((want - have).values())
+        duplicated += sum((have - want).values())
+    return lost, duplicated
+
+
+def record(
+    test_id: str,
+    fault: str,
+    *,
+    injected: bool,
+    lost: int,
+    duplicated: int,
+    recover_seconds: float,
+) -> None:
+    """Append one line to the report `make chaos` asked for (RENTAL_CHAOS_REPORT)."""
+    path = os.environ.get(REPORT_ENV)
+    if not path:
+        return
+    line = {
+        "test": test_id,
+        "fault": fault,
+        "injected": injected,
+        "rows_lost": lost,
+        "rows_duplicated": duplicated,
+        "recover_seconds": round(recover_seconds, 1),
+    }
+    with Path(path).open("a") as report:
+        report.write(json.dumps(line) + "\n")
