@@ -5,10 +5,12 @@ go after the grace period; and the schema a step wrote is read back from its fil
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from rental_platform.spark.manifest import (
     committed_files,
 )
 from rental_platform.spark.session import get_or_create_session
+from rental_platform_tests import chaos
 from rental_platform_tests.aws import aws  # noqa: F401
 
 TOP = tables.TOP_LISTINGS
@@ -190,6 +193,49 @@ def test_commits_on_s3_are_conditional_puts(aws: str) -> None:  # noqa: F811
     assert state.seq == 2
     assert CommitLog(S3Store("s3://lake/prefix")).head().table(TOP.id).facts == {"a": 1}
     assert store.list("_lake/commits") == [commit_key(1), commit_key(2)]
+
+
+def test_a_bucket_that_refuses_writes_leaves_the_commit_log_as_it_was(
+    aws: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    """A bucket policy denies PutObject on the commit log: the commit fails naming the object,
+    readers keep the previous commit, and once the policy is lifted the commit goes in."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="refusing")
+    log = CommitLog(S3Store("s3://refusing/lake"))
+    first = log.commit({TOP.id: TableChange(facts={"a": 1})}, "writer")
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": "arn:aws:s3:::refusing/lake/_lake/commits/*",
+    }
+    s3.put_bucket_policy(
+        Bucket="refusing", Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(PermissionError, match="s3://refusing/lake/_lake/commits/"):
+            log.commit({TOP.id: TableChange(facts={"a": 2})}, "writer")
+        head = CommitLog(S3Store("s3://refusing/lake")).head()
+        assert (head.seq, head.table(TOP.id).facts) == (first.seq, {"a": 1})
+    finally:
+        s3.delete_bucket_policy(Bucket="refusing")
+    after = log.commit({TOP.id: TableChange(facts={"a": 2})}, "writer")
+    lost, duplicated = chaos.row_differences(
+        {TOP.id: list(first.table(TOP.id).facts.items())},
+        {TOP.id: list(head.table(TOP.id).facts.items())},
+    )
+    chaos.record(
+        request.node.nodeid,
+        "S3 bucket policy denies PutObject on the commit log (committed state compared)",
+        injected=True,
+        lost=lost,
+        duplicated=duplicated,
+        recover_seconds=time.monotonic() - started,
+    )
+    assert (after.seq, after.table(TOP.id).facts) == (first.seq + 1, {"a": 2})
 
 
 def test_the_schema_comes_from_the_files_the_step_wrote(spark: SparkSession, tmp_path) -> None:

@@ -197,19 +197,26 @@ class S3Store(LakeStore):
             return None
 
     def write(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self._put(key, data)
 
     def create(self, key: str, data: bytes) -> bool:
+        return self._put(key, data, IfNoneMatch="*")
+
+    def _put(self, key: str, data: bytes, **conditions: str) -> bool:
+        """PUT the object; False if a condition failed. A refusal (a bucket policy, a role
+        without s3:PutObject) raises PermissionError naming the object."""
         from botocore.exceptions import ClientError
 
         try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
-            )
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **conditions)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
                 return False
+            if code in ("AccessDenied", "Forbidden", "403"):
+                raise PermissionError(
+                    f"s3://{self.bucket}/{self._key(key)}: the bucket refused the write ({code})"
+                ) from error
             raise
         return True
 
