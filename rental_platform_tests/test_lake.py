@@ -145,7 +145,9 @@ def test_racing_writers_in_processes_keep_every_partition(tmp_path: Path) -> Non
     applies on top of the one it lost to, so none is lost."""
     root = str(tmp_path)
     keys = [(WEEK + timedelta(weeks=n)).isoformat() for n in range(12)]
-    context = multiprocessing.get_context("fork")
+    # Spawned, not forked: a fork of this process (a JVM's and other threads' locks held at
+    # the moment of the fork) can hang in its child for ever.
+    context = multiprocessing.get_context("spawn")
     with context.Pool(6) as pool:
         pool.starmap(_commit_partition, [(root, key) for key in keys])
     head = CommitLog(LocalStore(root)).head()
