@@ -48,6 +48,16 @@ UNSCOPABLE_ACTIONS = {
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeVpcEndpoints",
     "ec2:DescribeRouteTables",
+    # No resource type: the cluster it starts does not exist yet.
+    "elasticmapreduce:RunJobFlow",
+}
+# Job arguments Glue 5.0 no longer takes (it logs every job to CloudWatch as it runs).
+GLUE_4_ONLY_ARGUMENTS = {
+    "--enable-continuous-cloudwatch-log",
+    "--enable-continuous-log-filter",
+    "--continuous-log-logGroup",
+    "--continuous-log-logStreamPrefix",
+    "--continuous-log-conversionPattern",
 }
 # What the template's outputs must give (docs/aws.md's environment, without the defaults).
 OUTPUT_VARIABLES = {
@@ -216,6 +226,23 @@ def test_policies_grant_no_wildcard_action_or_resource() -> None:
     for name, resource in template["Resources"].items():
         for arn in resource.get("Properties", {}).get("ManagedPolicyArns", []):
             assert "iam::aws:policy" not in str(arn), name
+
+
+def test_actions_without_a_resource_type_are_granted_on_every_resource() -> None:
+    """IAM ignores a resource ARN for an action that supports no resource type, so such a
+    grant allows nothing: RunJobFlow scoped to `cluster/*` denied every EMR step."""
+    statements = [
+        statement
+        for _, statement in _statements(_template())
+        if "elasticmapreduce:RunJobFlow" in _as_list(statement["Action"])
+    ]
+    assert statements and all(_as_list(s["Resource"]) == ["*"] for s in statements)
+
+
+def test_the_glue_job_takes_only_glue_5_arguments() -> None:
+    job = _template()["Resources"]["GlueJob"]["Properties"]
+    assert job["GlueVersion"] == "5.0"
+    assert not set(job["DefaultArguments"]) & GLUE_4_ONLY_ARGUMENTS
 
 
 def test_only_the_spark_jobs_read_the_secret_and_redshift_reads_only_presentation() -> None:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -39,12 +40,13 @@ from rental_platform.settings import (
     parse_mysql_url,
     parse_warehouse_url,
 )
+from rental_platform.spark.entrypoint import SECRET_ARN_ARGUMENT, source_password
 from rental_platform.spark.manifest import CommitLog, S3Store
 from rental_platform_tests import chaos
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.aws import aws  # noqa: F401
 from rental_platform_tests.conftest import Platform
-from rental_platform_tests.remote_side import Job, RemoteSide, Worker
+from rental_platform_tests.remote_side import GlueJobs, Job, RemoteSide, Worker
 
 JOB, BUCKET, LAKE_BUCKET = "rental-platform-step", "rental-platform", "rental-lake"
 READER, READER_PASSWORD = "rental_reader", "Gl0e-reader-pw"
@@ -195,6 +197,56 @@ def test_the_source_password_never_leaves_secrets_manager(remote_run: RemoteRun)
         for record in remote_run.instance.all_logs(outcome.run_id):
             assert READER_PASSWORD not in str(record)
     assert READER_PASSWORD not in remote_run.worker_log.read_text()
+
+
+def test_pipes_objects_stay_under_the_pipes_prefix(remote_run: RemoteRun) -> None:
+    """The roles allow Pipes only `${PipesPrefix}/*`: the context and every message chunk
+    are written there, none at the bucket's root."""
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    pipes = [key for key in keys if not key.startswith(("code/", "emr-logs/"))]
+    assert pipes, keys  # the message chunks stay after the run
+    assert [key for key in pipes if not key.startswith("pipes/")] == []
+
+
+def test_the_secret_is_read_in_its_own_region(
+    aws_setup: AwsSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver on EMR on EC2 has no default region: the secret's ARN names its region."""
+    arn = boto3.client("secretsmanager", region_name="eu-west-1").create_secret(
+        Name="rental/elsewhere", SecretString=json.dumps({"password": "eu-west-1 password"})
+    )["ARN"]
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    assert source_password([SECRET_ARN_ARGUMENT, arn]) == "eu-west-1 password"
+
+
+def test_an_expired_glue_run_fails_its_step(aws_setup: AwsSetup, tmp_path: Path) -> None:
+    """EXPIRED (a run that waited past its timeout) never changes again: the step fails naming
+    it rather than waiting for ever."""
+    settings = remote_settings(aws_setup, "glue", tmp_path)
+    seen: set[str] = set()
+    GlueJobs().new_jobs(seen)  # earlier tests' runs
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            _snapshots(aws_setup, settings)
+            outcome.append(None)
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 120
+    while runner.is_alive() and time.monotonic() < deadline:
+        for job in GlueJobs().new_jobs(seen):
+            job.handle.status = "EXPIRED"
+        time.sleep(0.2)
+    runner.join(timeout=30)
+    assert outcome, "the run still waits on an EXPIRED Glue run"
+    (error,) = outcome
+    assert isinstance(error, RangeRunError) and "EXPIRED" in str(error)
 
 
 def _snapshots(setup: AwsSetup, settings: Settings) -> None:

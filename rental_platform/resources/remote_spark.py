@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -19,6 +21,7 @@ from dagster_aws.pipes import (
     PipesS3ContextInjector,
     PipesS3MessageReader,
 )
+from dagster_pipes import PipesParams
 
 from rental_platform.remote_code import code_package
 from rental_platform.resources.spark import SparkRunner
@@ -51,10 +54,13 @@ class RemoteSparkRunner(SparkRunner, ABC):
     def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport:
         s3 = boto3.client("s3")
         self._check_deployed(s3)
+        # dagster-aws appends a random name to the injector's prefix with no slash between,
+        # and its reader writes at the bucket's root: the roles allow only `pipes_prefix/*`.
         injector = PipesS3ContextInjector(
-            bucket=self.pipes_bucket, client=s3, key_prefix=self.pipes_prefix
+            bucket=self.pipes_bucket, client=s3, key_prefix=f"{self.pipes_prefix.strip('/')}/"
         )
-        reader = PipesS3MessageReader(
+        reader = PrefixedS3MessageReader(
+            prefix=self.pipes_prefix,
             bucket=self.pipes_bucket,
             client=s3,
             interval=min(self.poll_seconds, 5.0),
@@ -107,11 +113,25 @@ class RemoteSparkRunner(SparkRunner, ABC):
             ) from None
 
 
+class PrefixedS3MessageReader(PipesS3MessageReader):
+    """dagster-aws's S3 message reader, with each run's messages under `prefix/`."""
+
+    def __init__(self, *, prefix: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prefix = prefix.strip("/")
+
+    @contextmanager
+    def get_params(self) -> Iterator[PipesParams]:
+        with super().get_params() as params:
+            yield {**params, "key_prefix": f"{self.prefix}/{params['key_prefix']}"}
+
+
 class PollingGlueClient(PipesGlueClient):
     """dagster-aws's Glue client, looking at the job run every `poll_seconds` (it waits a fixed
     5 s), so short steps end when they end."""
 
-    TERMINAL_STATES = ("FAILED", "SUCCEEDED", "STOPPED", "TIMEOUT", "ERROR")
+    # Glue's JobRunState values that never change again (EXPIRED: waited past its timeout).
+    TERMINAL_STATES = ("FAILED", "SUCCEEDED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED")
 
     def __init__(self, *, poll_seconds: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)

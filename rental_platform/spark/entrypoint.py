@@ -48,7 +48,10 @@ def source_password(argv: list[str]) -> str:
         return os.environ.get("RENTAL_MYSQL_PASSWORD", "")
     import boto3
 
-    secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
+    # The secret's own region (arn:aws:secretsmanager:REGION:...): a driver on EMR on EC2 has
+    # no default region to fall back on.
+    client = boto3.client("secretsmanager", region_name=secret_arn.split(":")[3])
+    secret = client.get_secret_value(SecretId=secret_arn)["SecretString"]
     try:
         return json.loads(secret)["password"]
     except (ValueError, KeyError, TypeError):
