@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,26 @@ def row_differences(
         lost += sum((want - have).values())
         duplicated += sum((have - want).values())
     return lost, duplicated
+
+
+def record_recovery(
+    test_id: str,
+    fault: str,
+    expected: Mapping[str, Sequence[tuple]],
+    actual: Mapping[str, Sequence[tuple]],
+    injected_at: float,
+) -> None:
+    """Record a fault injected at `injected_at` (time.monotonic()) whose recovery left
+    `actual`, against the undisturbed `expected`."""
+    lost, duplicated = row_differences(expected, actual)
+    record(
+        test_id,
+        fault,
+        injected=True,
+        lost=lost,
+        duplicated=duplicated,
+        recover_seconds=time.monotonic() - injected_at,
+    )
 
 
 def record(

@@ -41,15 +41,7 @@ def _record(
 ) -> dict[str, list[tuple]]:
     """Record the fault for `make chaos`; return the state it left, for the test's asserts."""
     state = request.getfixturevalue("example_platform").state()
-    lost, duplicated = chaos.row_differences(undisturbed, state)
-    chaos.record(
-        request.node.nodeid,
-        fault,
-        injected=True,
-        lost=lost,
-        duplicated=duplicated,
-        recover_seconds=time.monotonic() - injected_at,
-    )
+    chaos.record_recovery(request.node.nodeid, fault, undisturbed, state, injected_at)
     return state
 
 

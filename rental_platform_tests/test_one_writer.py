@@ -85,15 +85,8 @@ def _step_spans(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, 
 
 
 def _record(request: pytest.FixtureRequest, shared: Shared, fault: str, started: float) -> None:
-    lost, duplicated = chaos.row_differences(shared.undisturbed, shared.platform.state())
-    chaos.record(
-        request.node.nodeid,
-        fault,
-        injected=True,
-        lost=lost,
-        duplicated=duplicated,
-        recover_seconds=time.monotonic() - started,
-    )
+    state = shared.platform.state()
+    chaos.record_recovery(request.node.nodeid, fault, shared.undisturbed, state, started)
 
 
 def test_overlapping_runs_take_turns_and_end_as_one_run(

@@ -268,15 +268,8 @@ def _record(
 ) -> None:
     """For `make chaos`: the committed files are compared (a remote fault leaves no rows to
     count locally), and the time is until the run has failed naming the cause."""
-    lost, duplicated = chaos.row_differences(before, after)
-    chaos.record(
-        request.node.nodeid,
-        f"{fault} (committed files compared)",
-        injected=True,
-        lost=lost,
-        duplicated=duplicated,
-        recover_seconds=time.monotonic() - started,
-    )
+    fault = f"{fault} (committed files compared)"
+    chaos.record_recovery(request.node.nodeid, fault, before, after, started)
 
 
 @pytest.mark.parametrize("kind", ["glue", "emr"])
