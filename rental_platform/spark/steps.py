@@ -342,12 +342,13 @@ def extract_snapshot(step: _Step) -> None:
     reader = _reader(step)
 
     def extract(table: Table) -> None:
-        if not _source_schema_unchanged(step, reader, table):
+        source_schema = _check_source_schema(step, reader, table)
+        if not source_schema.passed:
             return
         step.land_snapshot(table, reader.snapshot(table))
         rows = step.lake.staged(table)[WHOLE].rows
         step.lake.set_table_facts(table, stamp=stamp.isoformat())
-        step.record(table, rows, stamp=stamp.isoformat(), **_new_columns(step, table))
+        step.record(table, rows, stamp=stamp.isoformat(), **_new_columns(source_schema))
         step.check_schema(table)
         step.check(
             quality.row_count_matches_source(
@@ -358,14 +359,14 @@ def extract_snapshot(step: _Step) -> None:
     step.for_each(_selected(step, tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES), extract)
 
 
-def _source_schema_unchanged(step: _Step, reader: SourceReader, table: Table) -> bool:
+def _check_source_schema(step: _Step, reader: SourceReader, table: Table) -> CheckResult:
     """Check the source table's columns before reading it: a column gone or retyped stops
     the table's extraction with a check naming it, rather than a query failing on it."""
     check = quality.source_schema_unchanged(table, reader.columns(table))
     step.check(check)
     if not check.passed:
         step.record(table, 0, not_extracted=check.description)
-    return check.passed
+    return check
 
 
 def extract_daily(step: _Step) -> None:
@@ -373,7 +374,8 @@ def extract_daily(step: _Step) -> None:
     start, end = step.window
 
     def extract(table: Table) -> None:
-        if not _source_schema_unchanged(step, reader, table):
+        source_schema = _check_source_schema(step, reader, table)
+        if not source_schema.passed:
             return
         days = step.days_of(table)
         # Fingerprinted before the rows are read: a row changed in between makes the next
@@ -413,7 +415,7 @@ def extract_daily(step: _Step) -> None:
             partitions=len(days),
             undated_rows=lake_counts[UNDATED],
             re_extracted=differences,
-            **_new_columns(step, table),
+            **_new_columns(source_schema),
         )
         step.check(quality.row_count_matches_source(table, source_counts, lake_counts))
         step.check_schema(table)
@@ -441,13 +443,10 @@ def detect_changes(step: _Step) -> None:
     step.report.plan = plan.to_json() | {"collected": len(collected)}
 
 
-def _new_columns(step: _Step, table: Table) -> dict[str, Any]:
+def _new_columns(source_schema: CheckResult) -> dict[str, Any]:
     """Source columns the catalogue does not read, for the raw asset's metadata."""
-    for check in step.report.checks:
-        if check.table == table.id and check.name == quality.SOURCE_SCHEMA.name:
-            new = check.metadata["new_columns"]
-            return {"source_columns_not_read": new} if new else {}
-    return {}
+    new = source_schema.metadata["new_columns"]
+    return {"source_columns_not_read": new} if new else {}
 
 
 def _selected(step: _Step, *candidates: Table) -> list[Table]:
