@@ -8,6 +8,8 @@ import itertools
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
@@ -31,6 +33,7 @@ from rental_platform.tables import Table
 from rental_platform_tests import worked_example as example
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 SERVER_URL = os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
 POSTGRES_SERVER = os.environ.get(
     "RENTAL_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
@@ -131,6 +134,20 @@ class Platform:
             else:
                 cursor.executemany(sql, rows)
         self.source.commit()
+
+
+def start_cli_run(
+    env: dict[str, str], first: date, last: date, output: int = subprocess.DEVNULL
+) -> subprocess.Popen:
+    """`rental-platform run` of [first, last] in a process group of its own, so that a test can
+    kill it whole (its JVM included); stderr goes where stdout does."""
+    return subprocess.Popen(
+        [BIN / "rental-platform", "run", "--start", str(first), "--end", str(last)],
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,10 +26,9 @@ from rental_platform.runs import RangeRunError, RunOutcome
 from rental_platform.settings import parse_warehouse_url
 from rental_platform.spark.manifest import CommitLog, LocalStore
 from rental_platform_tests import chaos
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.conftest import Platform, start_cli_run
 
 START, END = date(2025, 1, 1), date(2025, 2, 28)
-BIN = Path(sys.executable).parent
 
 
 def _record(
@@ -206,13 +204,7 @@ def test_a_run_killed_while_writing_leaves_the_committed_state(
     root = platform.settings.lake_root
     head = CommitLog(LocalStore(root)).head()
     before = {t.id: sorted(head.files(t.id)) for t in tables.ALL_TABLES}
-    run = subprocess.Popen(
-        [BIN / "rental-platform", "run", "--start", str(START), "--end", str(END)],
-        env=cli_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    run = start_cli_run(cli_env, START, END)
     deadline = time.monotonic() + 300
     while not _uncommitted(root, table):
         assert run.poll() is None, "the run ended before writing"
@@ -254,13 +246,7 @@ def test_a_run_killed_inside_the_warehouse_transaction(
             psycopg.connect(postgres_url, autocommit=True) as watcher,
         ):
             locker.execute("LOCK TABLE presentation.occupancy_rate IN ACCESS EXCLUSIVE MODE")
-            run = subprocess.Popen(
-                [BIN / "rental-platform", "run", "--start", str(START), "--end", str(END)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            run = start_cli_run(env, START, END)
             deadline = time.monotonic() + 300
             while not watcher.execute(
                 "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "

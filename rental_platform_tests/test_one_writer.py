@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +19,8 @@ import dagster as dg
 import pytest
 
 from rental_platform_tests import chaos
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.conftest import Platform, start_cli_run
 
-BIN = Path(sys.executable).parent
 FIRST, LAST = date(2025, 1, 1), date(2025, 2, 28)
 
 
@@ -36,13 +34,7 @@ class Shared:
     undisturbed: dict[str, list[tuple]]
 
     def start(self, first: date, last: date) -> subprocess.Popen:
-        return subprocess.Popen(
-            [BIN / "rental-platform", "run", "--start", str(first), "--end", str(last)],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        return start_cli_run(self.env, first, last, output=subprocess.PIPE)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -18,9 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.conftest import BIN, Platform
 
-BIN = Path(sys.executable).parent
 START, END = "2025-01-01", "2025-01-31"
 
 
