@@ -9,8 +9,12 @@ naming it.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 
@@ -61,10 +65,28 @@ def materialize_range(
 
 def run_cycle(settings: Settings, instance: dg.DagsterInstance, cycle: Cycle) -> list[RunOutcome]:
     """The snapshots run, the daily runs of its plan, and the KPI runs of what they touched."""
-    defs = build_definitions(settings)
     partitions = PlatformPartitions.starting(settings.partitions_start)
     _check_days_exist(partitions, cycle.compare_from, cycle.as_of)
-    release_abandoned_runs(instance)
+    with _one_cycle_at_a_time(instance):
+        release_abandoned_runs(instance)
+        return _run_cycle(settings, instance, cycle, partitions)
+
+
+@contextmanager
+def _one_cycle_at_a_time(instance: dg.DagsterInstance) -> Iterator[None]:
+    """Headless cycles on one instance run whole, one after the other. The `lake` pool alone
+    lets their steps alternate, and a KPI step of one cycle would then find days the other has
+    re-extracted but not yet curated (and fail on them). The lock is the kernel's: a process
+    that dies, however, lets go of it."""
+    with (Path(instance.root_directory) / "rental-cycle.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _run_cycle(
+    settings: Settings, instance: dg.DagsterInstance, cycle: Cycle, partitions: PlatformPartitions
+) -> list[RunOutcome]:
+    defs = build_definitions(settings)
     snapshots = _execute(defs, instance, SNAPSHOTS_JOB.name, cycle.tags(), None, "unpartitioned")
     outcomes = [snapshots]
     plan = plan_of_run(instance, snapshots.run_id) or {}

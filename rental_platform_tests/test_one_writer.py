@@ -1,7 +1,8 @@
 """One writer per partition (design.md, "What the platform promises"): two `rental-platform run`
-on overlapping ranges of one lake, warehouse and Dagster instance take turns step by step (the
-`lake` pool has one slot) and end in the state one run leaves; a run killed while holding the
-slot does not keep the next one waiting for ever."""
+on overlapping ranges of one lake, warehouse and Dagster instance run one after the other (a
+headless cycle holds the instance's cycle lock; every step also holds the one-slot `lake` pool)
+and end in the state one run leaves; a run killed while holding the slot does not keep the next
+one waiting for ever."""
 
 from __future__ import annotations
 
