@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pyspark
@@ -116,6 +118,14 @@ def test_a_remote_session_takes_the_callers_jars_as_given() -> None:
     assert "spark.hadoop.fs.file.impl" not in conf
 
 
+def test_a_remote_session_leaves_the_clusters_java_options_alone() -> None:
+    """Glue and EMR put their own GC, logging and out-of-memory options there: replacing them
+    would drop those. Executors get UTC from their environment instead."""
+    conf = session_conf(None, None)
+    assert not [key for key in conf if key.endswith("extraJavaOptions")]
+    assert conf["spark.executorEnv.TZ"] == "UTC"
+
+
 def test_a_long_range_gets_both_compilers_and_a_short_one_c1_alone() -> None:
     """C1 alone warms up sooner for an increment; C2's code pays off over a year of rows."""
     assert QUICK_COMPILER in local_java_options()
@@ -125,3 +135,50 @@ def test_a_long_range_gets_both_compilers_and_a_short_one_c1_alone() -> None:
     year = session_conf(LOCAL_MASTER, None, days=365)["spark.driver.extraJavaOptions"]
     assert QUICK_COMPILER not in year.split()
     assert all(option in year.split() for option in LOCAL_JAVA_OPTIONS)
+
+
+CLUSTER_DRIVER = """
+import sys
+from rental_platform.spark.session import get_or_create_session
+
+spark = get_or_create_session(None)
+value = spark.read.jdbc(
+    sys.argv[1],
+    "(SELECT CAST('2025-01-01 23:30:00' AS DATETIME) AS booked_at) AS q",
+    properties={"user": "root", "driver": "org.mariadb.jdbc.Driver"},
+).selectExpr("CAST(booked_at AS STRING)", "CAST(booked_at AS DATE)").first()
+print(f"{value[0]}|{value[1]}")
+"""
+
+
+def test_a_cluster_driver_reads_datetimes_as_utc_whatever_its_zone(tmp_path: Path) -> None:
+    """As on Glue and EMR, spark-submit starts the driver JVM before the step's code, in the
+    machine's zone (New York here): a DATETIME read over JDBC keeps its wall-clock value and its
+    day. Java options set from the session builder would come too late for this JVM."""
+    script = tmp_path / "driver.py"
+    script.write_text(CLUSTER_DRIVER)
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    env = {
+        **os.environ,
+        "TZ": "America/New_York",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    env.pop("PYSPARK_SUBMIT_ARGS", None)
+    result = subprocess.run(
+        [
+            spark_submit,
+            "--master",
+            "local[1]",
+            "--jars",
+            MARIADB_JDBC_JAR,
+            str(script),
+            "jdbc:mysql://127.0.0.1:3306/",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "2025-01-01 23:30:00|2025-01-01"

@@ -20,15 +20,16 @@ from rental_platform.spark.local_fs import (
 )
 
 MARIADB_JDBC_JAR = "/usr/share/java/mariadb-java-client.jar"
-PORTABLE_JAVA_OPTIONS = "-Duser.timezone=UTC"
+UTC_JVM_OPTION = "-Duser.timezone=UTC"
 LOCAL_MASTER = "local[*]"
 
-# DATETIME values are UTC and must not shift: the JVM, the session and the JDBC driver all use
-# UTC, wherever the step runs.
+# DATETIME values are UTC and must not shift: the session, and every JVM the JDBC driver reads
+# in, use UTC wherever the step runs. Executors take it from their environment (a JVM's
+# default zone is TZ): their Java options belong to Glue and EMR, which set their own there.
+# A cluster's driver JVM is running before this code, so `get_or_create_session` sets its zone.
 PORTABLE_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
-    "spark.driver.extraJavaOptions": PORTABLE_JAVA_OPTIONS,
-    "spark.executor.extraJavaOptions": PORTABLE_JAVA_OPTIONS,
+    "spark.executorEnv.TZ": "UTC",
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     # Dates are proleptic Gregorian as written, as every other engine reads them: a listing's
@@ -92,7 +93,17 @@ def get_or_create_session(
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    if master is None:
+        use_utc_in_driver_jvm(session)
     return session
+
+
+def use_utc_in_driver_jvm(session: SparkSession) -> None:
+    """Make UTC the default zone of a driver JVM that was started before this code ran (Glue,
+    EMR): JDBC reads turn DATETIME values into instants in it. PySpark has no public handle on
+    the JVM; `_jvm` is pinned by test_session.py."""
+    time_zone = session.sparkContext._jvm.java.util.TimeZone
+    time_zone.setDefault(time_zone.getTimeZone("UTC"))
 
 
 def session_conf(
@@ -135,7 +146,7 @@ def local_java_options(archiving_to: Path | None = None, days: int | None = None
     """The local driver JVM's options: C1 alone unless the range is longer than
     `QUICK_COMPILER_MAX_DAYS`; with the class-data archive if one was built for this Java and
     these Spark jars, or writing one at exit to `archiving_to`."""
-    options = [PORTABLE_JAVA_OPTIONS, *LOCAL_JAVA_OPTIONS]
+    options = [UTC_JVM_OPTION, *LOCAL_JAVA_OPTIONS]
     if days is None or days <= QUICK_COMPILER_MAX_DAYS:
         options.append(QUICK_COMPILER)
     if archiving_to is not None:
