@@ -27,7 +27,8 @@ from rental_platform.settings import (
 
 GLUE_VERSION = "5.0"
 GLUE_TIMEOUT_MINUTES = 120
-# A backfill runs several steps at once, each as its own run of the one job.
+# A backfill runs several steps at once, each as its own run of the one job; runs beyond the
+# limit wait in Glue's queue (JobRunQueuingEnabled) instead of failing to start.
 GLUE_MAX_CONCURRENT_RUNS = 10
 # get_job reports these, but Glue refuses them beside WorkerType and NumberOfWorkers.
 GLUE_CAPACITY_FIELDS = frozenset({"MaxCapacity", "AllocatedCapacity"})
@@ -146,6 +147,7 @@ def glue_job_definition(job: GlueJob, code: S3Location, package: CodePackage) ->
             "--enable-metrics": "true",
         },
         "ExecutionProperty": {"MaxConcurrentRuns": GLUE_MAX_CONCURRENT_RUNS},
+        "JobRunQueuingEnabled": True,
         "Timeout": GLUE_TIMEOUT_MINUTES,
         # Dagster retries a failed step; a Glue retry would run it behind Dagster's back.
         "MaxRetries": 0,

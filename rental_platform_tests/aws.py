@@ -2,7 +2,8 @@
 Manager, CloudWatch Logs), and this process's AWS settings pointing at it.
 
 The server is the one `moto_server` starts, run in a thread of the test process so that tests
-can do what moto's HTTP API cannot: teach it Glue's UpdateJob (moto 5.2.1 has none), and move
+can do what moto's HTTP API cannot: teach it Glue's UpdateJob (moto 5.2.1 has none) and
+JobRunQueuingEnabled (it drops the field), and move
 job states (moto's EMR Serverless jobs are born SUCCESS, its Glue runs end on their own, its
 EMR clusters never finish a step; `remote_side.RemoteSide` ends them as the test says).
 """
@@ -18,6 +19,7 @@ from moto.backends import get_backend
 from moto.core.responses import ActionResult
 from moto.core.utils import camelcase_to_underscores, utcnow
 from moto.glue.exceptions import InvalidInputException
+from moto.glue.models import FakeJob
 from moto.glue.responses import GlueResponse
 from moto.moto_api import state_manager
 from moto.server import ThreadedMotoServer
@@ -44,12 +46,32 @@ def _update_job(self: GlueResponse) -> ActionResult:
     return ActionResult({"JobName": job.name})
 
 
+def _create_job(self: GlueResponse) -> ActionResult:
+    """Glue's CreateJob, keeping JobRunQueuingEnabled (moto 5.2.1 drops it)."""
+    result = CREATE_JOB(self)
+    job = self.glue_backend.get_job(self._get_param("Name"))
+    job.job_run_queuing_enabled = self._get_param("JobRunQueuingEnabled")
+    return result
+
+
+def _job_as_dict(self: FakeJob) -> dict:
+    return {
+        **JOB_AS_DICT(self),
+        "JobRunQueuingEnabled": getattr(self, "job_run_queuing_enabled", None),
+    }
+
+
+CREATE_JOB, JOB_AS_DICT = GlueResponse.create_job, FakeJob.as_dict
+
+
 @pytest.fixture(scope="module")
 def aws() -> Iterator[str]:
     """A fresh moto server for the test module; yields its endpoint URL."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(GlueResponse, "update_job", _update_job, raising=False)
+        patch.setattr(GlueResponse, "create_job", _create_job)
+        patch.setattr(FakeJob, "as_dict", _job_as_dict)
         # Glue runs stay STARTING, EMR Serverless ones PENDING, until a test ends them.
         patch.setattr("moto.emrserverless.models.JOB_STATUS", "PENDING")
         state_manager.set_transition("glue::job_run", {"progression": "manual", "times": 10**9})

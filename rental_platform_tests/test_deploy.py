@@ -111,6 +111,7 @@ def test_deploy_points_the_stacks_job_at_the_code_and_repeating_it_changes_nothi
     }
     assert (job["GlueVersion"], job["WorkerType"], job["NumberOfWorkers"]) == ("5.0", "G.1X", 2)
     assert job["ExecutionProperty"] == {"MaxConcurrentRuns": 10}
+    assert job["JobRunQueuingEnabled"] is True  # the 11th concurrent run waits, not fails
     assert (job["Timeout"], job["MaxRetries"]) == (120, 0)
     # RENTAL_GLUE_ROLE_ARN is unset: the stack's role and description stay.
     assert (job["Role"], job["Description"]) == (STACK_ROLE, "Spark steps of the rental platform")
@@ -153,6 +154,7 @@ def test_a_missing_job_is_created_with_the_role() -> None:
     assert job["DefaultArguments"]["--extra-py-files"] == archive
     assert job["Connections"] == {"Connections": ["vpc"]}
     assert job["ExecutionProperty"] == {"MaxConcurrentRuns": 10}
+    assert job["JobRunQueuingEnabled"] is True
     assert deploy(runner).job_change is None
 
 

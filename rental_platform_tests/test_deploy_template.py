@@ -21,7 +21,9 @@ import pytest
 import yaml
 from cfnlint.decode import cfn_yaml
 
-from rental_platform.settings import parse_warehouse_url
+from rental_platform.deploy import glue_job_definition
+from rental_platform.remote_code import code_package
+from rental_platform.settings import GlueJob, S3Location, parse_warehouse_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "rental-platform.yaml"
@@ -243,6 +245,21 @@ def test_the_glue_job_takes_only_glue_5_arguments() -> None:
     job = _template()["Resources"]["GlueJob"]["Properties"]
     assert job["GlueVersion"] == "5.0"
     assert not set(job["DefaultArguments"]) & GLUE_4_ONLY_ARGUMENTS
+
+
+def test_the_stacks_glue_job_runs_as_deploy_leaves_it() -> None:
+    """Until the first deploy the stack's job is the one that runs: the same limits, and runs
+    past the concurrency limit queue rather than fail (a backfill starts many at once)."""
+    stack = _template()["Resources"]["GlueJob"]["Properties"]
+    managed = glue_job_definition(GlueJob("job"), S3Location("bucket", "code"), code_package())
+    for key in (
+        "GlueVersion",
+        "ExecutionProperty",
+        "JobRunQueuingEnabled",
+        "MaxRetries",
+        "Timeout",
+    ):
+        assert stack[key] == managed[key], key
 
 
 def test_only_the_spark_jobs_read_the_secret_and_redshift_reads_only_presentation() -> None:
