@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     deploy = commands.add_parser(
         "deploy", help="upload the Spark code for a remote runner; create or update its Glue job"
     )
+    deploy.add_argument(
+        "--check",
+        action="store_true",
+        help="then run a canary job on the runner: it imports the code, starts Spark, reads the "
+        "source password from its secret, connects to the source and reports through Pipes",
+    )
     deploy.set_defaults(command=deploy_command)
 
     archive = commands.add_parser(
@@ -184,6 +190,11 @@ def deploy_command(settings: Settings, args: argparse.Namespace) -> int:
 
     for line in deploy(settings.runner).lines():
         print(line)
+    if args.check:
+        from rental_platform.canary import check_remote_runtime
+
+        for line in check_remote_runtime(settings):
+            print(line)
     return 0
 
 

@@ -156,7 +156,7 @@ def _execute(
         job, result.run_id, run.label if run else label, _failed_blocking_checks(result)
     )
     if not result.success or outcome.failed_checks:
-        raise RangeRunError(_failure_message(result, outcome))
+        raise RangeRunError(_failure_message(result, outcome, instance))
     return outcome
 
 
@@ -171,10 +171,26 @@ def _failed_blocking_checks(result: dg.ExecuteInProcessResult) -> list[str]:
     return failed
 
 
-def _failure_message(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> str:
+def _failure_message(
+    result: dg.ExecuteInProcessResult, outcome: RunOutcome, instance: dg.DagsterInstance
+) -> str:
     lines = [f"run {outcome.run_id} ({outcome.job}, {outcome.partitions}) failed"]
     if outcome.failed_checks:
         lines.append("blocking checks failed: " + ", ".join(outcome.failed_checks))
+    lines += step_errors(result, instance)
+    return "\n".join(lines)
+
+
+def step_errors(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> list[str]:
+    """What went wrong in each failed step, a line each: errors logged beside the step's own
+    (e.g. the traceback a remote job sent through Pipes, which is in the run's event log, not
+    among the events the execution returned), then the step's own innermost error."""
+    lines = []
+    for record in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        event = record.dagster_event
+        if event and event.step_key and event.engine_event_data.error:
+            error = event.engine_event_data.error.to_string().strip()
+            lines.append(f"step {event.step_key}: {event.message}: {error}")
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
@@ -182,4 +198,4 @@ def _failure_message(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> 
             while error is not None and error.cause is not None:
                 error = error.cause
             lines.append(f"step {event.step_key}: {error.message.strip() if error else 'failed'}")
-    return "\n".join(lines)
+    return lines

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
+import pyspark
+
 from rental_platform_tests.aws import backend
 
 
@@ -27,6 +30,11 @@ class Job:
     argv: list[str]
     env: dict[str, str]
     handle: Any
+    # The code the service would run: the s3:// addresses of the entry script, the archive
+    # and the JDBC driver's jar.
+    script: str
+    archive: str
+    jar: str
 
 
 class GlueJobs:
@@ -38,8 +46,11 @@ class GlueJobs:
             for run in job.job_runs:
                 if run.job_run_id not in seen:
                     seen.add(run.job_run_id)
-                    argv = [item for pair in (run.arguments or {}).items() for item in pair]
-                    jobs.append(Job(argv, {}, run))
+                    arguments = run.arguments or {}
+                    argv = [item for pair in arguments.items() for item in pair]
+                    script = job.command["ScriptLocation"]
+                    archive, jar = arguments["--extra-py-files"], arguments["--extra-jars"]
+                    jobs.append(Job(argv, {}, run, script, archive, jar))
         return jobs
 
     def end(self, job: Job, succeeded: bool) -> None:
@@ -49,14 +60,21 @@ class GlueJobs:
         return job.handle.status
 
 
+def spark_submit_conf(parameters: str) -> dict[str, str]:
+    """The settings of spark-submit parameters (`--conf NAME=value ...`)."""
+    words = parameters.split()
+    pairs = (words[i + 1] for i, word in enumerate(words[:-1]) if word == "--conf")
+    return dict(pair.partition("=")[::2] for pair in pairs)
+
+
 def spark_submit_env(parameters: str) -> dict[str, str]:
     """The driver environment `--conf spark.emr-serverless.driverEnv.NAME=value` sets."""
-    prefix, env = "spark.emr-serverless.driverEnv.", {}
-    for word in parameters.split():
-        if word.startswith(prefix):
-            name, _, value = word.removeprefix(prefix).partition("=")
-            env[name] = value
-    return env
+    prefix = "spark.emr-serverless.driverEnv."
+    return {
+        name.removeprefix(prefix): value
+        for name, value in spark_submit_conf(parameters).items()
+        if name.startswith(prefix)
+    }
 
 
 class EmrServerlessJobs:
@@ -69,8 +87,12 @@ class EmrServerlessJobs:
                 if run.id not in seen:
                     seen.add(run.id)
                     submit = run.job_driver["sparkSubmit"]
-                    env = spark_submit_env(submit.get("sparkSubmitParameters", ""))
-                    jobs.append(Job(list(submit.get("entryPointArguments", [])), env, run))
+                    parameters = submit.get("sparkSubmitParameters", "")
+                    conf = spark_submit_conf(parameters)
+                    argv = list(submit.get("entryPointArguments", []))
+                    env = spark_submit_env(parameters)
+                    code = (submit["entryPoint"], conf["spark.submit.pyFiles"], conf["spark.jars"])
+                    jobs.append(Job(argv, env, run, *code))
         return jobs
 
     def end(self, job: Job, succeeded: bool) -> None:
@@ -97,7 +119,8 @@ class EmrClusters:
                 # spark-submit [options] <entry script> <its arguments>
                 args = step.args
                 script = next(i for i, a in enumerate(args) if a.endswith(".py"))
-                jobs.append(Job(args[script + 1 :], env, cluster))
+                archive, jar = args[args.index("--py-files") + 1], args[args.index("--jars") + 1]
+                jobs.append(Job(args[script + 1 :], env, cluster, args[script], archive, jar))
         return jobs
 
     def end(self, job: Job, succeeded: bool) -> None:
@@ -118,7 +141,7 @@ SERVICES = {service.name: service for service in (GlueJobs(), EmrServerlessJobs(
 class Worker:
     """The local stand-in for the cluster's driver: `remote_worker.py` in one process."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         self._log_file = log.open("a")
         self.process = subprocess.Popen(
@@ -127,7 +150,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=self._log_file,
             text=True,
-            env={**os.environ, "RENTAL_SPARK_MASTER": "local[1]"},
+            env={**os.environ, "RENTAL_SPARK_MASTER": "local[1]", **(env or {})},
         )
 
     def run(self, job: Job, lake_folder: Path) -> bool:
@@ -145,6 +168,42 @@ class Worker:
         self._log_file.close()
 
 
+class ShippedCodeWorker:
+    """Runs a job as its service would, from what `deploy` uploaded: the entry script, the
+    archive and the jar fetched from S3 and handed to `spark-submit`, which starts the driver
+    JVM first and then the entry script with the archive on its path (as Glue and EMR do), with
+    the job's arguments and environment, under `python` (the runtime's interpreter). It maps no
+    lake, so it plays jobs that touch none: the canary, a job that cannot import its code."""
+
+    def __init__(self, folder: Path, python: str = sys.executable) -> None:
+        self.folder, self.python = folder, python
+        self.output = ""
+
+    def _fetch(self, uri: str) -> str:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        path = self.folder / Path(key).name
+        boto3.client("s3").download_file(bucket, key, str(path))
+        return str(path)
+
+    def run(self, job: Job, lake_folder: Path | None) -> bool:
+        spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+        command = [spark_submit, "--master", "local[1]"]
+        command += ["--py-files", self._fetch(job.archive), "--jars", self._fetch(job.jar)]
+        env = {**os.environ, **job.env, "PYSPARK_PYTHON": self.python}
+        env["SPARK_LOCAL_IP"] = "127.0.0.1"
+        env.pop("RENTAL_SPARK_MASTER", None)  # a cluster's driver: Spark's master is given
+        result = subprocess.run(
+            [*command, self._fetch(job.script), *job.argv],
+            env=env,
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.output += result.stdout + result.stderr
+        return result.returncode == 0
+
+
 class RemoteSide(threading.Thread):
     """Plays AWS for one service: each new job runs on the worker, its lake in `lake_folder`
     (with no worker, it runs nothing), and then ends SUCCEEDED, or FAILED if `fail` is set;
@@ -153,7 +212,7 @@ class RemoteSide(threading.Thread):
     def __init__(
         self,
         service: str,
-        worker: Worker | None = None,
+        worker: Worker | ShippedCodeWorker | None = None,
         lake_folder: Path | None = None,
         fail: bool = False,
         hold: bool = False,

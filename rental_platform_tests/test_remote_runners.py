@@ -24,11 +24,14 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import duckdb
+import pyspark
 import pytest
 
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.deploy import deploy
+from rental_platform.remote_code import code_package
+from rental_platform.resources.remote_spark import remote_spark_runner
 from rental_platform.runs import RangeRunError, RunOutcome, materialize_range
 from rental_platform.settings import (
     EmrCluster,
@@ -46,7 +49,13 @@ from rental_platform_tests import chaos
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.aws import aws  # noqa: F401
 from rental_platform_tests.conftest import Platform
-from rental_platform_tests.remote_side import GlueJobs, Job, RemoteSide, Worker
+from rental_platform_tests.remote_side import (
+    GlueJobs,
+    Job,
+    RemoteSide,
+    ShippedCodeWorker,
+    Worker,
+)
 
 JOB, BUCKET, LAKE_BUCKET = "rental-platform-step", "rental-platform", "rental-lake"
 READER, READER_PASSWORD = "rental_reader", "Gl0e-reader-pw"
@@ -304,6 +313,51 @@ def test_a_job_that_reports_nothing_fails_its_assets(
     assert after == before
 
 
+BROKEN_PYSPARK = """
+import sys
+
+print("driver: loading this runtime's pyspark", file=sys.stderr, flush=True)
+raise ImportError("pyspark of this runtime was built for another Python")
+"""
+
+
+def test_a_job_that_cannot_import_its_code_sends_its_traceback_to_the_run(
+    aws_setup: AwsSetup, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The shipped code, run as Glue runs it, on a runtime whose pyspark does not import: the
+    run fails naming the import error, its event log holds the remote traceback, and what the
+    driver printed before it reached the step's output."""
+    broken = tmp_path / "runtime"
+    (broken / "pyspark").mkdir(parents=True)
+    (broken / "pyspark" / "__init__.py").write_text(BROKEN_PYSPARK)
+    python = tmp_path / "python"  # the runtime's interpreter, which finds that pyspark first
+    python.write_text(
+        f'#!/bin/sh\nPYTHONPATH="{broken}:$PYTHONPATH" exec "{sys.executable}" "$@"\n'
+    )
+    python.chmod(0o755)
+    (tmp_path / "job").mkdir()
+    worker = ShippedCodeWorker(tmp_path / "job", python=str(python))
+    settings = remote_settings(aws_setup, "glue", tmp_path)
+    with RemoteSide("glue", worker), pytest.raises(RangeRunError) as error:
+        _snapshots(aws_setup, settings)
+    assert "ImportError: pyspark of this runtime was built for another Python" in worker.output
+    assert "ImportError: pyspark of this runtime was built for another Python" in str(error.value)
+    # The remote traceback, through the uploaded archive.
+    assert f"{code_package().archive_name}/rental_platform/spark/pipes_step.py" in str(error.value)
+    run_id = str(error.value).split()[1]
+    errors = [
+        event.dagster_event.engine_event_data.error
+        for event in aws_setup.platform.instance.all_logs(run_id)
+        if event.dagster_event
+        and event.dagster_event.is_engine_event
+        and event.dagster_event.engine_event_data.error
+    ]
+    assert any("built for another Python" in e.to_string() for e in errors), errors
+    output = capfd.readouterr().err
+    assert "driver: loading this runtime's pyspark" in output
+    assert "after closed" not in output  # the driver's output came before Pipes closed
+
+
 def test_code_that_was_not_deployed_does_not_run(aws_setup: AwsSetup, tmp_path: Path) -> None:
     settings = remote_settings(aws_setup, "emr", tmp_path)
     settings = dataclasses.replace(
@@ -314,24 +368,88 @@ def test_code_that_was_not_deployed_does_not_run(aws_setup: AwsSetup, tmp_path: 
     assert "run `rental-platform deploy`" in str(error.value)
 
 
-def test_interrupting_a_run_cancels_its_remote_job(aws_setup: AwsSetup, tmp_path: Path) -> None:
-    """What the UI's Terminate does to a run worker (an interrupt), done to `rental-platform
-    run`: the EMR Serverless job it started is cancelled."""
-    settings = remote_settings(aws_setup, "emr_serverless", tmp_path)
-    env = {
+def cli_env(setup: AwsSetup, kind: str, folder: Path) -> dict[str, str]:
+    """The environment of `rental-platform` with the `kind` runner on moto, its instance in
+    `folder`."""
+    settings = remote_settings(setup, kind, folder)
+    runner = {
+        "glue": {"RENTAL_GLUE_JOB_NAME": JOB},
+        "emr_serverless": {
+            "RENTAL_EMR_SERVERLESS_APPLICATION_ID": setup.application_id,
+            "RENTAL_EMR_SERVERLESS_ROLE_ARN": ROLE,
+        },
+        "emr": {"RENTAL_EMR_LOG_URI": f"s3://{BUCKET}/emr-logs/"},
+    }[kind]
+    (folder / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {
         **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
+        "DAGSTER_HOME": str(folder),
         "RENTAL_MYSQL_URL": settings.mysql.redacted_url,
         "RENTAL_LAKE_ROOT": settings.lake_root,
         "RENTAL_WAREHOUSE_URL": settings.warehouse.public_url,
-        "RENTAL_SPARK_RUNNER": "emr_serverless",
+        "RENTAL_SPARK_RUNNER": kind,
         "RENTAL_PIPES_S3_PREFIX": f"s3://{BUCKET}/pipes",
         "RENTAL_CODE_S3_PREFIX": f"s3://{BUCKET}/code",
-        "RENTAL_MYSQL_SECRET_ARN": aws_setup.secret_arn,
-        "RENTAL_EMR_SERVERLESS_APPLICATION_ID": aws_setup.application_id,
-        "RENTAL_EMR_SERVERLESS_ROLE_ARN": ROLE,
+        "RENTAL_MYSQL_SECRET_ARN": setup.secret_arn,
+        **runner,
     }
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+
+def _deploy_check(
+    env: dict[str, str], worker: ShippedCodeWorker, kind: str
+) -> subprocess.CompletedProcess[str]:
+    """`rental-platform deploy --check`, its jobs played by `worker`."""
+    command = [Path(sys.executable).parent / "rental-platform", "deploy", "--check"]
+    with RemoteSide(kind, worker):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return result
+
+
+@pytest.mark.parametrize("kind", RUNNERS)
+def test_deploy_check_runs_a_canary_that_proves_what_a_step_needs(
+    aws_setup: AwsSetup, kind: str, tmp_path: Path
+) -> None:
+    """The canary runs the uploaded code as the service would, reads the password from the
+    secret, connects to the source as the SELECT-only user, and reports through Pipes."""
+    (tmp_path / "job").mkdir()
+    result = _deploy_check(
+        cli_env(aws_setup, kind, tmp_path), ShippedCodeWorker(tmp_path / "job"), kind
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    digest = code_package().digest
+    database = aws_setup.platform.settings.mysql.database
+    python = ".".join(map(str, sys.version_info[:3]))
+    runner = remote_spark_runner(remote_settings(aws_setup, kind, tmp_path).runner)
+    assert result.stdout.splitlines()[-6:] == [
+        f"canary on {runner.describe()}:",
+        f"  ran the deployed code {digest} under Python {python}",
+        f"  started Spark {pyspark.__version__}; the driver reads DATETIMEs in UTC",
+        f"  took the source password from Secrets Manager secret {aws_setup.secret_arn}",
+        f"  connected to the source jdbc:mysql://127.0.0.1:3306/{database}?permitMysqlScheme "
+        f"as {READER}",
+        f"  Dagster Pipes: context and messages under s3://{BUCKET}/pipes",
+    ]
+    assert READER_PASSWORD not in result.stdout + result.stderr
+
+
+def test_deploy_check_fails_with_the_jobs_own_error(aws_setup: AwsSetup, tmp_path: Path) -> None:
+    """A secret holding the wrong password: the canary fails, and says what the job met."""
+    wrong = boto3.client("secretsmanager").create_secret(
+        Name="rental/mysql-wrong", SecretString=json.dumps({"password": "not-the-password"})
+    )
+    env = {**cli_env(aws_setup, "glue", tmp_path), "RENTAL_MYSQL_SECRET_ARN": wrong["ARN"]}
+    (tmp_path / "job").mkdir()
+    result = _deploy_check(env, ShippedCodeWorker(tmp_path / "job"), "glue")
+    assert result.returncode == 1, result.stdout
+    assert "the canary job failed on Glue job rental-platform-step" in result.stderr
+    assert f"Access denied for user '{READER}'" in result.stderr
+    assert "not-the-password" not in result.stdout + result.stderr
+
+
+def test_interrupting_a_run_cancels_its_remote_job(aws_setup: AwsSetup, tmp_path: Path) -> None:
+    """What the UI's Terminate does to a run worker (an interrupt), done to `rental-platform
+    run`: the EMR Serverless job it started is cancelled."""
+    env = cli_env(aws_setup, "emr_serverless", tmp_path)
     with RemoteSide("emr_serverless", hold=True) as remote:
         run = subprocess.Popen(
             [
@@ -354,6 +472,9 @@ def test_interrupting_a_run_cancels_its_remote_job(aws_setup: AwsSetup, tmp_path
             time.sleep(0.2)
         (job,) = remote.jobs
         assert remote.state(job) == "PENDING"
+        # dagster-aws's client forwards an interrupt once it waits on the job, not while it is
+        # still starting it (it polls every 0.2 s here).
+        time.sleep(2)
         run.send_signal(signal.SIGINT)
         output, _ = run.communicate(timeout=120)
     assert run.returncode != 0, output

@@ -26,7 +26,7 @@ from dagster_pipes import PipesParams
 from rental_platform.remote_code import code_package
 from rental_platform.resources.spark import SparkRunner
 from rental_platform.settings import RunnerSettings, S3Location
-from rental_platform.spark.entrypoint import REQUEST_EXTRA, SECRET_ARN_ARGUMENT
+from rental_platform.spark.entrypoint import CANARY_EXTRA, REQUEST_EXTRA, SECRET_ARN_ARGUMENT
 from rental_platform.spark.steps import StepReport, StepRequest
 
 
@@ -52,6 +52,22 @@ class RemoteSparkRunner(SparkRunner, ABC):
     poll_seconds: float = 5.0
 
     def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport:
+        messages = self._run_remote(context, {REQUEST_EXTRA: request.to_json()})
+        return report_from(messages, self.describe())
+
+    def check_runtime(
+        self, context: dg.OpExecutionContext, source: dict[str, str] | None
+    ) -> dict[str, str]:
+        """Run the canary job (`rental-platform deploy --check`): what the remote runtime is,
+        and that it reached `source` (its JDBC URL and user) with the password in its secret."""
+        messages = self._run_remote(context, {CANARY_EXTRA: {"source": source}})
+        facts = [m[CANARY_EXTRA] for m in messages if isinstance(m, dict) and CANARY_EXTRA in m]
+        if not facts:
+            raise RuntimeError(f"{self.describe()} ended without reporting through Dagster Pipes")
+        return facts[-1]
+
+    def _run_remote(self, context: dg.OpExecutionContext, extras: dict[str, Any]) -> list[Any]:
+        """Start the job with `extras` in its Pipes context, wait for it; its custom messages."""
         s3 = boto3.client("s3")
         self._check_deployed(s3)
         # dagster-aws appends a random name to the injector's prefix with no slash between,
@@ -59,19 +75,21 @@ class RemoteSparkRunner(SparkRunner, ABC):
         injector = PipesS3ContextInjector(
             bucket=self.pipes_bucket, client=s3, key_prefix=f"{self.pipes_prefix.strip('/')}/"
         )
+        # The driver's stdout and stderr (Spark's own log included) come back as Pipes messages
+        # into the step's logs: on every runner, and before anything of the platform imports.
         reader = PrefixedS3MessageReader(
             prefix=self.pipes_prefix,
             bucket=self.pipes_bucket,
             client=s3,
             interval=min(self.poll_seconds, 5.0),
+            include_stdio_in_messages=True,
         )
-        messages = self._invoke(context, injector, reader, {REQUEST_EXTRA: request.to_json()})
-        return report_from(messages, self.describe())
+        return self._invoke(context, injector, reader, extras)
 
     @abstractmethod
     def _invoke(
         self,
-        context: dg.AssetExecutionContext,
+        context: dg.OpExecutionContext,
         injector: PipesS3ContextInjector,
         reader: PipesS3MessageReader,
         extras: dict[str, Any],
@@ -81,6 +99,10 @@ class RemoteSparkRunner(SparkRunner, ABC):
     @abstractmethod
     def describe(self) -> str:
         """The job, for error messages."""
+
+    @property
+    def pipes_uri(self) -> str:
+        return S3Location(self.pipes_bucket, self.pipes_prefix).uri
 
     @property
     def code(self) -> S3Location:

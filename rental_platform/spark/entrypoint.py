@@ -1,8 +1,10 @@
 """The remote side of a Spark step: what a Glue or EMR job runs, through Dagster Pipes.
 
-It reads the `StepRequest` from the Pipes context, runs the very step function the local
-runner runs, and reports one materialisation per table (explicit asset keys), every check
-result, and the whole `StepReport` (so the Dagster side gets exactly what a local run returns).
+It opens Pipes before it imports anything else of the platform (Spark, the steps), so that a
+job whose runtime cannot import them (another Python, a missing library) still sends its
+traceback, and its driver's output, to the Dagster run. Hence only the standard library and
+dagster_pipes here. `pipes_step` then runs the step the Pipes context asks for.
+
 The source password never travels with the request: it comes from RENTAL_MYSQL_PASSWORD or
 from AWS Secrets Manager (the secret's ARN in the job argument `--rental-mysql-secret-arn`, or
 RENTAL_MYSQL_SECRET_ARN).
@@ -13,37 +15,51 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from dagster_pipes import (
     PipesCliArgsParamsLoader,
-    PipesContext,
+    PipesDefaultLogWriter,
     PipesEnvVarParamsLoader,
+    PipesLogWriter,
+    PipesMessage,
+    PipesMessageWriterChannel,
+    PipesParams,
     PipesParamsLoader,
     PipesS3ContextLoader,
     PipesS3MessageWriter,
     open_dagster_pipes,
 )
 
-from rental_platform.spark.quality import checks_for
-from rental_platform.spark.session import get_or_create_session
-from rental_platform.spark.steps import StepReport, StepRequest, run_step
-from rental_platform.tables import TABLES
-
 REQUEST_EXTRA = "step_request"
+# Instead of a step: `rental-platform deploy --check`'s canary, with the source to reach.
+CANARY_EXTRA = "canary"
 # A job argument naming the Secrets Manager secret that holds the source password.
 SECRET_ARN_ARGUMENT = "--rental-mysql-secret-arn"
 # Glue jobs receive the Pipes bootstrap parameters as job arguments, not environment.
 PIPES_CONTEXT_ARGUMENT = "--dagster-pipes-context"
-BLOCKING_SEVERITY, WARNING_SEVERITY = "ERROR", "WARN"
 
 
 def _argument(name: str, argv: list[str]) -> str | None:
     return argv[argv.index(name) + 1] if name in argv[:-1] else None
 
 
+def _secret_arn(argv: list[str]) -> str | None:
+    return _argument(SECRET_ARN_ARGUMENT, argv) or os.environ.get("RENTAL_MYSQL_SECRET_ARN")
+
+
+def password_origin(argv: list[str]) -> str:
+    """Where `source_password` takes the password from, for the canary to say."""
+    secret_arn = _secret_arn(argv)
+    if secret_arn:
+        return f"Secrets Manager secret {secret_arn}"
+    return "RENTAL_MYSQL_PASSWORD" if os.environ.get("RENTAL_MYSQL_PASSWORD") else "nowhere (empty)"
+
+
 def source_password(argv: list[str]) -> str:
-    secret_arn = _argument(SECRET_ARN_ARGUMENT, argv) or os.environ.get("RENTAL_MYSQL_SECRET_ARN")
+    secret_arn = _secret_arn(argv)
     if not secret_arn:
         return os.environ.get("RENTAL_MYSQL_PASSWORD", "")
     import boto3
@@ -58,39 +74,41 @@ def source_password(argv: list[str]) -> str:
         return secret
 
 
-def asset_key(table_id: str) -> str:
-    table = TABLES[table_id]
-    return f"{table.layer}/{table.name}"
+class _ClosedLast(PipesMessageWriterChannel):
+    """A channel that holds the "closed" message back until `release`."""
 
+    def __init__(self, channel: PipesMessageWriterChannel) -> None:
+        self._channel, self._closed = channel, None
 
-def pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Pipes takes plain values as they are; structures and Markdown need their type named."""
-    typed: dict[str, Any] = {}
-    for key, value in metadata.items():
-        if isinstance(value, dict | list):
-            typed[key] = {"raw_value": value, "type": "json"}
-        elif key == "preview":
-            typed[key] = {"raw_value": value, "type": "md"}
+    def write_message(self, message: PipesMessage) -> None:
+        if message["method"] == "closed":
+            self._closed = message
         else:
-            typed[key] = value
-    return typed
+            self._channel.write_message(message)
+
+    def release(self) -> None:
+        if self._closed is not None:
+            self._channel.write_message(self._closed)
 
 
-def report(pipes: PipesContext, step_report: StepReport, blocking: dict[str, bool]) -> None:
-    for table in step_report.tables.values():
-        pipes.report_asset_materialization(
-            asset_key=asset_key(table.table),
-            metadata=pipes_metadata({"dagster/row_count": table.row_count, **table.metadata}),
-        )
-    for check in step_report.checks:
-        pipes.report_asset_check(
-            check_name=check.name,
-            passed=check.passed,
-            asset_key=asset_key(check.table),
-            severity=BLOCKING_SEVERITY if blocking.get(check.name, True) else WARNING_SEVERITY,
-            metadata=pipes_metadata(check.metadata),
-        )
-    pipes.report_custom_message(step_report.to_json())
+class OutputFirstS3MessageWriter(PipesS3MessageWriter):
+    """dagster-pipes' S3 message writer, sending the driver's last output before "closed"
+    rather than after it (Dagster warns of every message after "closed", so each step would
+    warn once)."""
+
+    @contextmanager
+    def open(self, params: PipesParams) -> Iterator[PipesMessageWriterChannel]:
+        channel = self.make_channel(params)
+        held = _ClosedLast(channel)
+        with channel.buffered_upload_loop():
+            stdio: AbstractContextManager[Any] = nullcontext()
+            if params.get(self.INCLUDE_STDIO_IN_MESSAGES_KEY):
+                stdio = PipesDefaultLogWriter(message_channel=channel).open(
+                    params.get(PipesLogWriter.LOG_WRITER_KEY, {})
+                )
+            with stdio:
+                yield held
+            held.release()
 
 
 def _pipes_channels(argv: list[str]) -> dict[str, Any]:
@@ -108,23 +126,22 @@ def _pipes_channels(argv: list[str]) -> dict[str, Any]:
     return {
         "params_loader": params,
         "context_loader": PipesS3ContextLoader(client=s3),
-        "message_writer": PipesS3MessageWriter(client=s3),
+        "message_writer": OutputFirstS3MessageWriter(client=s3),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     with open_dagster_pipes(**_pipes_channels(argv)) as pipes:
-        request = StepRequest.from_json(pipes.get_extra(REQUEST_EXTRA), source_password(argv))
-        pipes.log.info(f"Spark step {request.step} for {', '.join(request.tables)}")
-        master = os.environ.get("RENTAL_SPARK_MASTER")  # set for local runs; unset on a cluster
-        step_report = run_step(get_or_create_session(master), request)
-        blocking = {
-            spec.name: spec.blocking
-            for table in request.tables
-            for spec in checks_for(TABLES[table])
-        }
-        report(pipes, step_report, blocking)
+        # Imported inside Pipes: an import that fails is reported to Dagster with its traceback.
+        from rental_platform.spark.pipes_step import run_requested_step, runtime_facts
+
+        if CANARY_EXTRA in pipes.extras:
+            canary = pipes.get_extra(CANARY_EXTRA)
+            facts = runtime_facts(canary, source_password(argv), password_origin(argv))
+            pipes.report_custom_message({CANARY_EXTRA: facts})
+        else:
+            run_requested_step(pipes, pipes.get_extra(REQUEST_EXTRA), source_password(argv))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -100,10 +101,20 @@ def get_or_create_session(
 
 def use_utc_in_driver_jvm(session: SparkSession) -> None:
     """Make UTC the default zone of a driver JVM that was started before this code ran (Glue,
-    EMR): JDBC reads turn DATETIME values into instants in it. PySpark has no public handle on
-    the JVM; `_jvm` is pinned by test_session.py."""
-    time_zone = session.sparkContext._jvm.java.util.TimeZone
+    EMR): JDBC reads turn DATETIME values into instants in it."""
+    time_zone = _jvm_time_zone(session)
     time_zone.setDefault(time_zone.getTimeZone("UTC"))
+
+
+def driver_time_zone(session: SparkSession) -> str:
+    """The driver JVM's default zone, the one JDBC reads DATETIME values in."""
+    return _jvm_time_zone(session).getDefault().getID()
+
+
+def _jvm_time_zone(session: SparkSession) -> Any:
+    """java.util.TimeZone in the driver JVM (a py4j proxy). PySpark has no public handle on
+    the JVM; `_jvm` is pinned by test_session.py."""
+    return session.sparkContext._jvm.java.util.TimeZone
 
 
 def session_conf(
