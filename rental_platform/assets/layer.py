@@ -177,15 +177,38 @@ def _run(
                 context, lambda t=table: _publish(context, t, window, report.committed)
             )
         yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
+    emitted = set()
     for check in report.checks:
         result = to_check_result(check)
-        if dg.AssetCheckKey(result.asset_key, check.name) in context.selected_asset_check_keys:
+        key = dg.AssetCheckKey(result.asset_key, check.name)
+        if key in context.selected_asset_check_keys:
+            emitted.add(key)
             yield result
+    if report.skipped:
+        yield from _unchanged_check_results(context, report.skipped, emitted)
     if report.rejected:
         raise dg.Failure(
             description=_rejection(report),
             metadata={"rejected_versions": dg.MetadataValue.json(report.rejected)},
         )
+
+
+def _unchanged_check_results(
+    context: AssetExecutionContext, reason: str, emitted: set[dg.AssetCheckKey]
+) -> Iterator[dg.AssetCheckResult]:
+    """The blocking checks of a step that took nothing new (a snapshot taken already): the
+    committed version is as it was, and a version is committed only when its blocking checks
+    passed. Every selected check needs a result (a remote step's Pipes session fails the step
+    without one; locally Dagster would report it as not run)."""
+    selected = context.selected_asset_check_keys
+    for spec in context.assets_def.check_specs:
+        if spec.blocking and spec.key in selected and spec.key not in emitted:
+            yield dg.AssetCheckResult(
+                asset_key=spec.asset_key,
+                check_name=spec.name,
+                passed=True,
+                metadata={"unchanged": reason},
+            )
 
 
 def _planned_days(
