@@ -17,13 +17,16 @@ import json
 import os
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, decode_param
 
 from rental_platform.settings import parse_s3_location
 from rental_platform.spark import entrypoint
+from rental_platform_tests.iam import recording_calls
 
 PIPES_CONTEXT_ARGUMENT = entrypoint.PIPES_CONTEXT_ARGUMENT
 
@@ -59,8 +62,10 @@ def _mirror(local_root: str, s3_root: str) -> None:
     remote = {item["Key"] for page in pages for item in page.get("Contents", [])}
     for key in remote - set(local):
         s3.delete_object(Bucket=lake.bucket, Key=key)
+    # In this thread: the stand-in's own calls are not the job's (see iam.recording_calls).
+    in_this_thread = TransferConfig(use_threads=False)
     for key, path in local.items():
-        s3.upload_file(str(path), lake.bucket, key)
+        s3.upload_file(str(path), lake.bucket, key, Config=in_this_thread)
 
 
 def serve() -> None:
@@ -90,4 +95,7 @@ def serve() -> None:
 if __name__ == "__main__":
     sys.stdout = os.fdopen(os.dup(1), "w")  # replies only; everything else goes to stderr
     os.dup2(2, 1)
-    serve()
+    # test_iam: the AWS calls the jobs make, for the job role's policy to allow.
+    calls = os.environ.get("RENTAL_TEST_AWS_CALLS")
+    with recording_calls(Path(calls)) if calls else nullcontext():
+        serve()
