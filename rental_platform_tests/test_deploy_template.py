@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import boto3
 import dagster as dg
 import psycopg
 import pytest
@@ -24,6 +25,7 @@ from cfnlint.decode import cfn_yaml
 from rental_platform.deploy import glue_job_definition
 from rental_platform.remote_code import code_package
 from rental_platform.settings import GlueJob, S3Location, parse_warehouse_url
+from rental_platform_tests.aws import aws  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "rental-platform.yaml"
@@ -329,13 +331,20 @@ def dagster_database() -> Iterator[dict[str, str]]:
 
 
 def test_production_dagster_yaml_opens_a_postgres_instance(
-    dagster_database: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dagster_database: dict[str, str],
+    aws: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """deploy/dagster.yaml, with nothing but the DAGSTER_PG_* variables, gives an instance whose
-    runs, events and schedules live in PostgreSQL, with the local pool limit and no telemetry,
-    and that stores the events of a run."""
+    """deploy/dagster.yaml, with nothing but the DAGSTER_PG_* and DAGSTER_COMPUTE_LOGS_*
+    variables, gives an instance whose runs, events and schedules live in PostgreSQL and whose
+    compute logs go to S3, with the local pool limit and no telemetry, and that stores the
+    events of a run."""
     for variable, value in dagster_database.items():
         monkeypatch.setenv(variable, value)
+    boto3.client("s3").create_bucket(Bucket="rental-artifacts")
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_BUCKET", "rental-artifacts")
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_PREFIX", "compute-logs")
     shutil.copy(DAGSTER_YAML, tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
@@ -343,6 +352,7 @@ def test_production_dagster_yaml_opens_a_postgres_instance(
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
         assert instance.telemetry_enabled is False
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 

@@ -58,6 +58,9 @@ NEEDED_WITHOUT_A_RECORDED_CALL = {
     ("DagsterProcessPolicy", "ArtifactsList"): "deploy and the runners ask with HeadObject "
     "whether the code is uploaded: for a missing key S3 answers 404 only to a role with "
     "s3:ListBucket, 403 to others (the tests' code is always there when they ask)",
+    ("DagsterProcessPolicy", "ComputeLogs"): "S3ComputeLogManager (deploy/dagster.yaml) "
+    "uploads and reads the steps' stdout and stderr; test_cancellation.py runs it in the "
+    "processes of the production layout",
     ("DagsterProcessPolicy", "EmrLogsRead"): "reading a failed cluster's logs under LogUri",
     ("DagsterProcessPolicy", "RedshiftServerlessIam"): "IAM authentication to Redshift "
     "Serverless (redshift_connector); the tests publish to DuckDB and PostgreSQL",
@@ -104,6 +107,7 @@ def _values(secret_arn: str, application_id: str) -> dict[str, str]:
         "PipesPrefix": "pipes",
         "CodePrefix": "code",
         "EmrLogPrefix": "emr-logs",
+        "ComputeLogPrefix": "compute-logs",
         "GlueJobName": JOB,
         "SourcePasswordSecret": secret_arn,
         "EmrServerlessApplication.Arn": application + application_id,
