@@ -8,9 +8,12 @@ import itertools
 import os
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -148,6 +151,39 @@ def start_cli_run(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_services(
+    commands: Sequence[Sequence[str | Path]], env: dict[str, str], cwd: Path, log: Path
+) -> Iterator[list[subprocess.Popen]]:
+    """Long-running processes (dagster-webserver, dagster-daemon, a code server), each in a
+    process group of its own, their output in `log`; stopped whole on exit (dagster's services
+    ignore SIGTERM from a script)."""
+    with log.open("w") as output:
+        services = [
+            subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for command in commands
+        ]
+        try:
+            yield services
+        finally:
+            for service in services:
+                os.killpg(service.pid, signal.SIGKILL)
+                service.wait()
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,8 @@ remote EMR Serverless job is cancelled."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +19,7 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from rental_platform_tests.aws import aws  # noqa: F401
+from rental_platform_tests.conftest import BIN, free_port, running_services
 from rental_platform_tests.remote_side import RemoteSide
 from rental_platform_tests.test_deploy_template import DAGSTER_YAML, dagster_database  # noqa: F401
 from rental_platform_tests.test_remote_runners import (  # noqa: F401
@@ -33,13 +30,6 @@ from rental_platform_tests.test_remote_runners import (  # noqa: F401
 )
 
 WORKSPACE = Path(__file__).resolve().parent.parent / "deploy" / "workspace.yaml"
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_until(ready, what: str, processes: list[subprocess.Popen], seconds: float = 120):
@@ -83,7 +73,7 @@ def dagster_services(
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(DAGSTER_YAML, home / "dagster.yaml")
-    code_port, web_port = _free_port(), _free_port()
+    code_port, web_port = free_port(), free_port()
     env = {
         **cli_env(aws_setup, "emr_serverless", tmp_path),
         **dagster_database,
@@ -99,24 +89,9 @@ def dagster_services(
         [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", WORKSPACE],
         [BIN / "dagster-daemon", "run", "-w", WORKSPACE],
     ]
-    log = (tmp_path / "services.log").open("w")
-    # Each in its own process group: `dagster` ignores SIGTERM otherwise.
-    processes = [
-        subprocess.Popen(c, env=env, cwd=tmp_path, stdout=log, stderr=log, start_new_session=True)
-        for c in commands
-    ]
-    try:
+    with running_services(commands, env, tmp_path, tmp_path / "services.log") as processes:
         _wait_until(lambda: _code_loaded(web_port), "the webserver to load the code", processes)
         yield DagsterGraphQLClient("127.0.0.1", port_number=web_port)
-    finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 def _run_status(client: DagsterGraphQLClient, run_id: str) -> DagsterRunStatus | None:

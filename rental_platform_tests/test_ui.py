@@ -4,11 +4,6 @@ backfill of every layer, waits for it, and reads back the runs, steps and check 
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,20 +17,13 @@ from dagster_graphql import DagsterGraphQLClient
 from rental_platform import tables
 from rental_platform.cycle import Cycle
 from rental_platform.seed import SeedScale, seed_source
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.conftest import BIN, Platform, free_port, running_services
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SCALE = SeedScale(
     listings=40, users=150, bookings=900, views=2_000, start=date(2025, 1, 1), days=90
 )
 BACKFILL_TIMEOUT_SECONDS = 420
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +37,12 @@ def client(
         # So few listings still get at least one of each kind of dirt: a larger share.
         "RENTAL_MAX_QUARANTINE_SHARE": "0.4",
     }
-    port = _free_port()
-    log = (home / "services.log").open("w")
-    services = [
-        subprocess.Popen(
-            [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ),
-        subprocess.Popen(
-            [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ),
+    port = free_port()
+    commands = [
+        [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
     ]
-    try:
+    with running_services(commands, env, REPO, home / "services.log"):
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -85,12 +58,6 @@ def client(
             assert time.monotonic() < deadline, client._execute(LOCATIONS)
             time.sleep(1)
         yield client
-    finally:
-        # dagster's services ignore SIGTERM from a script; stop their process groups outright.
-        for service in services:
-            os.killpg(service.pid, signal.SIGKILL)
-            service.wait()
-        log.close()
 
 
 ASSETS = "{ assetNodes { assetKey { path } groupName kinds } }"

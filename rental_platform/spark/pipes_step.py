@@ -11,6 +11,7 @@ import platform
 from typing import Any
 
 from dagster_pipes import PipesContext
+from pyspark.sql import SparkSession
 
 import rental_platform
 from rental_platform.spark.extract import SourceConnection
@@ -57,11 +58,15 @@ def report(pipes: PipesContext, step_report: StepReport, blocking: dict[str, boo
     pipes.report_custom_message(step_report.to_json())
 
 
+def _session() -> SparkSession:
+    """The job's session: the cluster's, or a local one where RENTAL_SPARK_MASTER says."""
+    return get_or_create_session(os.environ.get("RENTAL_SPARK_MASTER"))
+
+
 def run_requested_step(pipes: PipesContext, request_json: dict[str, Any], password: str) -> None:
     request = StepRequest.from_json(request_json, password)
     pipes.log.info(f"Spark step {request.step} for {', '.join(request.tables)}")
-    master = os.environ.get("RENTAL_SPARK_MASTER")  # set for local runs; unset on a cluster
-    step_report = run_step(get_or_create_session(master), request)
+    step_report = run_step(_session(), request)
     blocking = {
         spec.name: spec.blocking for table in request.tables for spec in checks_for(TABLES[table])
     }
@@ -71,7 +76,7 @@ def run_requested_step(pipes: PipesContext, request_json: dict[str, Any], passwo
 def runtime_facts(canary: dict[str, Any], password: str, password_origin: str) -> dict[str, str]:
     """The canary: the package imported (this code running says so), Spark started, the
     source reached with the password from its secret; what it found."""
-    spark = get_or_create_session(os.environ.get("RENTAL_SPARK_MASTER"))
+    spark = _session()
     facts = {
         "python": platform.python_version(),
         "package": os.path.dirname(rental_platform.__file__),
