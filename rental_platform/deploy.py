@@ -7,6 +7,8 @@ same code and settings uploads nothing and changes no job.
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +19,13 @@ from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rental_platform.remote_code import CodePackage, code_package
+from rental_platform.remote_runtime import (
+    RUNTIME_PYTHON,
+    Interpreter,
+    build_runtime_archive,
+    interpreter,
+    runtime_archive_name,
+)
 from rental_platform.settings import (
     EmrServerlessApp,
     GlueJob,
@@ -26,6 +35,8 @@ from rental_platform.settings import (
 )
 
 GLUE_VERSION = "5.0"
+# The S3 object metadata that names the build of Python a runtime archive holds.
+INTERPRETER_METADATA = "interpreter"
 GLUE_TIMEOUT_MINUTES = 120
 # A backfill runs several steps at once, each as its own run of the one job; runs beyond the
 # limit wait in Glue's queue (JobRunQueuingEnabled) instead of failing to start.
@@ -42,12 +53,15 @@ class DeployReport:
     uploaded: list[str] = field(default_factory=list)
     job_change: str | None = None  # "created" or "updated"
     job: str | None = None  # the job deploy manages, e.g. "Glue job rental-step"
+    # Things deploy cannot fix and the runner will meet (e.g. a runtime built for another OS).
+    warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         lines = [f"uploaded {uri}" for uri in self.uploaded]
         if self.job_change:
             lines.append(f"{self.job_change} {self.job}")
-        return lines or [f"nothing to change: code {self.digest} is deployed"]
+        lines = lines or [f"nothing to change: code {self.digest} is deployed"]
+        return lines + [f"warning: {warning}" for warning in self.warnings]
 
 
 def deploy(
@@ -72,14 +86,70 @@ def deploy(
         if runner.glue is None:
             raise SettingsError("RENTAL_GLUE_JOB_NAME: required with RENTAL_SPARK_RUNNER=glue")
         return _deploy_glue(runner.glue, runner.code, package, s3, glue or boto3.client("glue"))
+    python = _runtime_interpreter(runner)
     if runner.kind == "emr_serverless":
         if runner.emr_serverless is None:
             raise SettingsError(
                 "RENTAL_EMR_SERVERLESS_APPLICATION_ID: required with "
                 "RENTAL_SPARK_RUNNER=emr_serverless"
             )
-        _check_application(runner.emr_serverless, emr_serverless or boto3.client("emr-serverless"))
-    return DeployReport(package.digest, _upload(package, runner.code, s3))
+        application = emr_serverless or boto3.client("emr-serverless")
+        _check_application(runner.emr_serverless, application, python)
+    elif runner.emr and _architecture(runner.emr.instance_type) != _architecture_of(python):
+        raise SettingsError(
+            f"RENTAL_EMR_INSTANCE_TYPE: {runner.emr.instance_type} runs "
+            f"{_architecture(runner.emr.instance_type)}; the runtime's Python "
+            f"(RENTAL_REMOTE_PYTHON) is built for {python.machine}"
+        )
+    report = DeployReport(package.digest, _upload(package, runner.code, s3))
+    report.uploaded += _upload_runtime(python, runner.code, s3)
+    if warning := python.system_warning():
+        report.warnings.append(warning)
+    return report
+
+
+def _runtime_interpreter(runner: RunnerSettings) -> Interpreter:
+    """The Python EMR and EMR Serverless run the code under: it must be the version every
+    runner runs (what else it lacks, the report warns of: only the runner can prove it)."""
+    python = interpreter(runner.remote_python)
+    wanted = "{}.{}".format(*RUNTIME_PYTHON)
+    if not python.version.startswith(f"{wanted}."):
+        raise SettingsError(
+            f"RENTAL_REMOTE_PYTHON: {runner.remote_python or sys.executable} is Python "
+            f"{python.version}; the remote runners run Python {wanted}"
+        )
+    return python
+
+
+def _architecture_of(python: Interpreter) -> str:
+    return {"aarch64": "ARM64"}.get(python.machine, python.machine.upper())
+
+
+def _architecture(instance_type: str) -> str:
+    """EC2's Graviton families (m6g, c7gd, r8g ...) are ARM64; the others x86_64."""
+    return "ARM64" if re.match(r"^[a-z]+\d+g", instance_type) else "X86_64"
+
+
+def _upload_runtime(python: Interpreter, code: S3Location, s3: BaseClient) -> list[str]:
+    """Put the runtime archive up unless there, built from this interpreter: its name says
+    what it holds but not which build of Python, so a changed build replaces it."""
+    key = code.key(runtime_archive_name())
+    with _aws(f"uploading the Python runtime to {code.uri} (RENTAL_CODE_S3_PREFIX)"):
+        try:
+            metadata = s3.head_object(Bucket=code.bucket, Key=key)["Metadata"]
+            if metadata.get(INTERPRETER_METADATA) == python.fingerprint:
+                return []
+        except ClientError as error:
+            if _error_code(error) not in ("404", "NoSuchKey"):
+                raise
+        body = build_runtime_archive(python)
+        s3.put_object(
+            Bucket=code.bucket,
+            Key=key,
+            Body=body,
+            Metadata={INTERPRETER_METADATA: python.fingerprint, "python": python.version},
+        )
+    return [f"{code.object_uri(runtime_archive_name())} (Python {python.version})"]
 
 
 def _deploy_glue(
@@ -194,9 +264,11 @@ def _apply_job(
         return "updated"
 
 
-def _check_application(app: EmrServerlessApp, emr_serverless: BaseClient) -> None:
-    """The application must exist and run Spark; runs name the code by hash when they start,
-    so there is nothing to change on it."""
+def _check_application(
+    app: EmrServerlessApp, emr_serverless: BaseClient, python: Interpreter
+) -> None:
+    """The application must exist, run Spark on the machines the runtime was built for; runs
+    name the code by hash when they start, so there is nothing to change on it."""
     variable = "RENTAL_EMR_SERVERLESS_APPLICATION_ID"
     with _aws(f"{variable}: reading the EMR Serverless application {app.application_id}"):
         response = emr_serverless.get_application(applicationId=app.application_id)
@@ -205,6 +277,13 @@ def _check_application(app: EmrServerlessApp, emr_serverless: BaseClient) -> Non
         raise RuntimeError(
             f"{variable}: the EMR Serverless application {app.application_id} runs "
             f"{application['type']}, not Spark"
+        )
+    architecture = application.get("architecture", "X86_64")
+    if architecture != _architecture_of(python):
+        raise RuntimeError(
+            f"{variable}: the EMR Serverless application {app.application_id} runs on "
+            f"{architecture}; the runtime's Python (RENTAL_REMOTE_PYTHON) is built for "
+            f"{python.machine}"
         )
     if application["state"] == "TERMINATED":
         raise RuntimeError(

@@ -146,6 +146,9 @@ class RunnerSettings:
     glue: GlueJob | None = None
     emr_serverless: EmrServerlessApp | None = None
     emr: EmrCluster | None = None
+    # The Python 3.11 whose installation `deploy` ships to EMR and EMR Serverless
+    # (RENTAL_REMOTE_PYTHON); None: the one running `deploy`.
+    remote_python: str | None = None
     # How often to ask AWS whether a job has ended.
     poll_seconds: float = 5.0
     # Extra Spark settings for the local runner (RENTAL_SPARK_CONF).
@@ -404,6 +407,7 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
             connection=_optional(env, "RENTAL_GLUE_CONNECTION"),
         )
         return replace(runner, glue=glue)
+    runner = replace(runner, remote_python=_remote_python(env))
     if kind == "emr_serverless":
         application = EmrServerlessApp(
             application_id=_required(env, "RENTAL_EMR_SERVERLESS_APPLICATION_ID", kind),
@@ -421,6 +425,13 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
         log_uri=log_uri and parse_s3_location("RENTAL_EMR_LOG_URI", log_uri).uri + "/",
     )
     return replace(runner, emr=cluster)
+
+
+def _remote_python(env: Mapping[str, str]) -> str | None:
+    python = _optional(env, "RENTAL_REMOTE_PYTHON")
+    if python is not None and not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise SettingsError(f"RENTAL_REMOTE_PYTHON: {python} is not an executable file")
+    return python
 
 
 def check_lake_reachable(lake_root: str, runner: RunnerSettings) -> None:

@@ -2,8 +2,8 @@
 Manager, CloudWatch Logs), and this process's AWS settings pointing at it.
 
 The server is the one `moto_server` starts, run in a thread of the test process so that tests
-can do what moto's HTTP API cannot: teach it Glue's UpdateJob (moto 5.2.1 has none) and
-JobRunQueuingEnabled (it drops the field), and move
+can do what moto's HTTP API cannot: teach it Glue's UpdateJob (moto 5.2.1 has none),
+JobRunQueuingEnabled and an EMR Serverless application's architecture (it drops both), and move
 job states (moto's EMR Serverless jobs are born SUCCESS, its Glue runs end on their own, its
 EMR clusters never finish a step; `remote_side.RemoteSide` ends them as the test says).
 """
@@ -18,6 +18,7 @@ import requests
 from moto.backends import get_backend
 from moto.core.responses import ActionResult
 from moto.core.utils import camelcase_to_underscores, utcnow
+from moto.emrserverless.responses import EMRServerlessResponse
 from moto.glue.exceptions import InvalidInputException
 from moto.glue.models import FakeJob
 from moto.glue.responses import GlueResponse
@@ -61,7 +62,17 @@ def _job_as_dict(self: FakeJob) -> dict:
     }
 
 
+def _create_application(self: EMRServerlessResponse) -> ActionResult:
+    """EMR Serverless's CreateApplication, keeping the architecture (moto 5.2.1 drops it;
+    X86_64 is AWS's default)."""
+    result = CREATE_APPLICATION(self)
+    application = self.emrserverless_backend.get_application(result.result["applicationId"])  # type: ignore[index]
+    application.architecture = self._get_param("architecture") or "X86_64"
+    return result
+
+
 CREATE_JOB, JOB_AS_DICT = GlueResponse.create_job, FakeJob.as_dict
+CREATE_APPLICATION = EMRServerlessResponse.create_application
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +83,7 @@ def aws() -> Iterator[str]:
         patch.setattr(GlueResponse, "update_job", _update_job, raising=False)
         patch.setattr(GlueResponse, "create_job", _create_job)
         patch.setattr(FakeJob, "as_dict", _job_as_dict)
+        patch.setattr(EMRServerlessResponse, "create_application", _create_application)
         # Glue runs stay STARTING, EMR Serverless ones PENDING, until a test ends them.
         patch.setattr("moto.emrserverless.models.JOB_STATUS", "PENDING")
         state_manager.set_transition("glue::job_run", {"progression": "manual", "times": 10**9})

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ class Job:
     script: str
     archive: str
     jar: str
+    # The Python runtime archive (`spark.archives`, "s3://...#folder"), where the job ships one.
+    runtime: str | None = None
 
 
 class GlueJobs:
@@ -92,7 +96,7 @@ class EmrServerlessJobs:
                     argv = list(submit.get("entryPointArguments", []))
                     env = spark_submit_env(parameters)
                     code = (submit["entryPoint"], conf["spark.submit.pyFiles"], conf["spark.jars"])
-                    jobs.append(Job(argv, env, run, *code))
+                    jobs.append(Job(argv, env, run, *code, conf.get("spark.archives")))
         return jobs
 
     def end(self, job: Job, succeeded: bool) -> None:
@@ -120,7 +124,13 @@ class EmrClusters:
                 args = step.args
                 script = next(i for i, a in enumerate(args) if a.endswith(".py"))
                 archive, jar = args[args.index("--py-files") + 1], args[args.index("--jars") + 1]
-                jobs.append(Job(args[script + 1 :], env, cluster, args[script], archive, jar))
+                runtime = args[args.index("--archives") + 1] if "--archives" in args else None
+                master_env = "spark.yarn.appMasterEnv."
+                for name, value in spark_submit_conf(" ".join(args[:script])).items():
+                    if name.startswith(master_env):
+                        env[name.removeprefix(master_env)] = value
+                command = (args[script], archive, jar, runtime)
+                jobs.append(Job(args[script + 1 :], env, cluster, *command))
         return jobs
 
     def end(self, job: Job, succeeded: bool) -> None:
@@ -172,7 +182,9 @@ class ShippedCodeWorker:
     """Runs a job as its service would, from what `deploy` uploaded: the entry script, the
     archive and the jar fetched from S3 and handed to `spark-submit`, which starts the driver
     JVM first and then the entry script with the archive on its path (as Glue and EMR do), with
-    the job's arguments and environment, under `python` (the runtime's interpreter). It maps no
+    the job's arguments and environment. `python` is the service's own interpreter; a job that
+    ships a runtime archive has it unpacked in the driver's working folder, as YARN and EMR
+    Serverless do with `spark.archives`, and its environment points Python there. It maps no
     lake, so it plays jobs that touch none: the canary, a job that cannot import its code."""
 
     def __init__(self, folder: Path, python: str = sys.executable) -> None:
@@ -185,11 +197,20 @@ class ShippedCodeWorker:
         boto3.client("s3").download_file(bucket, key, str(path))
         return str(path)
 
+    def _unpack(self, runtime: str) -> None:
+        uri, _, folder = runtime.partition("#")
+        target = self.folder / folder
+        shutil.rmtree(target, ignore_errors=True)
+        with tarfile.open(self._fetch(uri)) as archive:
+            archive.extractall(target, filter="tar")
+
     def run(self, job: Job, lake_folder: Path | None) -> bool:
+        if job.runtime:
+            self._unpack(job.runtime)
         spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
         command = [spark_submit, "--master", "local[1]"]
         command += ["--py-files", self._fetch(job.archive), "--jars", self._fetch(job.jar)]
-        env = {**os.environ, **job.env, "PYSPARK_PYTHON": self.python}
+        env = {**os.environ, "PYSPARK_PYTHON": self.python, **job.env}
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
         env.pop("RENTAL_SPARK_MASTER", None)  # a cluster's driver: Spark's master is given
         result = subprocess.run(

@@ -6,10 +6,14 @@ moto (5.2.1) has no Glue UpdateJob; the `aws` fixture teaches it to moto's serve
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
+import subprocess
+import tarfile
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import boto3
 import pytest
@@ -17,6 +21,7 @@ import pytest
 from rental_platform.cli import main
 from rental_platform.deploy import deploy
 from rental_platform.remote_code import code_package
+from rental_platform.remote_runtime import Interpreter, interpreter, runtime_archive_name
 from rental_platform.settings import (
     EmrCluster,
     EmrServerlessApp,
@@ -194,6 +199,17 @@ def _emr_serverless_runner(code: S3Location, application: str) -> RunnerSettings
     )
 
 
+def _runtime(code: S3Location, python: str | None = None) -> str:
+    """How deploy reports the runtime it uploaded."""
+    return f"{code.object_uri(runtime_archive_name())} (Python {interpreter(python).version})"
+
+
+def _warnings() -> list[str]:
+    """This machine's Python needs a newer C library than Amazon Linux 2023's: deploy says so."""
+    warning = interpreter().system_warning()
+    return [f"warning: {warning}"] if warning else []
+
+
 def test_emr_serverless_deploy_uploads_for_a_spark_application() -> None:
     code = _code_location()
     runner = _emr_serverless_runner(code, _application())
@@ -201,10 +217,17 @@ def test_emr_serverless_deploy_uploads_for_a_spark_application() -> None:
 
     report = deploy(runner)
 
-    assert (report.uploaded, report.job_change) == ([archive, script, jar], None)
-    assert report.lines() == [f"uploaded {archive}", f"uploaded {script}", f"uploaded {jar}"]
+    assert (report.uploaded, report.job_change) == ([archive, script, jar, _runtime(code)], None)
+    assert report.lines() == [
+        f"uploaded {archive}",
+        f"uploaded {script}",
+        f"uploaded {jar}",
+        f"uploaded {_runtime(code)}",
+        *_warnings(),
+    ]
     assert deploy(runner).lines() == [
-        f"nothing to change: code {code_package().digest} is deployed"
+        f"nothing to change: code {code_package().digest} is deployed",
+        *_warnings(),
     ]
 
 
@@ -237,7 +260,113 @@ def test_emr_deploy_only_uploads() -> None:
 
     report = deploy(runner)
 
-    assert (report.uploaded, report.job_change) == (list(_uris(code)), None)
+    assert (report.uploaded, report.job_change) == ([*_uris(code), _runtime(code)], None)
+
+
+# Debian's own build of Python 3.11 (its own layout, no shared library), beside this
+# machine's pyenv one.
+OTHER_PYTHON_311 = "/usr/bin/python3.11"
+PYTHON_39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
+
+
+def _run_shipped_runtime(code: S3Location, folder: Path) -> list[str]:
+    """Unpack the deployed runtime as Spark does (`#environment` in the working folder) and
+    import what the entry script needs with its `bin/python`, in an empty environment; what it
+    printed: its version and where its Python and boto3 live."""
+    archive = folder / "runtime.tar.gz"
+    boto3.client("s3").download_file(code.bucket, code.key(runtime_archive_name()), str(archive))
+    with tarfile.open(archive) as packed:
+        packed.extractall(folder / "environment", filter="tar")
+    check = "import sys, boto3, dagster_pipes, enum; enum.StrEnum; "
+    check += "print(sys.version.split()[0], sys.prefix, boto3.__file__)"
+    result = subprocess.run(
+        ["./environment/bin/python", "-c", check],
+        cwd=folder,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.split()
+
+
+def test_a_runtime_built_from_another_python_replaces_the_deployed_one(tmp_path: Path) -> None:
+    """The runtime's name says what it holds, not which build of Python 3.11: deploying from
+    another build uploads it again, and repeating that uploads nothing. Each build's runtime
+    runs from wherever it is unpacked, on no Python of this machine's."""
+    code = _code_location()
+    runner = RunnerSettings(
+        kind="emr", pipes=S3Location(code.bucket, "pipes"), code=code, emr=EmrCluster()
+    )
+    other = dataclasses.replace(runner, remote_python=OTHER_PYTHON_311)
+    key = code.key(runtime_archive_name())
+
+    assert deploy(runner).uploaded[-1] == _runtime(code)
+    version, prefix, boto = _run_shipped_runtime(code, tmp_path / "first")
+    assert (version, prefix) == (interpreter().version, str(tmp_path / "first" / "environment"))
+    assert boto.startswith(f"{prefix}/lib/python3.11/site-packages/")
+
+    assert deploy(other).uploaded == [_runtime(code, OTHER_PYTHON_311)]
+    assert deploy(other).uploaded == []
+    assert _puts(code)[key] == 2
+    metadata = boto3.client("s3").head_object(Bucket=code.bucket, Key=key)["Metadata"]
+    assert metadata["python"] == interpreter(OTHER_PYTHON_311).version
+    version, prefix, boto = _run_shipped_runtime(code, tmp_path / "other")
+    assert (version, prefix) == (metadata["python"], str(tmp_path / "other" / "environment"))
+    assert boto.startswith(f"{prefix}/local/lib/python3.11/dist-packages/")  # Debian's layout
+
+
+def test_a_python_of_another_version_is_refused_before_any_upload() -> None:
+    code = _code_location()
+    runner = _emr_serverless_runner(code, _application())
+
+    with pytest.raises(SettingsError, match="RENTAL_REMOTE_PYTHON") as error:
+        deploy(dataclasses.replace(runner, remote_python=PYTHON_39))
+
+    assert "is Python 3.9.18; the remote runners run Python 3.11" in str(error.value)
+    assert _puts(code) == {}
+
+
+def test_machines_of_another_architecture_are_refused_before_any_upload() -> None:
+    """The runtime holds this machine's x86_64 binaries: Graviton machines cannot run them."""
+    code = _code_location()
+    arm = boto3.client("emr-serverless").create_application(
+        name=_unique("app"), releaseLabel="emr-7.5.0", type="SPARK", architecture="ARM64"
+    )["applicationId"]
+    with pytest.raises(RuntimeError, match="RENTAL_EMR_SERVERLESS_APPLICATION_ID") as error:
+        deploy(_emr_serverless_runner(code, arm))
+    assert "runs on ARM64; the runtime's Python (RENTAL_REMOTE_PYTHON) is built for x86_64" in str(
+        error.value
+    )
+    graviton = RunnerSettings(
+        kind="emr",
+        pipes=S3Location(code.bucket, "pipes"),
+        code=code,
+        emr=EmrCluster(instance_type="m7g.xlarge"),
+    )
+    with pytest.raises(SettingsError, match=r"RENTAL_EMR_INSTANCE_TYPE: m7g\.xlarge runs ARM64"):
+        deploy(graviton)
+    assert _puts(code) == {}
+
+
+@pytest.mark.parametrize(
+    ("symbols", "warned"),
+    [(b"GLIBC_2.2.5\0GLIBC_2.34\0", False), (b"GLIBC_2.17\0GLIBC_2.35\0", True)],
+    ids=["amazon-linux-2023", "newer"],
+)
+def test_a_python_that_needs_a_newer_c_library_than_amazon_linux_2023_is_named(
+    tmp_path: Path, symbols: bytes, warned: bool
+) -> None:
+    binary = tmp_path / "python3.11"
+    binary.write_bytes(b"\x7fELF" + symbols)
+    folder = tmp_path / "lib" / "python3.11"
+    python = Interpreter("3.11.9", "x86_64", tmp_path, binary, folder, folder, folder / "site")
+
+    warning = python.system_warning()
+
+    assert (warning is not None) == warned
+    if warned:
+        assert f"({binary}) needs GNU C library 2.35; EMR 7's Amazon Linux 2023 has 2.34" in warning
 
 
 def test_the_local_runner_has_nothing_to_deploy() -> None:

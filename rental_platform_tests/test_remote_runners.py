@@ -61,6 +61,8 @@ JOB, BUCKET, LAKE_BUCKET = "rental-platform-step", "rental-platform", "rental-la
 READER, READER_PASSWORD = "rental_reader", "Gl0e-reader-pw"
 START, END = date(2025, 1, 1), date(2025, 1, 12)
 RUNNERS = ("glue", "emr_serverless", "emr")
+# EMR 7's and EMR Serverless 7's own Python, which cannot run the code.
+EMR_PYTHON = "/root/.pyenv/versions/3.9.18/bin/python3.9"
 
 
 @dataclasses.dataclass
@@ -91,6 +93,7 @@ def aws_setup(platform: Platform, aws: str) -> AwsSetup:  # noqa: F811
     setup = AwsSetup(platform, secret["ARN"], application["applicationId"])
     runner = runner_settings(setup, "glue")
     deploy(dataclasses.replace(runner, glue=dataclasses.replace(runner.glue, role_arn=ROLE)))
+    deploy(runner_settings(setup, "emr_serverless"))  # and the Python runtime EMR runs
     return setup
 
 
@@ -410,19 +413,23 @@ def test_deploy_check_runs_a_canary_that_proves_what_a_step_needs(
     aws_setup: AwsSetup, kind: str, tmp_path: Path
 ) -> None:
     """The canary runs the uploaded code as the service would, reads the password from the
-    secret, connects to the source as the SELECT-only user, and reports through Pipes."""
-    (tmp_path / "job").mkdir()
+    secret, connects to the source as the SELECT-only user, and reports through Pipes. On EMR
+    and EMR Serverless, whose own Python is 3.9, it runs under the Python 3.11 deploy shipped."""
+    job = tmp_path / "job"
+    job.mkdir()
+    service_python = sys.executable if kind == "glue" else EMR_PYTHON
     result = _deploy_check(
-        cli_env(aws_setup, kind, tmp_path), ShippedCodeWorker(tmp_path / "job"), kind
+        cli_env(aws_setup, kind, tmp_path), ShippedCodeWorker(job, python=service_python), kind
     )
     assert result.returncode == 0, result.stdout + result.stderr
     digest = code_package().digest
     database = aws_setup.platform.settings.mysql.database
     python = ".".join(map(str, sys.version_info[:3]))
+    prefix = sys.prefix if kind == "glue" else str(job / "environment")
     runner = remote_spark_runner(remote_settings(aws_setup, kind, tmp_path).runner)
     assert result.stdout.splitlines()[-6:] == [
         f"canary on {runner.describe()}:",
-        f"  ran the deployed code {digest} under Python {python}",
+        f"  ran the deployed code {digest} under Python {python} ({prefix})",
         f"  started Spark {pyspark.__version__}; the driver reads DATETIMEs in UTC",
         f"  took the source password from Secrets Manager secret {aws_setup.secret_arn}",
         f"  connected to the source jdbc:mysql://127.0.0.1:3306/{database}?permitMysqlScheme "
@@ -430,6 +437,29 @@ def test_deploy_check_runs_a_canary_that_proves_what_a_step_needs(
         f"  Dagster Pipes: context and messages under s3://{BUCKET}/pipes",
     ]
     assert READER_PASSWORD not in result.stdout + result.stderr
+
+
+class ServicePythonOnly(ShippedCodeWorker):
+    """Runs the job as its service would, but leaves the runtime archive out: what EMR did
+    before deploy shipped one."""
+
+    def run(self, job: Job, lake_folder: Path | None) -> bool:
+        return super().run(dataclasses.replace(job, runtime=None, env={}), lake_folder)
+
+
+@pytest.mark.parametrize("kind", ["emr_serverless", "emr"])
+def test_without_the_shipped_runtime_emr_cannot_run_the_code(
+    aws_setup: AwsSetup, kind: str, tmp_path: Path
+) -> None:
+    """The control for the test above: under EMR's own Python 3.9 the code does not import."""
+    (tmp_path / "job").mkdir()
+    worker = ServicePythonOnly(tmp_path / "job", python=EMR_PYTHON)
+    result = _deploy_check(cli_env(aws_setup, kind, tmp_path), worker, kind)
+    assert result.returncode == 1, result.stdout
+    assert "the canary job failed" in result.stderr
+    # dagster_pipes, the entry script's first import, needs Python 3.10 or later.
+    assert "ImportError: cannot import name 'TypeAlias' from 'typing'" in worker.output
+    assert "python3.9/typing.py" in worker.output
 
 
 def test_deploy_check_fails_with_the_jobs_own_error(aws_setup: AwsSetup, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from dagster_aws.pipes import (
 from dagster_pipes import PipesParams
 
 from rental_platform.remote_code import code_package
+from rental_platform.remote_runtime import ENVIRONMENT, PYTHON, runtime_archive_name
 from rental_platform.resources.spark import SparkRunner
 from rental_platform.settings import RunnerSettings, S3Location
 from rental_platform.spark.entrypoint import CANARY_EXTRA, REQUEST_EXTRA, SECRET_ARN_ARGUMENT
@@ -120,19 +121,28 @@ class RemoteSparkRunner(SparkRunner, ABC):
     def driver_jar_uri(self) -> str:
         return code_package().driver_jar_uri(self.code)
 
+    @property
+    def runtime_uri(self) -> str:
+        """The Python runtime archive, as `spark.archives` names it: unpacked as ENVIRONMENT."""
+        return f"{self.code.object_uri(runtime_archive_name())}#{ENVIRONMENT}"
+
+    def shipped_names(self) -> list[str]:
+        """What `deploy` put under the code prefix that this runner's jobs run."""
+        return [code_package().archive_name]
+
     def secret_arguments(self) -> list[str]:
         return [SECRET_ARN_ARGUMENT, self.mysql_secret_arn] if self.mysql_secret_arn else []
 
     def _check_deployed(self, s3: Any) -> None:
         """A job must not run other code than this process's: it must have been deployed."""
-        key = self.code.key(code_package().archive_name)
-        try:
-            s3.head_object(Bucket=self.code_bucket, Key=key)
-        except s3.exceptions.ClientError:
-            raise RuntimeError(
-                f"the Spark code of this version is not deployed ({self.archive_uri} "
-                "not found): run `rental-platform deploy`"
-            ) from None
+        for name in self.shipped_names():
+            try:
+                s3.head_object(Bucket=self.code_bucket, Key=self.code.key(name))
+            except s3.exceptions.ClientError:
+                raise RuntimeError(
+                    f"the Spark code of this version is not deployed "
+                    f"({self.code.object_uri(name)} not found): run `rental-platform deploy`"
+                ) from None
 
 
 class PrefixedS3MessageReader(PipesS3MessageReader):
@@ -209,6 +219,22 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
     def describe(self) -> str:
         return f"EMR Serverless application {self.application_id}"
 
+    def shipped_names(self) -> list[str]:
+        return [*super().shipped_names(), runtime_archive_name()]
+
+    def spark_submit_parameters(self) -> str:
+        """The code, and the Python it runs under (EMR Serverless 7 runs Python 3.9): the
+        runtime archive, which driver and executors unpack in their working folders."""
+        conf = {
+            "spark.submit.pyFiles": self.archive_uri,
+            "spark.jars": self.driver_jar_uri,
+            "spark.archives": self.runtime_uri,
+            "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON": PYTHON,
+            "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": PYTHON,
+            "spark.executorEnv.PYSPARK_PYTHON": PYTHON,
+        }
+        return " ".join(f"--conf {name}={value}" for name, value in conf.items())
+
     def _invoke(self, context, injector, reader, extras) -> list[Any]:
         client = PipesEMRServerlessClient(
             client=boto3.client("emr-serverless"),
@@ -226,8 +252,7 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
                     "sparkSubmit": {
                         "entryPoint": self.entry_script_uri,
                         "entryPointArguments": self.secret_arguments(),
-                        "sparkSubmitParameters": f"--conf spark.submit.pyFiles={self.archive_uri}"
-                        f" --conf spark.jars={self.driver_jar_uri}",
+                        "sparkSubmitParameters": self.spark_submit_parameters(),
                     }
                 },
             },
@@ -287,6 +312,18 @@ class EmrSparkRunner(RemoteSparkRunner):
     def describe(self) -> str:
         return f"EMR cluster ({self.release_label})"
 
+    def shipped_names(self) -> list[str]:
+        return [*super().shipped_names(), runtime_archive_name()]
+
+    def spark_submit(self) -> list[str]:
+        """spark-submit with the code, and the Python it runs under (EMR 7 runs Python 3.9):
+        the runtime archive, which YARN unpacks in each container's working folder."""
+        submit = ["spark-submit", "--deploy-mode", "cluster", "--py-files", self.archive_uri]
+        submit += ["--jars", self.driver_jar_uri, "--archives", self.runtime_uri]
+        for name in ("spark.yarn.appMasterEnv.PYSPARK_PYTHON", "spark.executorEnv.PYSPARK_PYTHON"):
+            submit += ["--conf", f"{name}={PYTHON}"]
+        return submit
+
     def _invoke(self, context, injector, reader, extras) -> list[Any]:
         client = PollingEMRClient(
             client=boto3.client("emr"),
@@ -307,8 +344,6 @@ class EmrSparkRunner(RemoteSparkRunner):
         }
         if self.subnet_id:
             instances["Ec2SubnetId"] = self.subnet_id
-        submit = ["spark-submit", "--deploy-mode", "cluster", "--py-files", self.archive_uri]
-        submit += ["--jars", self.driver_jar_uri]
         params: dict[str, Any] = {
             "Name": f"rental-platform {context.op_handle}",
             "ReleaseLabel": self.release_label,
@@ -320,7 +355,11 @@ class EmrSparkRunner(RemoteSparkRunner):
                     "ActionOnFailure": "TERMINATE_CLUSTER",
                     "HadoopJarStep": {
                         "Jar": "command-runner.jar",
-                        "Args": [*submit, self.entry_script_uri, *self.secret_arguments()],
+                        "Args": [
+                            *self.spark_submit(),
+                            self.entry_script_uri,
+                            *self.secret_arguments(),
+                        ],
                     },
                 }
             ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from typing import Any
 
 from dagster_pipes import PipesContext
@@ -79,6 +80,7 @@ def runtime_facts(canary: dict[str, Any], password: str, password_origin: str) -
     spark = _session()
     facts = {
         "python": platform.python_version(),
+        "python_prefix": sys.prefix,
         "package": os.path.dirname(rental_platform.__file__),
         "spark": spark.version,
         "driver_time_zone": driver_time_zone(spark),
