@@ -42,21 +42,28 @@ PYTHON = f"./{ENVIRONMENT}/bin/python"
 UNUSED_STDLIB = frozenset(
     {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3"}
 )
-# The interpreter's shared library is found through its own folder, wherever it was unpacked.
-LAUNCHER = b"""#!/bin/sh
-here="$(dirname "$0")"
-LD_LIBRARY_PATH="$here/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$here/python3" "$@"
-"""
-# Run by the interpreter being packed: where its parts are.
+# Run by the interpreter being packed: where its parts are, from its installation's prefix
+# (not from its build's, which a relocatable build does not have), in the scheme of a plain
+# `./configure --prefix` install (distributions patch the default one); the site-packages
+# folder is the first one its `site` module looks in (Debian's is `dist-packages`).
 FACTS_SCRIPT = """
-import json, platform, sys, sysconfig
-v = sysconfig.get_config_var
+import json, platform, site, sys, sysconfig
+from pathlib import Path
+v, base = sysconfig.get_config_var, sys.base_prefix
+where = {"base": base, "platbase": base, "installed_base": base, "installed_platbase": base}
+paths = sysconfig.get_paths(scheme="posix_prefix", vars=where)
+executable = Path(base, "bin", "python" + v("VERSION"))
+library = v("INSTSONAME") if v("Py_ENABLE_SHARED") else None
 print(json.dumps({
     "version": platform.python_version(),
     "machine": platform.machine(),
-    "executable": f"{v('BINDIR')}/python{v('VERSION')}",
-    "stdlib": sysconfig.get_paths()["stdlib"],
-    "libpython": f"{v('LIBDIR')}/{v('INSTSONAME')}" if v("Py_ENABLE_SHARED") else None,
+    "prefix": base,
+    "executable": str(executable),
+    "stdlib": paths["stdlib"],
+    "platstdlib": paths["platstdlib"],
+    "site_packages": site.getsitepackages([base])[0],
+    "libpython": str(Path(base, Path(v("LIBDIR")).relative_to(v("prefix")), library))
+    if library and library.encode() in executable.read_bytes() else None,
 }))
 """
 
@@ -90,18 +97,22 @@ def runtime_archive_name() -> str:
 
 @dataclass(frozen=True)
 class Interpreter:
-    """A CPython installation, as its own interpreter reports it."""
+    """A CPython installation, as its own interpreter reports it. `libpython` is the shared
+    library the interpreter loads, if it loads one."""
 
     version: str
     machine: str
+    prefix: Path
     executable: Path
     stdlib: Path
-    libpython: Path | None
+    platstdlib: Path
+    site_packages: Path
+    libpython: Path | None = None
 
     @property
     def binaries(self) -> list[Path]:
         """The files compiled for the system: the interpreter, its library, its extensions."""
-        extensions = sorted((self.stdlib / "lib-dynload").glob("*.so"))
+        extensions = sorted((self.platstdlib / "lib-dynload").glob("*.so"))
         return [self.executable, *([self.libpython] if self.libpython else []), *extensions]
 
     @property
@@ -144,32 +155,33 @@ def interpreter(python: str | None = None) -> Interpreter:
         check=True,
     )
     facts = json.loads(result.stdout)
+    paths = ("prefix", "executable", "stdlib", "platstdlib", "site_packages")
     return Interpreter(
         version=facts["version"],
         machine=facts["machine"],
-        executable=Path(facts["executable"]),
-        stdlib=Path(facts["stdlib"]),
+        **{name: Path(facts[name]) for name in paths},
         libpython=facts["libpython"] and Path(facts["libpython"]),
     )
 
 
 def _stdlib_files(python: Interpreter) -> dict[str, Path]:
-    """Archive name -> file of the standard library, without what no job imports."""
-    version = "python{}.{}".format(*RUNTIME_PYTHON)
+    """Archive name -> file of the standard library, where the installation has it (relative
+    to its prefix), without what no job imports."""
     files = {}
-    for path in sorted(python.stdlib.rglob("*")):
-        relative = path.relative_to(python.stdlib)
-        if relative.parts[0] in UNUSED_STDLIB or relative.parts[0].startswith("config-"):
-            continue
-        if path.is_file() and "__pycache__" not in relative.parts:
-            files[f"lib/{version}/{relative}"] = path
+    for folder in {python.stdlib, python.platstdlib}:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if relative.parts[0] in UNUSED_STDLIB or relative.parts[0].startswith("config-"):
+                continue
+            if path.is_file() and "__pycache__" not in relative.parts:
+                files[str(path.relative_to(python.prefix))] = path
     return files
 
 
-def _dependency_files() -> dict[str, Path]:
-    """Archive name -> file of the dependencies, as installed here. They must be pure Python:
-    what was compiled for this machine need not run on the cluster."""
-    site = "lib/python{}.{}/site-packages".format(*RUNTIME_PYTHON)
+def _dependency_files(python: Interpreter) -> dict[str, Path]:
+    """Archive name -> file of the dependencies, as installed here, in the runtime's
+    site-packages. They must be pure Python: what was compiled here need not run there."""
+    site = python.site_packages.relative_to(python.prefix)
     files = {}
     for name in remote_distributions():
         dist = distribution(name)
@@ -189,20 +201,28 @@ def build_runtime_archive(python: Interpreter) -> bytes:
     """The archive: the interpreter and its library, its standard library and the shipped
     code's dependencies, with a launcher at `bin/python`. Entries are sorted and dated 1980, so
     the same inputs give the same bytes."""
-    files = {"bin/python3": python.executable}
-    if python.libpython:
-        files[f"lib/{python.libpython.name}"] = python.libpython
-    files |= _stdlib_files(python) | _dependency_files()
+    files = {str(path.relative_to(python.prefix)): path for path in python.binaries[:2]}
+    files |= _stdlib_files(python) | _dependency_files(python)
     buffer = io.BytesIO()
     with (
         gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as packed,
         tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as archive,
     ):
-        _add(archive, "bin/python", LAUNCHER, 0o755)
+        _add(archive, "bin/python", _launcher(python), 0o755)
         for name, path in sorted(files.items()):
             executable = name.startswith("bin/") or path.suffix == ".so" or ".so." in path.name
             _add(archive, name, path.read_bytes(), 0o755 if executable else 0o644)
     return buffer.getvalue()
+
+
+def _launcher(python: Interpreter) -> bytes:
+    """`bin/python`: the interpreter, finding its shared library (if it loads one) in the
+    archive, wherever the archive was unpacked."""
+    run = f'exec "$here/{python.executable.name}" "$@"'
+    if python.libpython:
+        folder = python.libpython.parent.relative_to(python.prefix)
+        run = f'LD_LIBRARY_PATH="$here/../{folder}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" {run}'
+    return f'#!/bin/sh\nhere="$(dirname "$0")"\n{run}\n'.encode()
 
 
 def _add(archive: tarfile.TarFile, name: str, content: bytes, mode: int) -> None:

@@ -273,6 +273,7 @@ def _run_shipped_runtime(code: S3Location, folder: Path) -> list[str]:
     """Unpack the deployed runtime as Spark does (`#environment` in the working folder) and
     import what the entry script needs with its `bin/python`, in an empty environment; what it
     printed: its version and where its Python and boto3 live."""
+    folder.mkdir()
     archive = folder / "runtime.tar.gz"
     boto3.client("s3").download_file(code.bucket, code.key(runtime_archive_name()), str(archive))
     with tarfile.open(archive) as packed:
