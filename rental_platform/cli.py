@@ -186,9 +186,9 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def deploy_command(settings: Settings, args: argparse.Namespace) -> int:
-    from rental_platform.deploy import deploy
+    from rental_platform.deploy import deploy, lake_catalog
 
-    for line in deploy(settings.runner).lines():
+    for line in deploy(settings.runner, catalog=lake_catalog(settings)).lines():
         print(line)
     if args.check:
         from rental_platform.canary import check_remote_runtime

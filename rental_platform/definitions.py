@@ -10,6 +10,7 @@ from rental_platform.assets.raw import build_raw_assets
 from rental_platform.automation import KPI_SENSOR, build_schedules, changed_days
 from rental_platform.jobs import JOB_DEFINITIONS
 from rental_platform.partitions import PlatformPartitions
+from rental_platform.resources.catalog import LakeCatalog
 from rental_platform.resources.lake import lake_for
 from rental_platform.resources.limits import CheckLimitsResource
 from rental_platform.resources.mysql import SourceDatabase
@@ -37,6 +38,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "source": SourceDatabase(url=mysql_url),
             "lake": lake_for(settings.lake_root),
+            "catalog": LakeCatalog(lake_root=settings.lake_root, database=settings.glue_database),
             "warehouse": warehouse_for(settings.warehouse, settings.redshift_copy_role_arn),
             "spark": spark_runner(settings.runner),
             "limits": CheckLimitsResource(

@@ -18,6 +18,7 @@ import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rental_platform.lake_catalog import GlueCatalog
 from rental_platform.remote_code import CodePackage, code_package
 from rental_platform.remote_runtime import (
     RUNTIME_PYTHON,
@@ -31,6 +32,7 @@ from rental_platform.settings import (
     GlueJob,
     RunnerSettings,
     S3Location,
+    Settings,
     SettingsError,
 )
 
@@ -55,13 +57,22 @@ class DeployReport:
     job: str | None = None  # the job deploy manages, e.g. "Glue job rental-step"
     # Things deploy cannot fix and the runner will meet (e.g. a runtime built for another OS).
     warnings: list[str] = field(default_factory=list)
+    # What changed in the Glue Data Catalog, a line each.
+    catalog: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         lines = [f"uploaded {uri}" for uri in self.uploaded]
         if self.job_change:
             lines.append(f"{self.job_change} {self.job}")
         lines = lines or [f"nothing to change: code {self.digest} is deployed"]
-        return lines + [f"warning: {warning}" for warning in self.warnings]
+        return lines + self.catalog + [f"warning: {warning}" for warning in self.warnings]
+
+
+def lake_catalog(settings: Settings) -> GlueCatalog | None:
+    """The Glue Data Catalog database deploy keeps (RENTAL_GLUE_DATABASE), if one is set."""
+    if settings.glue_database is None:
+        return None
+    return GlueCatalog(settings.glue_database, settings.lake_root)
 
 
 def deploy(
@@ -69,9 +80,26 @@ def deploy(
     s3: BaseClient | None = None,
     glue: BaseClient | None = None,
     emr_serverless: BaseClient | None = None,
+    catalog: GlueCatalog | None = None,
 ) -> DeployReport:
     """Upload the code a remote runner needs, then create or update its Glue job, or check its
-    EMR Serverless application. Everything that can be refused is checked before any upload."""
+    EMR Serverless application; and make the Glue Data Catalog show the lake (`catalog`).
+    Everything that can be refused is checked before any upload."""
+    report = _deploy_code(runner, s3, glue, emr_serverless)
+    if catalog is not None:
+        with _aws(
+            f"registering the lake in the Glue database {catalog.database} (RENTAL_GLUE_DATABASE)"
+        ):
+            report.catalog = catalog.sync().lines(catalog.database)
+    return report
+
+
+def _deploy_code(
+    runner: RunnerSettings,
+    s3: BaseClient | None,
+    glue: BaseClient | None,
+    emr_serverless: BaseClient | None,
+) -> DeployReport:
     if not runner.remote:
         raise SettingsError(
             "RENTAL_SPARK_RUNNER: deploy is for the remote runners (glue, emr_serverless or "

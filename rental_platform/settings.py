@@ -174,6 +174,8 @@ class Settings:
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     # The role Redshift assumes to COPY KPI partitions from an S3 lake.
     redshift_copy_role_arn: str | None = None
+    # The Glue Data Catalog database that shows the S3 lake's tables (RENTAL_GLUE_DATABASE).
+    glue_database: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -198,8 +200,14 @@ class Settings:
             ),
             runner=parse_runner(env),
             redshift_copy_role_arn=_optional(env, "RENTAL_REDSHIFT_COPY_ROLE_ARN"),
+            glue_database=_optional(env, "RENTAL_GLUE_DATABASE"),
         )
         check_lake_reachable(settings.lake_root, settings.runner)
+        if settings.glue_database and not settings.lake_root.startswith("s3://"):
+            raise SettingsError(
+                "RENTAL_GLUE_DATABASE: the Glue Data Catalog shows a lake on S3; "
+                "RENTAL_LAKE_ROOT is a local folder"
+            )
         return settings
 
 

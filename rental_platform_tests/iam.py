@@ -129,6 +129,12 @@ def requests_for(call: dict[str, Any]) -> list[Request]:
         if operation in ("ListObjectsV2", "ListObjects"):
             prefix = (("s3:prefix", params["Prefix"]),) if "Prefix" in params else ()
             return [Request("s3:ListBucket", bucket, prefix, where)]
+    if service == "glue" and "DatabaseName" in params:  # the Data Catalog: three ARNs each
+        table = params.get("TableName") or params.get("Name") or params["TableInput"]["Name"]
+        arn = f"arn:aws:glue:{region}:{ACCOUNT}:"
+        database = params["DatabaseName"]
+        resources = ("catalog", f"database/{database}", f"table/{database}/{table}")
+        return [Request(f"glue:{operation}", arn + r, (), where) for r in resources]
     if service == "glue":
         job = params.get("JobName") or params.get("Name")
         requests = [Request(f"glue:{operation}", f"arn:aws:glue:{region}:{ACCOUNT}:job/{job}")]

@@ -176,6 +176,92 @@ def test_template_holds_no_secret() -> None:
     assert "AdminUserPassword" not in namespace
 
 
+# The condition keys each service documents sending when it assumes a role (AWS's own trust
+# policy examples; docs/aws.md, IAM section). A trust condition on a key the service does not send
+# is false: the role could never be assumed.
+DOCUMENTED_TRUST_KEYS = {
+    "emr-serverless.amazonaws.com": {"aws:SourceAccount", "aws:SourceArn"},
+}
+# IAM actions that carry the s3:prefix condition key (the Service Authorization Reference).
+ACTIONS_WITH_S3_PREFIX = {"s3:ListBucket", "s3:ListBucketVersions"}
+
+
+def _policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every statement of every policy and trust policy: (where, statement)."""
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        documents = [("trust", properties.get("AssumeRolePolicyDocument"))]
+        documents.append(("policy", properties.get("PolicyDocument")))
+        documents += [
+            (p["PolicyName"], p["PolicyDocument"]) for p in properties.get("Policies", [])
+        ]
+        for kind, document in documents:
+            for statement in (document or {}).get("Statement", []):
+                yield f"{name} {kind} {statement.get('Sid', '')}".strip(), statement
+
+
+def _condition_keys(statement: dict[str, Any]) -> set[str]:
+    return {key for test in statement.get("Condition", {}).values() for key in test}
+
+
+def policy_condition_problems(template: dict[str, Any]) -> list[str]:
+    """Conditions that can never hold: a trust condition on a key its service does not
+    document sending, an s3:prefix condition on an action whose requests have no prefix."""
+    problems = []
+    for where, statement in _policy_statements(template):
+        keys = _condition_keys(statement)
+        principal = statement.get("Principal", {})
+        services = principal.get("Service", []) if isinstance(principal, dict) else []
+        for service in [services] if isinstance(services, str) else services:
+            if keys - DOCUMENTED_TRUST_KEYS.get(service, set()):
+                problems.append(f"{where}: {service} does not document sending {sorted(keys)}")
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if "s3:prefix" in keys and set(actions) - ACTIONS_WITH_S3_PREFIX:
+            problems.append(
+                f"{where}: {sorted(set(actions) - ACTIONS_WITH_S3_PREFIX)} has no "
+                "s3:prefix, so the statement never grants it"
+            )
+    return problems
+
+
+def test_every_policy_condition_can_hold() -> None:
+    assert policy_condition_problems(_template()) == []
+
+
+@pytest.mark.parametrize(
+    ("resource", "statement", "change", "problem"),
+    [
+        (
+            "GlueJobRole",
+            ("AssumeRolePolicyDocument", 0),
+            {"Condition": {"StringEquals": {"aws:SourceAccount": "1"}}},
+            "glue.amazonaws.com does not document sending ['aws:SourceAccount']",
+        ),
+        (
+            "RedshiftCopyRole",
+            ("copy-presentation", 1),
+            {"Action": ["s3:ListBucket", "s3:GetBucketLocation"]},
+            "['s3:GetBucketLocation'] has no s3:prefix",
+        ),
+    ],
+    ids=["glue-trust-source-account", "get-bucket-location-under-prefix"],
+)
+def test_the_condition_check_catches_what_the_template_had(
+    resource: str, statement: tuple[str, int], change: dict[str, Any], problem: str
+) -> None:
+    """The check above is not vacuous: it refuses the conditions the template used to have."""
+    template = copy.deepcopy(_template())
+    properties = template["Resources"][resource]["Properties"]
+    document, index = statement
+    if document != "AssumeRolePolicyDocument":
+        policy = next(p for p in properties["Policies"] if p["PolicyName"] == document)
+        properties = {"doc": policy["PolicyDocument"]}
+        document = "doc"
+    properties[document]["Statement"][index].update(change)
+    assert any(problem in found for found in policy_condition_problems(template))
+
+
 @pytest.mark.parametrize(
     ("where", "change"),
     [

@@ -16,6 +16,7 @@ import pytest
 from cfnlint.decode import cfn_yaml
 
 from rental_platform.deploy import deploy
+from rental_platform.lake_catalog import GlueCatalog
 from rental_platform.runs import materialize_range
 from rental_platform_tests.aws import ACCOUNT, REGION, aws  # noqa: F401
 from rental_platform_tests.iam import (
@@ -30,6 +31,7 @@ from rental_platform_tests.iam import (
 from rental_platform_tests.remote_side import RemoteSide, Worker
 from rental_platform_tests.test_remote_runners import (
     BUCKET,
+    GLUE_DATABASE,
     JOB,
     LAKE_BUCKET,
     RUNNERS,
@@ -61,6 +63,9 @@ NEEDED_WITHOUT_A_RECORDED_CALL = {
     ("DagsterProcessPolicy", "ComputeLogs"): "S3ComputeLogManager (deploy/dagster.yaml) "
     "uploads and reads the steps' stdout and stderr; test_cancellation.py runs it in the "
     "processes of the production layout",
+    ("DagsterProcessPolicy", "LakeCatalog", "glue:BatchDeletePartition"): "a commit that "
+    "removes a partition, and deploy's sync of a partition the lake no longer has "
+    "(test_lake_catalog.py); a day's run adds and replaces partitions only",
     ("DagsterProcessPolicy", "EmrLogsRead"): "reading a failed cluster's logs under LogUri",
     ("DagsterProcessPolicy", "RedshiftServerlessIam"): "IAM authentication to Redshift "
     "Serverless (redshift_connector); the tests publish to DuckDB and PostgreSQL",
@@ -109,6 +114,7 @@ def _values(secret_arn: str, application_id: str) -> dict[str, str]:
         "EmrLogPrefix": "emr-logs",
         "ComputeLogPrefix": "compute-logs",
         "GlueJobName": JOB,
+        "LakeDatabase": GLUE_DATABASE,
         "SourcePasswordSecret": secret_arn,
         "EmrServerlessApplication.Arn": application + application_id,
         "GlueJobRole.Arn": JOB_ROLE,
@@ -137,11 +143,15 @@ def recorded(aws_setup: AwsSetup, tmp_path_factory) -> Iterator[Recorded]:  # no
             job = dataclasses.replace(glue.glue, role_arn=JOB_ROLE)
             deploy(dataclasses.replace(glue, glue=job))
             deploy(dataclasses.replace(glue, glue=dataclasses.replace(job, workers=3)))
-            deploy(runner_settings(aws_setup, "emr_serverless"))
+            # The lake under the prefix the template's values give it, in its Glue database.
+            lake_root = f"s3://{LAKE_BUCKET}/lake"
+            catalog = GlueCatalog(GLUE_DATABASE, lake_root)
+            deploy(runner_settings(aws_setup, "emr_serverless"), catalog=catalog)
             for kind in RUNNERS:
                 settings = remote_settings(aws_setup, kind, folder / kind)
-                # The lake under the prefix the template's values give it.
-                settings = dataclasses.replace(settings, lake_root=f"s3://{LAKE_BUCKET}/lake")
+                settings = dataclasses.replace(
+                    settings, lake_root=lake_root, glue_database=GLUE_DATABASE
+                )
                 with RemoteSide(kind, worker, folder / "lake"):
                     materialize_range(settings, aws_setup.platform.instance, START, START)
     finally:

@@ -10,6 +10,7 @@ lake.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -24,12 +25,15 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pyspark
 import pytest
 
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.deploy import deploy
+from rental_platform.lake_catalog import catalog_table_name
 from rental_platform.remote_code import code_package
 from rental_platform.resources.remote_spark import remote_spark_runner
 from rental_platform.runs import RangeRunError, RunOutcome, materialize_range
@@ -61,6 +65,8 @@ JOB, BUCKET, LAKE_BUCKET = "rental-platform-step", "rental-platform", "rental-la
 READER, READER_PASSWORD = "rental_reader", "Gl0e-reader-pw"
 START, END = date(2025, 1, 1), date(2025, 1, 12)
 RUNNERS = ("glue", "emr_serverless", "emr")
+# The Glue database of the template's lake; each runner's test lake has one of its own.
+GLUE_DATABASE = "rental_lake"
 # EMR 7's and EMR Serverless 7's own Python, which cannot run the code.
 EMR_PYTHON = "/root/.pyenv/versions/3.9.18/bin/python3.9"
 
@@ -87,6 +93,8 @@ def aws_setup(platform: Platform, aws: str) -> AwsSetup:  # noqa: F811
     secret = boto3.client("secretsmanager").create_secret(
         Name="rental/mysql", SecretString=json.dumps({"password": READER_PASSWORD})
     )
+    for database in (GLUE_DATABASE, *(f"{GLUE_DATABASE}_{kind}" for kind in RUNNERS)):
+        boto3.client("glue").create_database(DatabaseInput={"Name": database})
     application = boto3.client("emr-serverless").create_application(
         name="rental-platform", releaseLabel="emr-7.5.0", type="SPARK"
     )
@@ -122,6 +130,7 @@ def remote_settings(setup: AwsSetup, kind: str, folder: Path) -> Settings:
         lake_root=f"s3://{LAKE_BUCKET}/{kind}",
         warehouse=parse_warehouse_url(f"duckdb:///{folder / 'warehouse.duckdb'}"),
         runner=dataclasses.replace(runner_settings(setup, kind), poll_seconds=0.2),
+        glue_database=f"{GLUE_DATABASE}_{kind}",
     )
 
 
@@ -209,6 +218,74 @@ def test_the_source_password_never_leaves_secrets_manager(remote_run: RemoteRun)
         for record in remote_run.instance.all_logs(outcome.run_id):
             assert READER_PASSWORD not in str(record)
     assert READER_PASSWORD not in remote_run.worker_log.read_text()
+
+
+GLUE_TYPES = {
+    "string": pa.string(),
+    "bigint": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+}
+
+
+def _arrow_type_matches(glue_type: str, arrow: pa.DataType) -> bool:
+    """Whether Athena reads a Parquet column of `arrow` type as the catalog's `glue_type`."""
+    if glue_type.startswith("decimal("):
+        precision, scale = map(int, glue_type[len("decimal(") : -1].split(","))
+        return arrow == pa.decimal128(precision, scale)
+    if glue_type == "timestamp":
+        return pa.types.is_timestamp(arrow)
+    return arrow == GLUE_TYPES[glue_type]
+
+
+def test_the_glue_data_catalog_shows_the_committed_lake(remote_run: RemoteRun) -> None:
+    """After the run, each table's catalog partitions are exactly the lake's committed ones, at
+    their version folders, and each table's columns are those of its Parquet files."""
+    glue, s3 = boto3.client("glue"), boto3.client("s3")
+    database = remote_run.settings.glue_database
+    head = CommitLog(S3Store(remote_run.settings.lake_root)).head()
+    registered_tables, layers_read = 0, set()
+    for table in tables.ALL_TABLES:
+        committed = head.table(table.id).partitions
+        if not committed:
+            continue
+        name = catalog_table_name(table)
+        definition = glue.get_table(DatabaseName=database, Name=name)["Table"]
+        locations = {
+            key: f"{remote_run.settings.lake_root}/{partition.folder}/"
+            for key, partition in committed.items()
+        }
+        if table.grain is tables.Grain.SNAPSHOT:
+            assert definition["StorageDescriptor"]["Location"] == locations["all"], name
+        else:
+            pages = glue.get_paginator("get_partitions").paginate(
+                DatabaseName=database, TableName=name
+            )
+            registered = {
+                p["Values"][0]: p["StorageDescriptor"]["Location"]
+                for page in pages
+                for p in page["Partitions"]
+            }
+            assert registered == locations, name
+        registered_tables += 1
+        # The columns of a committed file, as Athena would read them through the catalog (an
+        # empty partition has no file).
+        for uri in head.files(table.id)[:1]:
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            schema = pq.read_schema(io.BytesIO(body))
+            for column in definition["StorageDescriptor"]["Columns"]:
+                arrow = schema.field(column["Name"]).type
+                assert _arrow_type_matches(column["Type"], arrow), (name, column, arrow)
+            layers_read.add(table.layer)
+    assert registered_tables == len(tables.ALL_TABLES)
+    assert layers_read == set(tables.Layer)
+    metadata = remote_run.instance.get_latest_materialization_event(
+        asset_key(tables.TABLES["curated.bookings"])
+    ).asset_materialization.metadata
+    assert metadata["glue_table"].value == f"{database}.curated_bookings"
 
 
 def test_pipes_objects_stay_under_the_pipes_prefix(remote_run: RemoteRun) -> None:

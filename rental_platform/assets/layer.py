@@ -114,7 +114,7 @@ def spark_multi_asset(
         )
         for table in tables
     ]
-    resource_keys = {"spark", "lake", "limits"}
+    resource_keys = {"spark", "lake", "limits", "catalog"}
     if layer_step.reads_source:
         resource_keys.add("source")
     if layer_step.publishes:
@@ -167,11 +167,19 @@ def _run(
     )
     context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
     report = run_with_retries(context, resources.spark, request)
+    committed = [t for t in selected if t.id not in report.rejected]
+    if report.committed is not None and resources.catalog.enabled:
+        ids = [t.id for t in committed]
+        changes = with_retries(
+            context, lambda: resources.catalog.register_commit(report.committed, ids)
+        )
+        for line in changes:
+            context.log.info(line)
 
-    for table in selected:
-        if table.id in report.rejected:
-            continue
+    for table in committed:
         metadata = _metadata(table, report, window)
+        if resources.catalog.enabled:
+            metadata["glue_table"] = resources.catalog.table_name(table)
         if layer_step.publishes and window and report.committed is not None:
             metadata |= with_retries(
                 context, lambda t=table: _publish(context, t, window, report.committed)
