@@ -11,8 +11,10 @@ setup:
 demo: setup
 	$(VENV)/rental-platform demo
 
+# `dg dev` (dagster dev is superseded), in the project's environment, as if activated.
+PORT ?= 3000
 dev: setup
-	$(VENV)/dagster dev --host 127.0.0.1 --port 3000
+	VIRTUAL_ENV=$(CURDIR)/.venv $(VENV)/dg dev --host 127.0.0.1 --port $(PORT)
 
 test: setup
 	$(VENV)/pytest

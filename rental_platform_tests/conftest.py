@@ -120,7 +120,7 @@ class Platform:
     def cli_env(self, home: Path) -> dict[str, str]:
         """The environment of `rental-platform` in a subprocess on this platform (its source,
         lake and warehouse) with a Dagster instance of its own in `home`, as `make` sets up."""
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
         return {
             **os.environ,
             "DAGSTER_HOME": str(home),

@@ -95,7 +95,7 @@ def dagster_home(tmp_path, monkeypatch) -> Iterator[Path]:
     back as it was afterwards (the storage sets it)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv(BATCH_SIZE_VARIABLE, "unset by the fixture")
     monkeypatch.delenv(BATCH_SIZE_VARIABLE)

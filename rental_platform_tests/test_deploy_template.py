@@ -30,7 +30,7 @@ from rental_platform_tests.aws import aws  # noqa: F401
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "rental-platform.yaml"
 DAGSTER_YAML = ROOT / "deploy" / "dagster.yaml"
-LOCAL_DAGSTER_YAML = ROOT / "dagster.yaml"
+LOCAL_DAGSTER_YAML = ROOT / "instance" / "dagster.yaml"
 GUIDE = ROOT / "docs" / "aws.md"
 POSTGRES_SERVER = os.environ.get(
     "RENTAL_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"

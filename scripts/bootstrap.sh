@@ -46,4 +46,4 @@ fi
 
 # The Dagster instance: runs launched from the CLI and the UI land in the same place.
 mkdir -p "${DAGSTER_HOME:-.rental/dagster_home}"
-cp dagster.yaml "${DAGSTER_HOME:-.rental/dagster_home}/dagster.yaml"
+cp instance/dagster.yaml "${DAGSTER_HOME:-.rental/dagster_home}/dagster.yaml"

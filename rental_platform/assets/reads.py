@@ -4,6 +4,8 @@ re-materialised day makes stale."""
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from rental_platform import tables
@@ -15,20 +17,30 @@ LISTINGS, BOOKINGS, VIEWS = (
     tables.CURATED_BOOKINGS,
     tables.CURATED_USER_VIEWING,
 )
-# Which upstream days a KPI partition reads. Offsets count downstream periods back; the first
-# week or month may reach before the first day, which simply has no partitions.
-# A week or month reads its own days.
-OWN_DAYS = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+
+
+def _reaching_back(periods: int = 0) -> dg.TimeWindowPartitionMapping:
+    """A KPI period's own days and those of `periods` periods before it. The first week or
+    month may reach before the first day, which simply has no partitions: Dagster allows that
+    with a beta parameter, and warns on every construction (so on every start of every process
+    that loads the definitions); that one warning is silenced here, where it arises."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*allow_nonexistent_upstream_partitions", category=dg.BetaWarning
+        )
+        return dg.TimeWindowPartitionMapping(
+            start_offset=-periods, allow_nonexistent_upstream_partitions=True
+        )
+
+
+# Which upstream days a KPI partition reads. A week or month reads its own days.
+OWN_DAYS = _reaching_back()
 # repeat_customer_rate: the 30 days ending on the week's Sunday start 23 days before its
 # Monday; four weeks back covers them (and five days more, which only over-marks staleness).
-REPEAT_WINDOW = dg.TimeWindowPartitionMapping(
-    start_offset=-4, allow_nonexistent_upstream_partitions=True
-)
+REPEAT_WINDOW = _reaching_back(4)
 # occupancy_rate: bookings are made ahead, so a month reads every booking day up to its end,
 # however far back (a century of months stands for all of them).
-BOOKED_AHEAD = dg.TimeWindowPartitionMapping(
-    start_offset=-1200, allow_nonexistent_upstream_partitions=True
-)
+BOOKED_AHEAD = _reaching_back(1200)
 
 
 def _days(table: Table, mapping: dg.TimeWindowPartitionMapping = OWN_DAYS) -> dg.AssetDep:

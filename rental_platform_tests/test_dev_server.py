@@ -1,0 +1,82 @@
+"""`make dev` as a newcomer meets it: it prints no warning while it loads the platform, and
+Ctrl-C stops all of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from rental_platform_tests.conftest import REPO, free_port
+
+WARNING_MARKS = ("Warning", "WARNING", "warnings.warn")
+
+
+def test_loading_the_platform_prints_no_warning() -> None:
+    """Every process that loads the definitions (webserver, daemon, each run) would print it."""
+    program = (
+        "from rental_platform.definitions import build_definitions\n"
+        "from rental_platform.settings import Settings\n"
+        "build_definitions(Settings.from_env()).resolve_all_job_defs()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", program],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    assert result.stderr == ""
+
+
+def test_make_dev_starts_without_warnings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    port = free_port()
+    log = tmp_path / "dev.log"
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    env.pop("VIRTUAL_ENV", None)  # as from a fresh shell: make does what activating would
+    command = ["make", "-s", "dev", f"PORT={port}"]
+    with log.open("w") as output:
+        # Its own process group, as a terminal's foreground job: Ctrl-C signals all of it.
+        dev = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while not _serves_the_platform(port):
+                assert dev.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
+            processes = [psutil.Process(dev.pid), *psutil.Process(dev.pid).children(True)]
+            os.killpg(dev.pid, signal.SIGINT)
+            dev.wait(timeout=90)
+            _, alive = psutil.wait_procs(processes, timeout=30)
+            assert alive == [], [p.cmdline() for p in alive]
+        finally:
+            if dev.poll() is None:
+                os.killpg(dev.pid, signal.SIGKILL)
+    warnings = [
+        line for line in log.read_text().splitlines() if any(m in line for m in WARNING_MARKS)
+    ]
+    assert warnings == []
+
+
+def _serves_the_platform(port: int) -> bool:
+    """The webserver answers and its code location has loaded the assets."""
+    query = {"query": "{ assetNodes { assetKey { path } } }"}
+    try:
+        response = requests.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=5)
+    except requests.ConnectionError:
+        return False
+    return response.ok and bool(response.json().get("data", {}).get("assetNodes"))
