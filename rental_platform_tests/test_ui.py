@@ -130,12 +130,9 @@ def backfill(client: DagsterGraphQLClient) -> dict:
 def test_the_asset_graph_is_served(client: DagsterGraphQLClient) -> None:
     nodes = client._execute(ASSETS)["assetNodes"]
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
-    assert groups == {
-        "/".join([str(t.layer), t.name]): (
-            "curated" if t.layer is tables.Layer.QUARANTINE else str(t.layer)
-        )
-        for t in tables.ALL_TABLES
-    } | {"raw/source_changes": "raw"}
+    assert groups == {"/".join([str(t.layer), t.name]): str(t.layer) for t in tables.ALL_TABLES} | {
+        "raw/source_changes": "raw"
+    }
     kinds = {"/".join(n["assetKey"]["path"]): set(n["kinds"]) for n in nodes}
     assert kinds["raw/bookings"] == {"spark", "mysql", "parquet"}
     assert kinds["presentation/top_listings"] == {"spark", "parquet", "duckdb"}

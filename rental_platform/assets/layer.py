@@ -57,10 +57,11 @@ PERMANENT_ERRORS = ("Access denied", "Unknown database")
 # Every step writes the lake, and the KPI steps also publish: all hold a slot of this pool, which
 # dagster.yaml limits to one, so overlapping runs take turns step by step (one writer at a time).
 LAKE_POOL = "lake"
+# Quarantine is a group of its own: beside curated, the graph showed two boxes of each name.
 GROUPS = {
     Layer.RAW: "raw",
     Layer.CURATED: "curated",
-    Layer.QUARANTINE: "curated",
+    Layer.QUARANTINE: "quarantine",
     Layer.PRESENTATION: "presentation",
 }
 
