@@ -140,8 +140,8 @@ class Interpreter:
             return None
         return (
             "the runtime's Python ({}) needs GNU C library {}.{}; EMR 7's Amazon Linux 2023 has "
-            "{}.{}, so it will not start there: set RENTAL_REMOTE_PYTHON to a Python {}.{} built "
-            "on Amazon Linux 2023"
+            "{}.{}, so it will not start there: set RENTAL_REMOTE_PYTHON to a relocatable Python "
+            "{}.{} built for it (docs/aws.md)"
         ).format(self.executable, *needed, *AMAZON_LINUX_2023_GLIBC, *RUNTIME_PYTHON)
 
 
