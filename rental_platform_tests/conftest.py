@@ -4,6 +4,7 @@ temporary folder, a Dagster instance, and the Spark session shared by the whole 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -182,7 +183,8 @@ def running_services(
             yield services
         finally:
             for service in services:
-                os.killpg(service.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # a test may have stopped it
+                    os.killpg(service.pid, signal.SIGKILL)
                 service.wait()
 
 

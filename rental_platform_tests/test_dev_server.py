@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from rental_platform_tests.conftest import REPO, free_port
+from rental_platform_tests.conftest import REPO, free_port, running_services
 
 WARNING_MARKS = ("Warning", "WARNING", "warnings.warn")
 
@@ -42,30 +42,18 @@ def test_make_dev_starts_without_warnings_and_stops_on_ctrl_c(tmp_path: Path) ->
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.pop("VIRTUAL_ENV", None)  # as from a fresh shell: make does what activating would
     command = ["make", "-s", "dev", f"PORT={port}"]
-    with log.open("w") as output:
-        # Its own process group, as a terminal's foreground job: Ctrl-C signals all of it.
-        dev = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while not _serves_the_platform(port):
-                assert dev.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(1)
-            processes = [psutil.Process(dev.pid), *psutil.Process(dev.pid).children(True)]
-            os.killpg(dev.pid, signal.SIGINT)
-            dev.wait(timeout=90)
-            _, alive = psutil.wait_procs(processes, timeout=30)
-            assert alive == [], [p.cmdline() for p in alive]
-        finally:
-            if dev.poll() is None:
-                os.killpg(dev.pid, signal.SIGKILL)
+    # Its own process group, as a terminal's foreground job: Ctrl-C signals all of it.
+    with running_services([command], env, REPO, log) as (dev,):
+        deadline = time.monotonic() + 180
+        while not _serves_the_platform(port):
+            assert dev.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        processes = [psutil.Process(dev.pid), *psutil.Process(dev.pid).children(True)]
+        os.killpg(dev.pid, signal.SIGINT)
+        dev.wait(timeout=90)
+        _, alive = psutil.wait_procs(processes, timeout=30)
+        assert alive == [], [p.cmdline() for p in alive]
     warnings = [
         line for line in log.read_text().splitlines() if any(m in line for m in WARNING_MARKS)
     ]
