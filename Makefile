@@ -11,7 +11,8 @@ setup:
 demo: setup
 	$(VENV)/rental-platform demo
 
-# `dg dev` (dagster dev is superseded), in the project's environment, as if activated.
+# `dg dev` (dagster dev is superseded), in the project's environment, as if activated. Ctrl-C
+# stops all of it; so does a SIGTERM to make, which passes it on to dg dev.
 PORT ?= 3000
 dev: setup
 	VIRTUAL_ENV=$(CURDIR)/.venv $(VENV)/dg dev --host 127.0.0.1 --port $(PORT)

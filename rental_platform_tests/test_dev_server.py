@@ -1,5 +1,5 @@
 """`make dev` as a newcomer meets it: it prints no warning while it loads the platform, and
-Ctrl-C stops all of it."""
+Ctrl-C, or a SIGTERM to make, stops all of it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from rental_platform_tests.conftest import REPO, free_port, running_services
@@ -35,24 +37,36 @@ def test_loading_the_platform_prints_no_warning() -> None:
     assert result.stderr == ""
 
 
-def test_make_dev_starts_without_warnings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "stop",
+    [
+        # Ctrl-C in a terminal: SIGINT to every process of the foreground job.
+        lambda make: os.killpg(make.pid, signal.SIGINT),
+        # A supervisor or `kill`: SIGTERM to make alone.
+        lambda make: make.terminate(),
+    ],
+    ids=["ctrl-c", "sigterm-to-make"],
+)
+def test_make_dev_prints_no_warning_and_stops_whole(
+    tmp_path: Path, stop: Callable[[subprocess.Popen], None]
+) -> None:
     home = tmp_path / "dagster_home"
     port = free_port()
     log = tmp_path / "dev.log"
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.pop("VIRTUAL_ENV", None)  # as from a fresh shell: make does what activating would
     command = ["make", "-s", "dev", f"PORT={port}"]
-    # Its own process group, as a terminal's foreground job: Ctrl-C signals all of it.
-    with running_services([command], env, REPO, log) as (dev,):
+    # Its own process group, as a terminal's foreground job.
+    with running_services([command], env, REPO, log) as (make,):
         deadline = time.monotonic() + 180
         while not _serves_the_platform(port):
-            assert dev.poll() is None, log.read_text()[-3000:]
+            assert make.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(1)
-        processes = [psutil.Process(dev.pid), *psutil.Process(dev.pid).children(True)]
-        os.killpg(dev.pid, signal.SIGINT)
-        dev.wait(timeout=90)
-        _, alive = psutil.wait_procs(processes, timeout=30)
+        processes = [psutil.Process(make.pid), *psutil.Process(make.pid).children(True)]
+        assert any("dagster_webserver" in " ".join(p.cmdline()) for p in processes)
+        stop(make)
+        _, alive = psutil.wait_procs(processes, timeout=90)
         assert alive == [], [p.cmdline() for p in alive]
     warnings = [
         line for line in log.read_text().splitlines() if any(m in line for m in WARNING_MARKS)
