@@ -97,8 +97,15 @@ def test_freshness_warns_on_an_old_newest_partition() -> None:
     now = datetime(2025, 3, 10, 6, tzinfo=UTC)
     fresh = quality.freshness(tables.RAW_BOOKINGS, date(2025, 3, 9), now, 48)
     assert fresh.passed and fresh.metadata["age_hours"] == 6.0
+    assert fresh.description == "newest partition 2025-03-09 ended 6 h ago (limit 48 h)"
     stale = quality.freshness(tables.RAW_BOOKINGS, date(2025, 3, 6), now, 48)
     assert not stale.passed and stale.metadata["age_hours"] == 78.0
+    assert stale.description == "newest partition 2025-03-06 ended 3.2 days ago (limit 48 h)"
+    # A demo's data, read long after: in days, not 14620.9 h.
+    old = quality.freshness(
+        tables.RAW_BOOKINGS, date(2025, 3, 31), datetime(2026, 12, 1, tzinfo=UTC), 48
+    )
+    assert old.description == "newest partition 2025-03-31 ended 609 days ago (limit 48 h)"
     assert not quality.freshness(tables.RAW_BOOKINGS, None, now, 48).passed
 
 

@@ -429,6 +429,15 @@ def freshness(table: Table, newest: date | None, now: datetime, hours: float) ->
         table.id,
         FRESHNESS.name,
         age_hours <= hours,
-        f"newest partition {newest.isoformat()} ended {age_hours} h ago (limit {hours} h)",
+        f"newest partition {newest.isoformat()} ended {_duration(age_hours)} ago "
+        f"(limit {_duration(hours)})",
         {"newest_partition": newest.isoformat(), "age_hours": age_hours, "limit_hours": hours},
     )
+
+
+def _duration(hours: float) -> str:
+    """Hours as a person reads them: `6 h`, `48 h`, `3.2 days`, `609 days`."""
+    if hours <= 48:
+        return f"{hours:g} h"
+    days = hours / 24
+    return f"{days:.1f} days" if days < 10 else f"{days:.0f} days"
