@@ -6,7 +6,7 @@ line printed is something the job proved, and any failure is the job's own error
 import dagster as dg
 
 from rental_platform.remote_code import code_package
-from rental_platform.remote_runtime import RUNTIME_PYTHON
+from rental_platform.remote_runtime import RUNTIME_VERSION, is_runtime_version
 from rental_platform.resources.remote_spark import RemoteSparkRunner, remote_spark_runner
 from rental_platform.runs import step_errors
 from rental_platform.settings import Settings
@@ -45,11 +45,10 @@ def canary_lines(runner: RemoteSparkRunner, facts: dict[str, str]) -> list[str]:
             f"the canary job ran other code than this machine's ({facts['package']}, not "
             f"{digest}): run `rental-platform deploy`"
         )
-    wanted = "{}.{}".format(*RUNTIME_PYTHON)
-    if not facts["python"].startswith(f"{wanted}."):
+    if not is_runtime_version(facts["python"]):
         raise RuntimeError(
             f"the canary job ran under Python {facts['python']} ({facts['python_prefix']}), not "
-            f"{wanted}: the code needs the runtime `deploy` ships"
+            f"{RUNTIME_VERSION}: the code needs the runtime `deploy` ships"
         )
     lines = [
         f"canary on {runner.describe()}:",

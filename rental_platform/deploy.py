@@ -21,10 +21,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rental_platform.lake_catalog import GlueCatalog
 from rental_platform.remote_code import CodePackage, code_package
 from rental_platform.remote_runtime import (
-    RUNTIME_PYTHON,
+    RUNTIME_VERSION,
     Interpreter,
     build_runtime_archive,
     interpreter,
+    is_runtime_version,
     runtime_archive_name,
 )
 from rental_platform.settings import (
@@ -140,11 +141,10 @@ def _runtime_interpreter(runner: RunnerSettings) -> Interpreter:
     """The Python EMR and EMR Serverless run the code under: it must be the version every
     runner runs (what else it lacks, the report warns of: only the runner can prove it)."""
     python = interpreter(runner.remote_python)
-    wanted = "{}.{}".format(*RUNTIME_PYTHON)
-    if not python.version.startswith(f"{wanted}."):
+    if not is_runtime_version(python.version):
         raise SettingsError(
             f"RENTAL_REMOTE_PYTHON: {runner.remote_python or sys.executable} is Python "
-            f"{python.version}; the remote runners run Python {wanted}"
+            f"{python.version}; the remote runners run Python {RUNTIME_VERSION}"
         )
     return python
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 # Glue 5.0's Python: the one version the shipped code runs under on every runner.
-RUNTIME_PYTHON = (3, 11)
+RUNTIME_VERSION = "3.11"
 # What the shipped code imports beyond the standard library and what Spark provides (pyspark
 # and py4j come from the cluster's Spark, on the driver's path).
 REMOTE_DISTRIBUTIONS = ("boto3", "dagster-pipes")
@@ -68,6 +68,11 @@ print(json.dumps({
 """
 
 
+def is_runtime_version(version: str) -> bool:
+    """Whether a Python version (`3.11.7`) is the runners' one."""
+    return version.startswith(f"{RUNTIME_VERSION}.")
+
+
 def remote_distributions() -> dict[str, str]:
     """The shipped code's dependencies and theirs, installed here: name -> version."""
     found: dict[str, str] = {}
@@ -90,9 +95,9 @@ def runtime_archive_name() -> str:
     """The archive's name: the declared Python version, the dependencies' versions and how it
     is packed. The Dagster side computes it without the interpreter, which only `deploy` needs;
     `deploy` replaces the archive when the interpreter changed (see `Interpreter.fingerprint`)."""
-    declared = json.dumps([RUNTIME_PYTHON, remote_distributions()]).encode()
+    declared = json.dumps([RUNTIME_VERSION, remote_distributions()]).encode()
     digest = hashlib.sha256(declared + Path(__file__).read_bytes()).hexdigest()[:16]
-    return "python-{}.{}-{}.tar.gz".format(*RUNTIME_PYTHON, digest)
+    return f"python-{RUNTIME_VERSION}-{digest}.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,8 @@ class Interpreter:
         return (
             "the runtime's Python ({}) needs GNU C library {}.{}; EMR 7's Amazon Linux 2023 has "
             "{}.{}, so it will not start there: set RENTAL_REMOTE_PYTHON to a relocatable Python "
-            "{}.{} built for it (docs/aws.md)"
-        ).format(self.executable, *needed, *AMAZON_LINUX_2023_GLIBC, *RUNTIME_PYTHON)
+            "{} built for it (docs/aws.md)"
+        ).format(self.executable, *needed, *AMAZON_LINUX_2023_GLIBC, RUNTIME_VERSION)
 
 
 @cache

@@ -169,7 +169,7 @@ def _run(
     context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
     report = run_with_retries(context, resources.spark, request)
     committed = [t for t in selected if t.id not in report.rejected]
-    if report.committed is not None and resources.catalog.enabled:
+    if report.committed is not None:
         ids = [t.id for t in committed]
         changes = with_retries(
             context, lambda: resources.catalog.register_commit(report.committed, ids)
@@ -179,8 +179,8 @@ def _run(
 
     for table in committed:
         metadata = _metadata(table, report, window)
-        if resources.catalog.enabled:
-            metadata["glue_table"] = resources.catalog.table_name(table)
+        if glue_table := resources.catalog.table_name(table):
+            metadata["glue_table"] = glue_table
         if layer_step.publishes and window and report.committed is not None:
             metadata |= with_retries(
                 context, lambda t=table: _publish(context, t, window, report.committed)

@@ -15,10 +15,6 @@ class LakeCatalog(dg.ConfigurableResource):
     lake_root: str
     database: str | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self.database is not None
-
     def register_commit(self, seq: int, table_ids: list[str]) -> list[str]:
         """Register what lake commit `seq` changed in these tables; what changed, as lines."""
         if self.database is None:

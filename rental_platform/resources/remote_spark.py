@@ -10,7 +10,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import dagster as dg
@@ -51,6 +51,8 @@ class RemoteSparkRunner(SparkRunner, ABC):
     # The ARN of the source password in Secrets Manager (an ARN, not the secret).
     mysql_secret_arn: str | None = None
     poll_seconds: float = 5.0
+    # Whether the jobs run under the Python runtime `deploy` ships (the service's is too old).
+    ships_python: ClassVar[bool] = False
 
     def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport:
         messages = self._run_remote(context, {REQUEST_EXTRA: request.to_json()})
@@ -128,7 +130,8 @@ class RemoteSparkRunner(SparkRunner, ABC):
 
     def shipped_names(self) -> list[str]:
         """What `deploy` put under the code prefix that this runner's jobs run."""
-        return [code_package().archive_name]
+        runtime = [runtime_archive_name()] if self.ships_python else []
+        return [code_package().archive_name, *runtime]
 
     def secret_arguments(self) -> list[str]:
         return [SECRET_ARN_ARGUMENT, self.mysql_secret_arn] if self.mysql_secret_arn else []
@@ -216,11 +219,10 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
     application_id: str
     execution_role_arn: str
 
+    ships_python: ClassVar[bool] = True
+
     def describe(self) -> str:
         return f"EMR Serverless application {self.application_id}"
-
-    def shipped_names(self) -> list[str]:
-        return [*super().shipped_names(), runtime_archive_name()]
 
     def spark_submit_parameters(self) -> str:
         """The code, and the Python it runs under (EMR Serverless 7 runs Python 3.9): the
@@ -309,11 +311,10 @@ class EmrSparkRunner(RemoteSparkRunner):
     subnet_id: str | None = None
     log_uri: str | None = None
 
+    ships_python: ClassVar[bool] = True
+
     def describe(self) -> str:
         return f"EMR cluster ({self.release_label})"
-
-    def shipped_names(self) -> list[str]:
-        return [*super().shipped_names(), runtime_archive_name()]
 
     def spark_submit(self) -> list[str]:
         """spark-submit with the code, and the Python it runs under (EMR 7 runs Python 3.9):
