@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
+import dagster as dg
 import pytest
 
 from rental_platform import tables
+from rental_platform.assets.checks import asset_key
 from rental_platform.seed import SCALES, seed_source
 from rental_platform.tables import Layer
 from rental_platform_tests.conftest import Platform
@@ -72,3 +74,80 @@ def test_kpis_agree_with_curated_bookings(seeded: Platform) -> None:
         "SELECT MIN(occupancy_rate), MAX(occupancy_rate) FROM presentation.occupancy_rate"
     )[0]
     assert 0 < rates[0] <= rates[1] <= 1
+
+
+def _partition_metadata(platform: Platform, table: tables.Table) -> dict[str, dict]:
+    """The metadata of each partition's latest materialisation, as the UI shows it."""
+    key = asset_key(table)
+    records = platform.instance.fetch_materializations(key, limit=10_000).records
+    latest: dict[str, dict] = {}
+    for record in sorted(records, key=lambda r: r.storage_id):
+        materialization = record.asset_materialization
+        latest[materialization.partition] = {
+            name: value.value for name, value in materialization.metadata.items()
+        }
+    return latest
+
+
+@pytest.mark.parametrize(
+    ("table", "day"),
+    [
+        (tables.RAW_BOOKINGS, "CAST(booking_date AS DATE)"),
+        (tables.CURATED_USER_VIEWING, "CAST(viewed_at AS DATE)"),
+        (tables.QUARANTINE_BOOKINGS, "CAST(booking_date AS DATE)"),
+    ],
+)
+def test_each_partition_records_its_own_rows(seeded: Platform, table, day) -> None:
+    """One single-run backfill, yet each day's materialisation has that day's rows (not the
+    window's), and the window's total is recorded apart."""
+    lake = dict(seeded.lake(table, f"SELECT CAST({day} AS VARCHAR), COUNT(*) FROM t GROUP BY 1"))
+    recorded = _partition_metadata(seeded, table)
+    assert len(recorded) == SCALE.days
+    assert {
+        partition: meta["dagster/row_count"]
+        for partition, meta in recorded.items()
+        if meta["dagster/row_count"]
+    } == {day: rows for day, rows in lake.items() if day is not None}
+    assert {meta["window_rows"] for meta in recorded.values()} == {sum(lake.values())}
+
+
+def test_quarantine_partitions_record_their_reasons(seeded: Platform) -> None:
+    table = tables.QUARANTINE_BOOKINGS
+    lake = seeded.lake(
+        table,
+        "SELECT CAST(CAST(booking_date AS DATE) AS VARCHAR), reject_reason, COUNT(*) FROM t "
+        "WHERE booking_date IS NOT NULL GROUP BY ALL",
+    )
+    recorded = _partition_metadata(seeded, table)
+    assert lake
+    for day, reason, rows in lake:
+        assert recorded[day][f"quarantined_{reason}"] == rows, (day, reason)
+
+
+def test_kpi_partitions_record_their_values(seeded: Platform) -> None:
+    recorded = _partition_metadata(seeded, tables.OCCUPANCY_RATE)
+    published = seeded.warehouse(
+        "SELECT CAST(month_start AS VARCHAR), booked_nights, occupancy_rate "
+        "FROM presentation.occupancy_rate"
+    )
+    assert published
+    for month, booked, rate in published:
+        assert recorded[month]["booked_nights"] == booked
+        assert recorded[month]["occupancy_rate"] == pytest.approx(float(rate))
+    top = _partition_metadata(seeded, tables.TOP_LISTINGS)
+    for week, currency, revenue in seeded.warehouse(
+        "SELECT CAST(week_start AS VARCHAR), currency, MAX(revenue) "
+        "FROM presentation.top_listings GROUP BY 1, 2"
+    ):
+        assert top[week][f"top_revenue_{currency}"] == pytest.approx(float(revenue))
+
+
+def test_each_partition_has_its_check_results(seeded: Platform) -> None:
+    key = dg.AssetCheckKey(asset_key(tables.CURATED_BOOKINGS), "primary_key_unique")
+    records = seeded.instance.event_log_storage.get_asset_check_execution_history(key, limit=10_000)
+    by_partition = {
+        record.event.dagster_event.event_specific_data.partition: record.status.value
+        for record in records
+    }
+    days = [(SCALE.start + timedelta(days=n)).isoformat() for n in range(SCALE.days)]
+    assert by_partition == dict.fromkeys(days, "SUCCEEDED")

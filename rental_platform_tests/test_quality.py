@@ -59,11 +59,29 @@ def test_row_count_check_names_the_days_that_differ() -> None:
 
 
 def test_accounting_check_catches_a_lost_row(spark: SparkSession) -> None:
-    quarantine = spark.createDataFrame([("user_id_null",)], "reject_reason string")
+    quarantine = {"2025-01-01": {"user_id_null": 1}}
     lost = quality.rows_accounted_for(tables.CURATED_BOOKINGS, 10, 8, quarantine, 0)
     assert not lost.passed
     kept = quality.rows_accounted_for(tables.CURATED_BOOKINGS, 10, 8, quarantine, 1)
     assert kept.passed and kept.metadata["quarantined_by_reason"] == {"user_id_null": 1}
+
+
+def test_quarantine_is_counted_by_day_and_reason(spark: SparkSession) -> None:
+    quarantine = spark.createDataFrame(
+        [
+            ("2025-01-01 10:00:00", "user_id_null"),
+            ("2025-01-01 11:00:00", "user_id_null"),
+            ("2025-01-01 12:00:00", "price_not_positive"),
+            ("2025-01-02 09:00:00", "user_id_null"),
+            (None, "booking_date_null"),
+        ],
+        "booking_date string, reject_reason string",
+    ).withColumn("booking_date", F.to_timestamp("booking_date"))
+    assert quality.quarantined_by_partition(quarantine, tables.QUARANTINE_BOOKINGS) == {
+        "2025-01-01": {"user_id_null": 2, "price_not_positive": 1},
+        "2025-01-02": {"user_id_null": 1},
+        "undated": {"booking_date_null": 1},
+    }
 
 
 def test_schema_check_names_the_differing_columns(spark: SparkSession) -> None:

@@ -14,15 +14,26 @@ def asset_key(table: Table) -> dg.AssetKey:
     return dg.AssetKey([str(table.layer), table.name])
 
 
-def check_specs(tables: tuple[Table, ...]) -> list[dg.AssetCheckSpec]:
-    """A failing blocking check stops the downstream assets of the run; the others warn."""
+def check_specs(
+    tables: tuple[Table, ...], partitions_def: dg.PartitionsDefinition | None
+) -> list[dg.AssetCheckSpec]:
+    """A failing blocking check stops the downstream assets of the run; the others warn. The
+    checks of a partitioned table are partitioned too: each partition has its own results."""
     return [
         dg.AssetCheckSpec(
-            spec.name, asset=asset_key(table), description=spec.description, blocking=spec.blocking
+            spec.name,
+            asset=asset_key(table),
+            description=spec.description,
+            blocking=spec.blocking,
+            partitions_def=partitions_def,
         )
         for table in tables
         for spec in checks_for(table)
     ]
+
+
+def _severity(result: CheckResult) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.ERROR if result.blocking else dg.AssetCheckSeverity.WARN
 
 
 def to_check_result(result: CheckResult) -> dg.AssetCheckResult:
@@ -30,7 +41,21 @@ def to_check_result(result: CheckResult) -> dg.AssetCheckResult:
         asset_key=asset_key(TABLES[result.table]),
         check_name=result.name,
         passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR if result.blocking else dg.AssetCheckSeverity.WARN,
+        severity=_severity(result),
         description=result.description,
         metadata=result.metadata,
+    )
+
+
+def to_partition_evaluation(result: CheckResult, partition: str) -> dg.AssetCheckEvaluation:
+    """The result of a check over a run's window, recorded against one of its partitions."""
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key(TABLES[result.table]),
+        check_name=result.name,
+        passed=result.passed,
+        severity=_severity(result),
+        description=result.description,
+        metadata=result.metadata,
+        blocking=result.blocking,
+        partition=partition,
     )

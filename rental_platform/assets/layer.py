@@ -9,12 +9,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from rental_platform.assets.checks import asset_key, check_specs, to_check_result
+from rental_platform.assets.checks import (
+    asset_key,
+    check_specs,
+    to_check_result,
+    to_partition_evaluation,
+)
 from rental_platform.cycle import (
     PLAN_TAG,
     as_of_day,
@@ -25,9 +30,10 @@ from rental_platform.cycle import (
 from rental_platform.resources.spark import SparkRunner
 from rental_platform.spark import layout
 from rental_platform.spark.steps import StepReport, StepRequest
-from rental_platform.tables import Layer, Table
+from rental_platform.tables import TABLES, Layer, Table
 
 OWNERS = ["team:data-platform"]
+CheckEvent = dg.AssetCheckResult | dg.AssetCheckEvaluation | dg.Output
 Result = TypeVar("Result")
 MAX_RETRIES = 3
 RETRY_BASE_SECONDS = 10
@@ -125,7 +131,7 @@ def spark_multi_asset(
         name=layer_step.name,
         description=layer_step.description,
         specs=specs,
-        check_specs=check_specs(tables),
+        check_specs=check_specs(tables, partitions_def),
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
         can_subset=can_subset,
@@ -134,7 +140,7 @@ def spark_multi_asset(
     )
     def _multi_asset(
         context: AssetExecutionContext,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[CheckEvent | dg.MaterializeResult]:
         yield from _run(context, layer_step, tables)
 
     return _multi_asset
@@ -149,7 +155,7 @@ def _window(context: AssetExecutionContext) -> tuple[date, date] | None:
 
 def _run(
     context: AssetExecutionContext, layer_step: LayerStep, tables: tuple[Table, ...]
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+) -> Iterator[CheckEvent | dg.MaterializeResult]:
     selected = [t for t in tables if asset_key(t) in context.selected_asset_keys]
     window = _window(context)
     resources = context.resources
@@ -179,6 +185,10 @@ def _run(
 
     for table in committed:
         metadata = _metadata(table, report, window)
+        for key, figures in report.tables[table.id].partitions.items():
+            context.add_asset_metadata(
+                _partition_metadata(figures), asset_key=asset_key(table), partition_key=key
+            )
         if glue_table := resources.catalog.table_name(table):
             metadata["glue_table"] = glue_table
         if layer_step.publishes and window and report.committed is not None:
@@ -186,15 +196,7 @@ def _run(
                 context, lambda t=table: _publish(context, t, window, report.committed)
             )
         yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
-    emitted = set()
-    for check in report.checks:
-        result = to_check_result(check)
-        key = dg.AssetCheckKey(result.asset_key, check.name)
-        if key in context.selected_asset_check_keys:
-            emitted.add(key)
-            yield result
-    if report.skipped:
-        yield from _unchanged_check_results(context, report.skipped, emitted)
+    yield from _check_events(context, report)
     if report.rejected:
         raise dg.Failure(
             description=_rejection(report),
@@ -202,22 +204,65 @@ def _run(
         )
 
 
-def _unchanged_check_results(
-    context: AssetExecutionContext, reason: str, emitted: set[dg.AssetCheckKey]
-) -> Iterator[dg.AssetCheckResult]:
-    """The blocking checks of a step that took nothing new (a snapshot taken already): the
-    committed version is as it was, and a version is committed only when its blocking checks
-    passed. Every selected check needs a result (a remote step's Pipes session fails the step
-    without one; locally Dagster would report it as not run)."""
+def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterator[CheckEvent]:
+    """The step's check results, each recorded against every partition the step wrote (the
+    checks judge the run's window as a whole). Every selected check needs a result for each
+    partition of the run (else Dagster lists it as skipped, and a remote step's Pipes session
+    fails without one). A partition the step did not rewrite (a snapshot taken already, a day
+    the nightly plan left alone) keeps its committed version, which was committed only because
+    its blocking checks passed: those are reported passed, as unchanged."""
     selected = context.selected_asset_check_keys
+    partitioned = context.assets_def.partitions_def is not None
+    evaluated: set[tuple[dg.AssetCheckKey, str | None]] = set()
+    for check in report.checks:
+        key = dg.AssetCheckKey(asset_key(TABLES[check.table]), check.name)
+        if key not in selected:
+            continue
+        if not partitioned:
+            evaluated.add((key, None))
+            yield to_check_result(check)
+            continue
+        table_report = report.tables.get(check.table)
+        for partition, figures in (table_report.partitions if table_report else {}).items():
+            if figures["rewritten"]:
+                evaluated.add((key, partition))
+                yield to_partition_evaluation(check, partition)
+    unchanged = report.skipped or "this run did not rewrite the partition"
     for spec in context.assets_def.check_specs:
-        if spec.blocking and spec.key in selected and spec.key not in emitted:
-            yield dg.AssetCheckResult(
-                asset_key=spec.asset_key,
-                check_name=spec.name,
-                passed=True,
-                metadata={"unchanged": reason},
+        if spec.key not in selected:
+            continue
+        # An unpartitioned table is either rewritten (and checked) or skipped as a whole.
+        unpartitioned = [None] if report.skipped else []
+        for partition in context.partition_keys if partitioned else unpartitioned:
+            if spec.blocking and (spec.key, partition) not in evaluated:
+                evaluated.add((spec.key, partition))
+                yield _unchanged(spec, partition, unchanged)
+        if partitioned:
+            # The check's output, which a result of the whole run would have yielded: what
+            # gates the steps downstream of a blocking check.
+            yield dg.Output(
+                None, output_name=context.assets_def.get_output_name_for_asset_check_key(spec.key)
             )
+
+
+def _unchanged(
+    spec: dg.AssetCheckSpec, partition: str | None, reason: str
+) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
+    if partition is None:
+        return dg.AssetCheckResult(
+            asset_key=spec.asset_key,
+            check_name=spec.name,
+            passed=True,
+            metadata={"unchanged": reason},
+        )
+    return dg.AssetCheckEvaluation(
+        asset_key=spec.asset_key,
+        check_name=spec.name,
+        passed=True,
+        metadata={"unchanged": reason},
+        blocking=True,
+        partition=partition,
+    )
 
 
 def _planned_days(
@@ -281,12 +326,21 @@ def is_transient(error: BaseException) -> bool:
     return any(marker in text for marker in TRANSIENT_ERRORS)
 
 
+def _partition_metadata(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """One partition's own metadata: its rows and figures as committed."""
+    return {"dagster/row_count": figures["rows"]} | {
+        name: value for name, value in figures.items() if name != "rows"
+    }
+
+
 def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None) -> dict:
+    """The run's metadata, on every partition it materialises: a partition's own row count
+    and figures (`_partition_metadata`) come on top."""
     # The column schema is the asset's definition metadata: repeated here it would be stored
     # again with each of a backfill's hundreds of per-partition materialisations.
     table_report = report.tables[table.id]
     metadata = {
-        "dagster/row_count": table_report.row_count,
+        "window_rows" if window else "dagster/row_count": table_report.row_count,
         "spark_step_seconds": report.duration_seconds,
         **table_report.metadata,
     }

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -58,6 +58,11 @@ def period_of(table: Table) -> Column:
     """The expression that places a row in its partition."""
     column = F.col(table.partition_column)
     return F.to_date(column) if table.grain is Grain.DAILY else column
+
+
+def _plain(value: Any) -> Any:
+    """A value of a Spark row as JSON can hold it (a struct as a dict)."""
+    return value.asDict(recursive=True) if isinstance(value, Row) else value
 
 
 class Lake:
@@ -178,7 +183,7 @@ class Lake:
                 subfolder,
                 tuple(f.rsplit("/", 1)[1] for f in files.get(subfolder, [])),
                 summary["_rows"] if summary else 0,
-                {name: summary[name] for name in aggregates} if summary else {},
+                {name: _plain(summary[name]) for name in aggregates} if summary else {},
             )
         return written
 

@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from rental_platform import tables
-from rental_platform.spark.lake import spark_type
+from rental_platform.spark.lake import period_of, spark_type
+from rental_platform.spark.manifest import UNDATED, WHOLE
 from rental_platform.tables import REJECT_REASON, Grain, Layer, Table
 
 EXAMPLES = 5
@@ -223,14 +224,31 @@ def row_count_matches_source(
     )
 
 
+def quarantined_by_partition(quarantine: DataFrame, table: Table) -> dict[str, dict[str, int]]:
+    """A quarantine's rows by partition key (`undated` for rows with no day, `all` for a
+    snapshot) and reason, in one pass: the accounting sums it, each partition keeps its own."""
+    period = period_of(table) if table.grain is not Grain.SNAPSHOT else F.lit(None)
+    none_key = UNDATED if table.grain is not Grain.SNAPSHOT else WHOLE
+    by_partition: dict[str, dict[str, int]] = {}
+    for row in quarantine.groupBy(period.alias("_period"), REJECT_REASON.name).count().collect():
+        key = row["_period"].isoformat() if row["_period"] is not None else none_key
+        by_partition.setdefault(key, {})[row[REJECT_REASON.name]] = row["count"]
+    return by_partition
+
+
 def rows_accounted_for(
-    curated: Table, raw_rows: int, curated_rows: int, quarantine: DataFrame, collapsed_rows: int
+    curated: Table,
+    raw_rows: int,
+    curated_rows: int,
+    quarantined: dict[str, dict[str, int]],
+    collapsed_rows: int,
 ) -> CheckResult:
-    """raw = curated + quarantine + collapsed: no row is lost or invented by curation."""
-    by_reason = {
-        row[REJECT_REASON.name]: row["count"]
-        for row in quarantine.groupBy(REJECT_REASON.name).count().collect()
-    }
+    """raw = curated + quarantine + collapsed: no row is lost or invented by curation.
+    `quarantined`: see `quarantined_by_partition`."""
+    by_reason: dict[str, int] = {}
+    for reasons in quarantined.values():
+        for reason, count in reasons.items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
     quarantined = sum(by_reason.values())
     accounted = curated_rows + quarantined + collapsed_rows
     return CheckResult(

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rental_platform import tables
-from rental_platform.spark import changes, curate, history, kpis, layout, quality
+from rental_platform.spark import changes, curate, figures, history, kpis, layout, quality
 from rental_platform.spark.extract import NO_ROWS, SourceConnection, SourceReader
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.manifest import UNDATED, WHOLE
@@ -111,6 +111,8 @@ class TableReport:
     table: str
     row_count: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Per partition of the window, by key, as committed: its rows and figures (`figures.py`).
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -227,12 +229,17 @@ class _Step:
             self.check(quality.schema_matches(table, self.lake.stored_schema(table)))
 
     def land_periods(
-        self, table: Table, df: DataFrame, periods: list[date], clustered: bool = False
+        self,
+        table: Table,
+        df: DataFrame,
+        periods: list[date],
+        clustered: bool = False,
+        per_period: dict[str, Column] | None = None,
     ) -> DataFrame:
         """Write `df` if the table was asked for, and return what was written."""
         if not self.selected(table):
             return df
-        return self.lake.stage_periods(df, table, periods, clustered)
+        return self.lake.stage_periods(df, table, periods, clustered, per_period)
 
     def land_undated(self, table: Table, df: DataFrame) -> DataFrame:
         return self.lake.stage_undated(df, table) if self.selected(table) else df
@@ -266,6 +273,29 @@ class _Step:
             t.id: self.lake.staged_folders([t]) for t in chosen if commit_group(t) in failed
         }
         self.report.committed = self.lake.commit(passing, self.request.writer or self.request.step)
+
+    def report_partitions(self) -> None:
+        """Each reported table's partitions of the window as the lake now has them (those the
+        step did not rewrite too, marked so), for Dagster's per-partition view."""
+        if self.request.window_start is None or self.request.window_end is None:
+            return
+        for table_id, table_report in self.report.tables.items():
+            table = tables.TABLES[table_id]
+            if table.grain is Grain.SNAPSHOT:
+                continue
+            staged = self.lake.staged(table)
+            # A rejected table's partitions as the step wrote them (and its checks judged).
+            current = (
+                staged
+                if table_id in self.report.rejected
+                else self.lake.state.table(table_id).partitions
+            )
+            for period in layout.periods(table.grain, *self.window):
+                key = period.isoformat()
+                if (partition := current.get(key)) is not None:
+                    table_report.partitions[key] = figures.of_partition(partition) | {
+                        "rewritten": key in staged
+                    }
 
 
 def latest_day_extracted(lake: Lake) -> date | None:
@@ -472,9 +502,14 @@ def _account(
     curated_rows = _check_rows(step, curated_table, curated_df)
     # After that check, which ran `curated` if the step did not write it.
     collapsed_rows = sum(curation.collapsed_rows() for curation in curations)
+    quarantined = quality.quarantined_by_partition(quarantine_df, quarantine_table)
     accounting = quality.rows_accounted_for(
-        curated_table, raw_rows, curated_rows, quarantine_df, collapsed_rows
+        curated_table, raw_rows, curated_rows, quarantined, collapsed_rows
     )
+    for key in step.lake.staged(quarantine_table) if step.selected(quarantine_table) else ():
+        step.add_facts(
+            quarantine_table, key, **{figures.FIGURES: {"quarantined": quarantined.get(key, {})}}
+        )
     step.check(accounting)
     step.check(
         quality.quarantine_share(
@@ -681,7 +716,7 @@ def _publishable(
 
     def land(table: Table) -> None:
         rows = builders[table](computed) if computed else _empty(step, table)
-        landed = step.land_periods(table, rows, starts)
+        landed = step.land_periods(table, rows, starts, per_period=figures.kpi_figures(table))
         count, checks = quality.row_checks(landed, table)
         step.record(table, count, periods=len(computed), preview=markdown_preview(landed, table))
         for check in [*checks, quality.schema_matches(table, step.lake.stored_schema(table))]:
@@ -818,6 +853,7 @@ def run_step(spark: SparkSession, request: StepRequest) -> StepReport:
     STEPS[request.step](step)
     if not step.report.skipped:
         step.commit()
+    step.report_partitions()
     step.report.in_catalogue_order()
     step.report.duration_seconds = round(time.monotonic() - started, 3)
     return step.report
