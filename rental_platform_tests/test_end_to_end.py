@@ -151,3 +151,22 @@ def test_each_partition_has_its_check_results(seeded: Platform) -> None:
     }
     days = [(SCALE.start + timedelta(days=n)).isoformat() for n in range(SCALE.days)]
     assert by_partition == dict.fromkeys(days, "SUCCEEDED")
+
+
+def test_kpi_previews_show_the_latest_period_best_first(seeded: Platform) -> None:
+    table = tables.TOP_LISTINGS
+    latest = seeded.instance.get_latest_materialization_event(asset_key(table))
+    metadata = latest.asset_materialization.metadata
+    week = seeded.warehouse(
+        "SELECT CAST(MAX(week_start) AS VARCHAR) FROM presentation.top_listings"
+    )
+    assert metadata["preview_period"].value == week[0][0]
+    shown = [
+        (r.data["currency"], r.data["apartment_id"], r.data["revenue"], r.data["rank"])
+        for r in metadata["preview"].value.records
+    ]
+    published = seeded.warehouse(
+        "SELECT currency, apartment_id, revenue, rank FROM presentation.top_listings "
+        f"WHERE week_start = DATE '{week[0][0]}' ORDER BY rank, currency, apartment_id LIMIT 20"
+    )
+    assert shown == [(c, a, float(r), k) for c, a, r, k in published]

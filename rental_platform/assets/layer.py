@@ -347,7 +347,9 @@ def _metadata(table: Table, report: StepReport, window: tuple[date, date] | None
     if report.committed is not None:
         metadata["lake_commit"] = report.committed
     if "preview" in metadata:
-        metadata["preview"] = dg.MetadataValue.md(metadata["preview"])
+        metadata["preview"] = dg.MetadataValue.table(
+            [dg.TableRecord(row) for row in metadata["preview"]], schema=table_schema(table)
+        )
     if window:
         metadata["window_start"] = window[0].isoformat()
         metadata["window_end"] = window[1].isoformat()

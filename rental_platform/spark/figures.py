@@ -1,5 +1,6 @@
 """The figures a partition carries into Dagster's per-partition metadata: a KPI period's
-headline values, a quarantine day's rows by reason (`quarantined_<reason>`).
+headline values, a quarantine day's rows by reason (`quarantined_<reason>`); and the preview of
+a KPI table's latest period.
 
 They are kept in the lake as a fact of the partition (`FIGURES`), computed in the same pass that
 counts its rows, so a partition that a run did not rewrite still shows them.
@@ -8,9 +9,11 @@ counts its rows, so a partition that a run did not rewrite still shows them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from rental_platform import tables
@@ -87,3 +90,34 @@ def of_partition(partition: Partition) -> dict[str, Any]:
         elif value is not None:
             figures[name] = value
     return figures
+
+
+PREVIEW_ROWS = 20
+# Rates and means shown to four decimals: enough to compare, short enough to read.
+PREVIEW_DIGITS = 4
+
+
+def latest_preview(df: DataFrame, table: Table, period: date) -> dict[str, Any]:
+    """The rows of a KPI table's latest period, best first (by rank where the KPI ranks, else
+    by key), as plain values: `preview` (records) and `preview_period`."""
+    order = ["rank", *table.key] if "rank" in table.column_names else list(table.key)
+    head = (
+        df.where(F.col(table.partition_column) == F.lit(period))
+        .orderBy(*order)
+        .limit(PREVIEW_ROWS)
+        .collect()
+    )
+    return {
+        "preview": [{name: _shown(row[name]) for name in table.column_names} for row in head],
+        "preview_period": period.isoformat(),
+    }
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, float):
+        return round(value, PREVIEW_DIGITS)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value

@@ -30,13 +30,11 @@ def asset_key(table_id: str) -> str:
 
 
 def pipes_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Pipes takes plain values as they are; structures and Markdown need their type named."""
+    """Pipes takes plain values as they are; structures need their type named."""
     typed: dict[str, Any] = {}
     for key, value in metadata.items():
         if isinstance(value, dict | list):
             typed[key] = {"raw_value": value, "type": "json"}
-        elif key == "preview":
-            typed[key] = {"raw_value": value, "type": "md"}
         else:
             typed[key] = value
     return typed

@@ -718,7 +718,8 @@ def _publishable(
         rows = builders[table](computed) if computed else _empty(step, table)
         landed = step.land_periods(table, rows, starts, per_period=figures.kpi_figures(table))
         count, checks = quality.row_checks(landed, table)
-        step.record(table, count, periods=len(computed), preview=markdown_preview(landed, table))
+        preview = figures.latest_preview(landed, table, computed[-1]) if computed else {}
+        step.record(table, count, periods=len(computed), **preview)
         for check in [*checks, quality.schema_matches(table, step.lake.stored_schema(table))]:
             step.check(check)
 
@@ -727,17 +728,6 @@ def _publishable(
 
 def _empty(step: _Step, table: Table) -> DataFrame:
     return step.lake.read(table, [])
-
-
-def markdown_preview(df: DataFrame, table: Table, rows: int = 10) -> str:
-    """The first rows of a KPI window, by key, as a Markdown table for the UI."""
-    head = df.orderBy(*table.key).limit(rows).collect()
-    lines = [
-        "| " + " | ".join(table.column_names) + " |",
-        "|" + "---|" * len(table.column_names),
-        *("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in head),
-    ]
-    return "\n".join(lines)
 
 
 # Which weekly KPIs read which curated days: the week's own, or, for repeat customers, from 23
