@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
@@ -58,12 +59,19 @@ def test_row_count_check_names_the_days_that_differ() -> None:
     assert result.metadata["mismatched_periods"] == {"2025-01-02": {"source": 4, "lake": 2}}
 
 
-def test_accounting_check_catches_a_lost_row(spark: SparkSession) -> None:
-    quarantine = {"2025-01-01": {"user_id_null": 1}}
-    lost = quality.rows_accounted_for(tables.CURATED_BOOKINGS, 10, 8, quarantine, 0)
+def test_accounting_check_catches_a_lost_row() -> None:
+    window = quality.Curation(
+        raw=10, curated=8, quarantined_by_reason={"user_id_null": 1}, collapsed=0
+    )
+    lost = quality.rows_accounted_for(tables.CURATED_BOOKINGS, window)
     assert not lost.passed
-    kept = quality.rows_accounted_for(tables.CURATED_BOOKINGS, 10, 8, quarantine, 1)
+    assert lost.description == "raw 10 != curated 8 + quarantined 1 + collapsed 0"
+    kept = quality.rows_accounted_for(tables.CURATED_BOOKINGS, replace(window, collapsed=1))
     assert kept.passed and kept.metadata["quarantined_by_reason"] == {"user_id_null": 1}
+    undated_lost = quality.Curation(raw=3, curated=0, quarantined_by_reason={"x": 2}, collapsed=0)
+    assert not quality.rows_accounted_for(
+        tables.CURATED_BOOKINGS, replace(window, collapsed=1), undated_lost
+    ).passed
 
 
 def test_quarantine_is_counted_by_day_and_reason(spark: SparkSession) -> None:
@@ -134,19 +142,19 @@ def test_every_declared_check_is_blocking_but_freshness() -> None:
     assert quality.LISTINGS_EXIST in quality.checks_for(tables.CURATED_BOOKINGS)
 
 
-def test_the_undated_backlog_is_left_out_of_a_windows_quarantine_share() -> None:
-    """Every window re-curates all rows with no day and rejects them: a one-day run must be
-    judged on its day, not on that backlog."""
-    accounting = quality.CheckResult(
-        tables.CURATED_BOOKINGS.id,
-        "rows_accounted_for",
-        True,
-        "",
-        {"raw_rows": 110, "quarantined_rows": 12, "quarantined_by_reason": {}},
+def test_both_window_checks_count_the_same_rows() -> None:
+    """The rows with no day are a backlog of their own: a one-day run is judged on its day,
+    and both checks of its window report the same rows."""
+    window = quality.Curation(
+        raw=100, curated=96, quarantined_by_reason={"user_id_null": 2}, collapsed=2
     )
-    with_backlog = quality.quarantine_share(tables.CURATED_BOOKINGS, accounting, 0.05)
-    assert not with_backlog.passed  # 12 of 110
-    day = quality.quarantine_share(tables.CURATED_BOOKINGS, accounting, 0.05, undated=(10, 10))
-    assert day.passed
-    assert day.metadata["quarantine_share"] == 0.02
-    assert day.metadata["undated_rows_quarantined"] == 10
+    undated = quality.Curation(
+        raw=10, curated=0, quarantined_by_reason={"booking_date_null": 10}, collapsed=0
+    )
+    accounting = quality.rows_accounted_for(tables.CURATED_BOOKINGS, window, undated)
+    share = quality.quarantine_share(tables.CURATED_BOOKINGS, window, 0.05)
+    assert accounting.passed and share.passed
+    assert share.metadata["quarantine_share"] == 0.02
+    for name in ("raw_rows", "quarantined_rows", "quarantined_by_reason"):
+        assert accounting.metadata[name] == share.metadata[name], name
+    assert accounting.metadata["undated_quarantined_rows"] == 10

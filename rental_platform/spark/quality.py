@@ -236,37 +236,53 @@ def quarantined_by_partition(quarantine: DataFrame, table: Table) -> dict[str, d
     return by_partition
 
 
+@dataclass(frozen=True)
+class Curation:
+    """What curating a set of raw rows made of them. Where each went: curated, quarantined (by
+    reason), or collapsed into an equal row."""
+
+    raw: int
+    curated: int
+    quarantined_by_reason: dict[str, int]
+    collapsed: int
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantined_by_reason.values())
+
+    @property
+    def accounted(self) -> bool:
+        return self.raw == self.curated + self.quarantined + self.collapsed
+
+    def equation(self) -> str:
+        sign = "=" if self.accounted else "!="
+        return (
+            f"raw {self.raw} {sign} curated {self.curated} + quarantined {self.quarantined} "
+            f"+ collapsed {self.collapsed}"
+        )
+
+    def counts(self, prefix: str = "") -> dict[str, Any]:
+        return {
+            f"{prefix}raw_rows": self.raw,
+            f"{prefix}curated_rows": self.curated,
+            f"{prefix}quarantined_rows": self.quarantined,
+            f"{prefix}collapsed_rows": self.collapsed,
+            f"{prefix}quarantined_by_reason": dict(sorted(self.quarantined_by_reason.items())),
+        }
+
+
 def rows_accounted_for(
-    curated: Table,
-    raw_rows: int,
-    curated_rows: int,
-    quarantined: dict[str, dict[str, int]],
-    collapsed_rows: int,
+    curated: Table, window: Curation, undated: Curation | None = None
 ) -> CheckResult:
-    """raw = curated + quarantine + collapsed: no row is lost or invented by curation.
-    `quarantined`: see `quarantined_by_partition`."""
-    by_reason: dict[str, int] = {}
-    for reasons in quarantined.values():
-        for reason, count in reasons.items():
-            by_reason[reason] = by_reason.get(reason, 0) + count
-    quarantined = sum(by_reason.values())
-    accounted = curated_rows + quarantined + collapsed_rows
+    """raw = curated + quarantine + collapsed: no row is lost or invented by curation, in the
+    window's days and in the rows with no day (`undated`, when the step curated them)."""
+    passed = window.accounted and (undated is None or undated.accounted)
     return CheckResult(
         curated.id,
         ACCOUNTED.name,
-        accounted == raw_rows,
-        f"raw {raw_rows} = curated {curated_rows} + quarantined {quarantined} "
-        f"+ collapsed {collapsed_rows}"
-        if accounted == raw_rows
-        else f"raw {raw_rows} != curated {curated_rows} + quarantined {quarantined} "
-        f"+ collapsed {collapsed_rows}",
-        {
-            "raw_rows": raw_rows,
-            "curated_rows": curated_rows,
-            "quarantined_rows": quarantined,
-            "collapsed_rows": collapsed_rows,
-            "quarantined_by_reason": dict(sorted(by_reason.items())),
-        },
+        passed,
+        window.equation() + (f"; undated: {undated.equation()}" if undated else ""),
+        window.counts() | (undated.counts("undated_") if undated else {}),
     )
 
 
@@ -355,28 +371,22 @@ def schema_matches(table: Table, stored: T.StructType | None) -> CheckResult:
     )
 
 
-def quarantine_share(
-    curated: Table, accounting: CheckResult, limit: float, undated: tuple[int, int] = (0, 0)
-) -> CheckResult:
+def quarantine_share(curated: Table, window: Curation, limit: float) -> CheckResult:
     """The share of the window's raw rows rejected stays under the limit: a jump means a broken
-    source. `undated` is (raw, quarantined) of the rows with no day: every window re-curates
-    that whole backlog and always rejects it, so it is reported apart, not counted in the share
-    (else a one-day run would be judged on the backlog)."""
-    undated_raw, undated_quarantined = undated
-    raw = accounting.metadata["raw_rows"] - undated_raw
-    quarantined = accounting.metadata["quarantined_rows"] - undated_quarantined
-    share = quarantined / raw if raw else 0.0
+    source. The window is its days, as `rows_accounted_for` counts them: the rows with no day
+    are a backlog of their own, which a one-day run must not be judged on."""
+    share = window.quarantined / window.raw if window.raw else 0.0
     return CheckResult(
         curated.id,
         QUARANTINE_SHARE.name,
         share <= limit,
-        f"{quarantined} of {raw} rows quarantined ({share:.2%}, limit {limit:.2%})",
+        f"{window.quarantined} of {window.raw} rows quarantined ({share:.2%}, limit {limit:.2%})",
         {
             "quarantine_share": round(share, 6),
             "limit": limit,
-            "quarantined_rows": quarantined,
-            "undated_rows_quarantined": undated_quarantined,
-            "quarantined_by_reason": accounting.metadata["quarantined_by_reason"],
+            "raw_rows": window.raw,
+            "quarantined_rows": window.quarantined,
+            "quarantined_by_reason": dict(sorted(window.quarantined_by_reason.items())),
         },
     )
 

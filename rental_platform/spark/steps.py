@@ -9,7 +9,7 @@ pass or fail together). It returns a `StepReport`. Nothing here knows about Dags
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -493,37 +493,49 @@ def _account(
     raw_rows: int,
     curated_df: DataFrame,
     quarantine_df: DataFrame,
-    curations: list[curate.Curated],
-    undated: tuple[int, int] = (0, 0),
+    rules: curate.Curated,
+    undated: quality.Curation | None = None,
 ) -> None:
     """Record both tables of a curated pair, check that every raw row is accounted for, and
-    check the curated rows. `undated`: (raw, quarantined) rows with no day, left out of the
-    quarantine share."""
+    check the curated rows. The window is its days (or the snapshot); `undated`: what the step
+    made of the rows with no day, if it curated them."""
     curated_rows = _check_rows(step, curated_table, curated_df)
-    # After that check, which ran `curated` if the step did not write it.
-    collapsed_rows = sum(curation.collapsed_rows() for curation in curations)
     quarantined = quality.quarantined_by_partition(quarantine_df, quarantine_table)
-    accounting = quality.rows_accounted_for(
-        curated_table, raw_rows, curated_rows, quarantined, collapsed_rows
+    window = quality.Curation(
+        raw=raw_rows,
+        curated=curated_rows,
+        quarantined_by_reason=_summed(quarantined.values()),
+        # After the row checks, which ran `curated` if the step did not write it.
+        collapsed=rules.collapsed_rows(),
     )
-    for key in step.lake.staged(quarantine_table) if step.selected(quarantine_table) else ():
-        step.add_facts(
-            quarantine_table, key, **{figures.FIGURES: {"quarantined": quarantined.get(key, {})}}
-        )
-    step.check(accounting)
+    step.check(quality.rows_accounted_for(curated_table, window, undated))
     step.check(
-        quality.quarantine_share(
-            curated_table, accounting, step.request.limits.max_quarantine_share, undated
-        )
+        quality.quarantine_share(curated_table, window, step.request.limits.max_quarantine_share)
     )
     if step.selected(curated_table):
-        step.record(curated_table, curated_rows, collapsed_rows=collapsed_rows)
+        step.record(curated_table, curated_rows, collapsed_rows=window.collapsed)
     if step.selected(quarantine_table):
+        if undated is not None:
+            quarantined[UNDATED] = undated.quarantined_by_reason
+        for key in step.lake.staged(quarantine_table):
+            step.add_facts(
+                quarantine_table,
+                key,
+                **{figures.FIGURES: {"quarantined": quarantined.get(key, {})}},
+            )
         step.record(
             quarantine_table,
-            accounting.metadata["quarantined_rows"],
-            quarantined_by_reason=accounting.metadata["quarantined_by_reason"],
+            window.quarantined + (undated.quarantined if undated else 0),
+            quarantined_by_reason=_summed(quarantined.values()),
         )
+
+
+def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for each in counts:
+        for name, count in each.items():
+            total[name] = total.get(name, 0) + count
+    return dict(sorted(total.items()))
 
 
 def _check_rows(step: _Step, table: Table, landed: DataFrame) -> int:
@@ -577,7 +589,7 @@ def curate_listings(step: _Step) -> None:
         step.lake.partition(tables.RAW_APARTMENTS, WHOLE).rows,
         curated_df,
         quarantine_df,
-        [result],
+        result,
     )
     history_rows = _check_rows(step, tables.CURATED_LISTINGS_HISTORY, versions)
     step.check(quality.versions_disjoint(versions))
@@ -637,19 +649,13 @@ def curate_daily(step: _Step) -> None:
                 f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): extract them "
                 "before curating"
             )
-        raw, raw_undated = (
-            step.lake.read(raw_table, [day.isoformat() for day in days]),
-            step.lake.read_undated(raw_table),
-        )
-        dated, undated = pair.rules(raw), pair.rules(raw_undated)
+        raw = step.lake.read(raw_table, [day.isoformat() for day in days])
+        dated = pair.rules(raw)
         curated_df = step.land_periods(curated_table, dated.curated, days, pair.clustered)
         step.check_schema(curated_table)
         if curated_table is tables.CURATED_BOOKINGS:
             step.check(quality.listings_exist(curated_df, versions))
-        # Undated rows always break a rule (their date is null): they land in quarantine only.
-        undated_quarantine = step.land_undated(quarantine_table, undated.quarantine)
         dated_quarantine = step.land_periods(quarantine_table, dated.quarantine, days)
-        quarantine_df = dated_quarantine.unionByName(undated_quarantine)
         # What each day was curated from, so that a later run can tell it is out of date.
         lineage: dict[str, Any] = {}
         if curated_table is tables.CURATED_BOOKINGS:
@@ -662,24 +668,49 @@ def curate_daily(step: _Step) -> None:
                 step.add_facts(
                     quarantine_table, day.isoformat(), unknown_apartments=unknown[day.isoformat()]
                 )
-        # Undated rows are never curated (landed nowhere): counting them runs their rules,
-        # which is what makes their merged rows known.
-        undated.curated.count()
-        undated_rows = _committed_rows(step.lake, raw_table, [UNDATED])
         _account(
             step,
             curated_table,
             quarantine_table,
-            _committed_rows(step.lake, raw_table, [d.isoformat() for d in days]) + undated_rows,
+            _committed_rows(step.lake, raw_table, [d.isoformat() for d in days]),
             curated_df,
-            quarantine_df,
-            [dated, undated],
-            undated=(undated_rows, undated_quarantine.count()),
+            dated_quarantine,
+            dated,
+            _curate_undated(step, pair, lineage),
         )
 
     step.for_each(
         [pair for pair in pairs if step.selected(pair.curated) or step.selected(pair.quarantine)],
         curate_pair,
+    )
+
+
+def _curate_undated(
+    step: _Step, pair: _CuratedPair, lineage: dict[str, Any]
+) -> quality.Curation | None:
+    """Quarantine the raw rows with no day (they always break a rule: their date is null),
+    unless the quarantine has them already: curated from the same extraction, with the same
+    inputs. They belong to no window, so a window's run leaves them alone unless they changed.
+    None when nothing was curated."""
+    if not step.selected(pair.quarantine):
+        return None
+    extracted = step.lake.partition(pair.raw, UNDATED)
+    source = {"raw_fingerprint": extracted.facts.get("fingerprint") if extracted else None}
+    source |= lineage
+    done = step.lake.partition(pair.quarantine, UNDATED)
+    if done is not None and all(done.facts.get(k) == v for k, v in source.items()):
+        return None
+    undated = pair.rules(step.lake.read_undated(pair.raw))
+    quarantine = step.land_undated(pair.quarantine, undated.quarantine)
+    step.add_facts(pair.quarantine, UNDATED, **source)
+    return quality.Curation(
+        raw=extracted.rows if extracted else 0,
+        # Never landed: counting them runs their rules, which makes their merged rows known.
+        curated=undated.curated.count(),
+        quarantined_by_reason=quality.quarantined_by_partition(quarantine, pair.quarantine).get(
+            UNDATED, {}
+        ),
+        collapsed=undated.collapsed_rows(),
     )
 
 
