@@ -3,10 +3,14 @@ SHELL := /bin/bash
 export DAGSTER_HOME ?= $(CURDIR)/.rental/dagster_home
 VENV := .venv/bin
 
-.PHONY: setup demo dev test lint bench bench-events soak chaos clean
+.PHONY: setup demo dev test browser lint bench bench-events soak chaos clean
 
 setup:
 	@scripts/bootstrap.sh
+
+# The demo's data ends yesterday and starts 90 days before: its partitions start with it, in
+# `make demo` and in `make dev` alike (unless RENTAL_PARTITIONS_START says otherwise).
+demo dev: export RENTAL_PARTITIONS_START ?= $(shell date -u -d '90 days ago' +%F)
 
 demo: setup
 	$(VENV)/rental-platform demo
@@ -17,8 +21,13 @@ PORT ?= 3000
 dev: setup
 	VIRTUAL_ENV=$(CURDIR)/.venv $(VENV)/dg dev --host 127.0.0.1 --port $(PORT)
 
-test: setup
+test: setup browser
 	$(VENV)/pytest
+
+# The browser test drives Debian's Chromium: Playwright cannot download its own browser here.
+browser:
+	@[[ -x /usr/bin/chromium ]] || { echo "Installing Chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: setup
 	$(VENV)/ruff check .

@@ -8,7 +8,7 @@ import gc
 import os
 import sys
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -170,15 +170,25 @@ def _cycle(settings: Settings, cycle: Cycle) -> int:
 
 
 def demo_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Seed activity from RENTAL_PARTITIONS_START to yesterday, at the demo scale's density,
+    and materialise all of it: every partition complete, the data as fresh as a nightly
+    run leaves it (`make demo` starts the partitions 90 days ago)."""
+    from rental_platform.cycle import yesterday
     from rental_platform.resources.warehouse import warehouse_for
     from rental_platform.seed import SCALES
     from rental_platform.summary import warehouse_summary
 
     scale = SCALES[DEMO_SCALE]
-    seed_command(settings, _parser().parse_args(["seed", "--scale", DEMO_SCALE]))
-    end = scale.start + timedelta(days=scale.days - 1)
-    print(f"Materialising every asset from {scale.start} to {end}")
-    run_command(settings, argparse.Namespace(start=scale.start, end=end))
+    start, end = settings.partitions_start, yesterday()
+    if end < start:
+        raise SettingsError(f"RENTAL_PARTITIONS_START {start} is after yesterday ({end})")
+    days = (end - start).days + 1
+    seed = ["seed", "--scale", DEMO_SCALE, "--start", start.isoformat(), "--days", str(days)]
+    for name in ("bookings", "views"):
+        seed += [f"--{name}", str(max(1, round(getattr(scale, name) * days / scale.days)))]
+    seed_command(settings, _parser().parse_args(seed))
+    print(f"Materialising every asset from {start} to {end}")
+    run_command(settings, argparse.Namespace(start=start, end=end))
     print()
     with dg.build_resources({"warehouse": warehouse_for(settings.warehouse)}) as resources:
         print(warehouse_summary(resources.warehouse))

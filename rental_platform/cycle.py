@@ -43,6 +43,7 @@ EXTRACT_FROM_TAG = "rental/extract_from"
 PLAN_TAG = "rental/plan"
 # On a KPI run: the partitions of its range it recomputes, when not all of them.
 PERIODS_TAG = "rental/periods"
+RANGE_TAG = "rental/range"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # The asset whose materialisation carries a run's plan (assets/raw.py).
@@ -126,7 +127,9 @@ class PartitionRun:
     periods: tuple[str, ...] = ()
 
     def tags(self) -> dict[str, str]:
-        tags = {RANGE_START: self.first, RANGE_END: self.last}
+        # Dagster's own range tags are system tags, which the UI's run list hides: the range
+        # is also shown as a tag of the platform's.
+        tags = {RANGE_START: self.first, RANGE_END: self.last, RANGE_TAG: self.label}
         if self.plan:
             tags[PLAN_TAG] = self.plan
         if self.periods:

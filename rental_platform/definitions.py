@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 
 from rental_platform.assets.curated import build_curated_assets
@@ -26,12 +28,19 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     mysql_url = (
         dg.EnvVar("RENTAL_MYSQL_URL") if settings.mysql.password else settings.mysql.redacted_url
     )
+    # The nightly cycle rewrites every asset: one not materialised for longer is overdue.
+    freshness = dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=settings.freshness_hours)
+    )
+    assets = [
+        *build_raw_assets(partitions, settings.mutable_days),
+        *build_curated_assets(partitions),
+        *build_presentation_assets(partitions),
+    ]
     return dg.Definitions(
-        assets=[
-            *build_raw_assets(partitions, settings.mutable_days),
-            *build_curated_assets(partitions),
-            *build_presentation_assets(partitions),
-        ],
+        assets=dg.map_asset_specs(
+            lambda spec: spec.replace_attributes(freshness_policy=freshness), assets
+        ),
         jobs=list(JOB_DEFINITIONS.values()),
         schedules=build_schedules(settings.mutable_days, settings.partitions_start),
         sensors=[KPI_SENSOR, changed_days],

@@ -6,12 +6,13 @@ And the sensor that carries out a snapshots run's plan launches the daily runs i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from rental_platform import tables
-from rental_platform.assets.checks import asset_key
+from rental_platform.assets.checks import asset_key, check_specs
 from rental_platform.automation import changed_days
 from rental_platform.cycle import (
     SOURCE_CHANGES,
@@ -24,7 +25,7 @@ from rental_platform.definitions import build_definitions
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.settings import Settings
 from rental_platform.spark.quality import checks_for
-from rental_platform.tables import Grain, Layer
+from rental_platform.tables import Grain, Layer, Table
 
 FIRST = date(2025, 1, 1)
 NOW = datetime(2025, 4, 1, 6, tzinfo=UTC)  # the daily partitions run to March 31
@@ -38,23 +39,44 @@ def _days(first: date, last: date) -> list[str]:
 
 
 def _materialise_upstream(instance: dg.DagsterInstance, days: list[str]) -> None:
-    """What the daily runs report: each day of curated bookings and views, and their checks
-    (passed), and the listing history."""
+    """What the daily runs report: each day of curated bookings and views, and the listing
+    history."""
     for table in UPSTREAM:
-        for day in days:
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(asset_key(table), partition=day)
-            )
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key(tables.CURATED_LISTINGS_HISTORY))
-    )
-    for table in (*UPSTREAM, tables.CURATED_LISTINGS_HISTORY):
-        for spec in checks_for(table):
+        _materialise(instance, table, days)
+    _materialise(instance, tables.CURATED_LISTINGS_HISTORY, [None])
+
+
+def _materialise(instance: dg.DagsterInstance, table: Table, partitions: list) -> None:
+    """What a run reports for a table: its partitions, then each partition's checks (passed)."""
+    for partition in partitions:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key(table), partition=partition)
+        )
+    for spec in checks_for(table):
+        for partition in partitions:
             instance.report_runless_asset_event(
                 dg.AssetCheckEvaluation(
-                    asset_key=asset_key(table), check_name=spec.name, passed=True
+                    asset_key=asset_key(table),
+                    check_name=spec.name,
+                    passed=True,
+                    partition=partition,
                 )
             )
+
+
+def _rematerialise(instance: dg.DagsterInstance, table: Table, day: str) -> None:
+    """What a daily run records for one day: its materialisation, then its checks, passed,
+    against that day. A run of a stand-in asset, not runless events: Dagster keeps one runless
+    result per check and partition."""
+    daily = dg.DailyPartitionsDefinition(start_date=FIRST.isoformat())
+
+    @dg.asset(key=asset_key(table), partitions_def=daily, check_specs=check_specs((table,), daily))
+    def stand_in() -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        yield dg.MaterializeResult()
+        for spec in checks_for(table):
+            yield dg.AssetCheckResult(check_name=spec.name, passed=True)
+
+    assert dg.materialize([stand_in], instance=instance, partition_key=day).success
 
 
 def _materialise_requested(instance: dg.DagsterInstance, result) -> None:
@@ -89,10 +111,9 @@ def test_a_day_two_months_old_makes_its_periods_stale() -> None:
         )
         assert tick.total_requested == 0
 
-        # Feb 1, a Saturday two months back, re-curated (a status changed in the source).
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key(tables.CURATED_BOOKINGS), partition="2025-02-01")
-        )
+        # Feb 1, a Saturday two months back, re-curated (a status changed in the source), and
+        # its checks passed.
+        _rematerialise(instance, tables.CURATED_BOOKINGS, "2025-02-01")
         tick = dg.evaluate_automation_conditions(
             DEFS, instance, asset_selection=KPIS, evaluation_time=NOW, cursor=tick.cursor
         )
@@ -174,6 +195,7 @@ def test_stale_periods_with_gaps_are_one_run_per_grain_that_lists_them() -> None
     weekly, monthly = runs
     assert (weekly.job, weekly.first, weekly.last) == ("weekly_kpis", "2025-01-06", "2025-02-10")
     assert weekly.tags()["rental/periods"] == "2025-01-06,2025-02-03,2025-02-10"
+    assert weekly.tags()["rental/range"] == "2025-01-06..2025-02-10"
     assert periods_of_run(weekly.tags()) == (date(2025, 1, 6), date(2025, 2, 3), date(2025, 2, 10))
     # Consecutive partitions need no list: the run recomputes its whole range.
     assert (monthly.first, monthly.last) == ("2025-01-01", "2025-02-01")

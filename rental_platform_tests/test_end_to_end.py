@@ -11,6 +11,7 @@ import pytest
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.seed import SCALES, seed_source
+from rental_platform.spark.manifest import UNDATED, CommitLog, Partition, store_for
 from rental_platform.tables import Layer
 from rental_platform_tests.conftest import Platform
 
@@ -170,3 +171,24 @@ def test_kpi_previews_show_the_latest_period_best_first(seeded: Platform) -> Non
         f"WHERE week_start = DATE '{week[0][0]}' ORDER BY rank, currency, apartment_id LIMIT 20"
     )
     assert shown == [(c, a, float(r), k) for c, a, r, k in published]
+
+
+def test_the_rows_with_no_day_are_quarantined_once(seeded: Platform) -> None:
+    """They belong to no window: a later run of one day, whose extraction found them as they
+    were, leaves their quarantine as it is (and its checks count that day's rows only)."""
+
+    def undated_quarantine() -> Partition:
+        head = CommitLog(store_for(seeded.settings.lake_root)).head()
+        return head.table(tables.QUARANTINE_BOOKINGS.id).partitions[UNDATED]
+
+    before = undated_quarantine()
+    assert before.rows > 0
+    day = SCALE.start + timedelta(days=3)
+    seeded.run(day, day)
+    assert undated_quarantine() == before
+    key = dg.AssetCheckKey(asset_key(tables.CURATED_BOOKINGS), "rows_accounted_for")
+    evaluation = seeded.instance.get_latest_asset_check_evaluation_record(key).event
+    metadata = evaluation.dagster_event.event_specific_data.metadata
+    raw_rows = count(seeded, tables.RAW_BOOKINGS, f"CAST(booking_date AS DATE) = DATE '{day}'")
+    assert metadata["raw_rows"].value == raw_rows
+    assert "undated_raw_rows" not in metadata

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
+from playwright.sync_api import Page, expect, sync_playwright
 
 from rental_platform import tables
 from rental_platform.cycle import Cycle
@@ -27,9 +28,8 @@ BACKFILL_TIMEOUT_SECONDS = 420
 
 
 @pytest.fixture(scope="module")
-def client(
-    platform: Platform, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DagsterGraphQLClient]:
+def webserver(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a webserver (and a daemon beside it) whose code location has loaded."""
     seed_source(platform.admin.pymysql_kwargs(), SCALE, seed=3)
     home = tmp_path_factory.mktemp("dagster_home")
     env = {
@@ -57,7 +57,13 @@ def client(
         while not client._execute(ASSETS)["assetNodes"]:
             assert time.monotonic() < deadline, client._execute(LOCATIONS)
             time.sleep(1)
-        yield client
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def client(webserver: str) -> DagsterGraphQLClient:
+    host, port = webserver.removeprefix("http://").split(":")
+    return DagsterGraphQLClient(host, port_number=int(port))
 
 
 ASSETS = "{ assetNodes { assetKey { path } groupName kinds } }"
@@ -198,6 +204,90 @@ def _confirmed_in_week(warehouse_query) -> int:
         "SELECT COALESCE(SUM(booking_count), 0) FROM presentation.bookings_per_user "
         f"WHERE week_start = DATE '{WEEK_OF_CHANGE}'"
     )[0][0]
+
+
+SCREENSHOTS = REPO / ".rental" / "ui"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser_page(webserver: str, backfill: dict) -> Iterator[Page]:
+    """A page of Debian's Chromium, driven by Playwright, that skips the UI's newsletter
+    dialog whenever it covers the page (on a first visit)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.add_locator_handler(
+            page.get_by_text("Join the Dagster community"),
+            lambda _: page.get_by_role("button", name="Skip").click(),
+        )
+        yield page
+        browser.close()
+
+
+def _open(page: Page, url: str, shot: str) -> None:
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_timeout(2000)  # the UI fills in what it fetched after the network is idle
+    # An action, so that the newsletter dialog's handler runs before the screenshot.
+    page.mouse.move(1, 1)
+    page.screenshot(path=SCREENSHOTS / f"{shot}.png")
+
+
+def test_the_graph_shows_the_layers_and_the_quarantine_apart(
+    browser_page: Page, webserver: str
+) -> None:
+    _open(browser_page, f"{webserver}/asset-groups", "asset-graph")
+    # Each group is a box of the graph, and an entry of the list beside it.
+    for group in ("raw", "curated", "quarantine", "presentation"):
+        expect(browser_page.get_by_text(group, exact=True).filter(visible=True)).to_have_count(2)
+
+
+def test_a_partition_shows_its_own_row_count(
+    browser_page: Page, webserver: str, platform: Platform
+) -> None:
+    day = "2025-03-30"
+    ((rows,),) = platform.lake(
+        tables.RAW_BOOKINGS, f"SELECT COUNT(*) FROM t WHERE CAST(booking_date AS DATE) = '{day}'"
+    )
+    _open(
+        browser_page,
+        f"{webserver}/assets/raw/bookings?view=partitions&partition={day}",
+        "partition-row-count",
+    )
+    row = browser_page.locator("tr", has=browser_page.get_by_text("dagster/row_count", exact=True))
+    expect(row).to_have_count(1)
+    assert row.inner_text().split()[-1] == str(rows)
+    whole = browser_page.locator("tr", has=browser_page.get_by_text("window_rows", exact=True))
+    assert int(whole.inner_text().split()[-1].replace(",", "")) > rows
+
+
+# Counts the pixels of a canvas in the colour of Dagster's plot lines and points (a blue).
+PLOTTED_PIXELS = """canvas => {
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let count = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] > 200 && data[i + 2] > 180 && data[i] < 140 && data[i + 1] < 120) count++;
+  }
+  return count;
+}"""
+
+
+def test_a_kpi_is_plotted_by_partition(browser_page: Page, webserver: str) -> None:
+    _open(browser_page, f"{webserver}/assets/presentation/occupancy_rate", "kpi-overview")
+    browser_page.get_by_text("Plots", exact=True).click()
+    browser_page.wait_for_timeout(2000)
+    browser_page.screenshot(path=SCREENSHOTS / "kpi-plots.png")
+    title = browser_page.get_by_text("occupancy_rate", exact=True).last
+    plot = browser_page.locator("div", has=title).filter(has=browser_page.locator("canvas")).last
+    assert plot.locator("canvas").count() == 1
+    assert plot.locator("canvas").evaluate(PLOTTED_PIXELS) > 50
+
+
+def test_a_check_shows_its_partition(browser_page: Page, webserver: str) -> None:
+    _open(browser_page, f"{webserver}/assets/curated/bookings?view=checks", "check-partition")
+    latest = browser_page.get_by_text("Partition", exact=True).locator("..")
+    expect(latest).to_contain_text("2025-03-31")
 
 
 def test_a_change_in_the_source_flows_through_the_daemon(

@@ -4,6 +4,8 @@ compute them); this module declares them and turns their results into Dagster's.
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from rental_platform.spark.quality import CheckResult, checks_for
@@ -18,18 +20,27 @@ def check_specs(
     tables: tuple[Table, ...], partitions_def: dg.PartitionsDefinition | None
 ) -> list[dg.AssetCheckSpec]:
     """A failing blocking check stops the downstream assets of the run; the others warn. The
-    checks of a partitioned table are partitioned too: each partition has its own results."""
-    return [
-        dg.AssetCheckSpec(
-            spec.name,
-            asset=asset_key(table),
-            description=spec.description,
-            blocking=spec.blocking,
-            partitions_def=partitions_def,
+    checks of a partitioned table are partitioned too: each partition has its own results.
+    Dagster calls a partitioned check a preview, and warns on every construction (so on every
+    start of every process that loads the definitions): that one warning is silenced here, and
+    `test_each_partition_has_its_check_results` pins the behaviour relied on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="Specifying a partitions_def on an AssetCheckSpec",
+            category=dg.PreviewWarning,
         )
-        for table in tables
-        for spec in checks_for(table)
-    ]
+        return [
+            dg.AssetCheckSpec(
+                spec.name,
+                asset=asset_key(table),
+                description=spec.description,
+                blocking=spec.blocking,
+                partitions_def=partitions_def,
+            )
+            for table in tables
+            for spec in checks_for(table)
+        ]
 
 
 def _severity(result: CheckResult) -> dg.AssetCheckSeverity:

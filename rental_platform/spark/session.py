@@ -42,6 +42,9 @@ PORTABLE_CONF: dict[str, str] = {
     # A step reads up to hundreds of day folders: list them on the driver, not with a Spark job
     # of one task per folder (the default above 32 paths).
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",
+    # Spark describes the plans of the wide tables (quarantines carry every raw column) in
+    # full, instead of warning in the step's output that it cut them short.
+    "spark.sql.debug.maxToStringFields": "100",
 }
 # One machine: the UI and the progress bar cost start-up time and clutter logs; shuffles are
 # sized for its cores; everything stays on loopback.
