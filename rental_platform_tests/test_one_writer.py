@@ -33,6 +33,8 @@ class Shared:
     env: dict[str, str]
     home: Path
     undisturbed: dict[str, list[tuple]]
+    # What the first run printed.
+    output: str = ""
 
     def start(self, first: date, last: date) -> subprocess.Popen:
         return start_cli_run(self.env, first, last, output=subprocess.PIPE)
@@ -43,7 +45,7 @@ def shared(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iter
     platform.load_worked_example()
     home = tmp_path_factory.mktemp("dagster_home")
     shared = Shared(platform, platform.cli_env(home), home, {})
-    _finish(shared.start(FIRST, LAST))
+    shared.output = _finish(shared.start(FIRST, LAST))
     shared.undisturbed = platform.state()
     yield shared
 
@@ -60,6 +62,14 @@ def _finish(run: subprocess.Popen, timeout: float = 600) -> str:
     output, _ = run.communicate(timeout=timeout)
     assert run.returncode == 0, output.decode()[-3000:]
     return output.decode()
+
+
+def test_a_run_prints_no_warning(shared: Shared) -> None:
+    """Nothing a user would take for trouble: no Python warning, no Spark or Hadoop WARN line
+    (nor Spark's notice of how to change its log level)."""
+    lines = shared.output.splitlines()
+    assert [line for line in lines if "WARN" in line or "Warning" in line] == []
+    assert not any("setLogLevel" in line for line in lines)
 
 
 def _step_spans(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, float]]:

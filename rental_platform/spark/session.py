@@ -70,6 +70,7 @@ LOCAL_CONF: dict[str, str] = {
 JAR_LIST_SEPARATORS = {"spark.jars": ",", "spark.driver.extraClassPath": os.pathsep}
 # The serial collector suits a 1 GB heap on two cores.
 LOCAL_JAVA_OPTIONS = ("-XX:+UseSerialGC",)
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 # A run of a few months or less is mostly small Spark jobs whose time goes to loading and
 # compiling classes, not to rows: the quick C1 compiler alone makes them warm up sooner. A
 # longer range runs hot loops over millions of rows, where C2's faster code repays its
@@ -160,7 +161,7 @@ def local_java_options(archiving_to: Path | None = None, days: int | None = None
     """The local driver JVM's options: C1 alone unless the range is longer than
     `QUICK_COMPILER_MAX_DAYS`; with the class-data archive if one was built for this Java and
     these Spark jars, or writing one at exit to `archiving_to`."""
-    options = [UTC_JVM_OPTION, *LOCAL_JAVA_OPTIONS]
+    options = [UTC_JVM_OPTION, *LOCAL_JAVA_OPTIONS, f"-Dlog4j2.configurationFile={LOG_CONFIG}"]
     if days is None or days <= QUICK_COMPILER_MAX_DAYS:
         options.append(QUICK_COMPILER)
     if archiving_to is not None:
