@@ -152,6 +152,18 @@ def test_each_partition_has_its_check_results(seeded: Platform) -> None:
     }
     days = [(SCALE.start + timedelta(days=n)).isoformat() for n in range(SCALE.days)]
     assert by_partition == dict.fromkeys(days, "SUCCEEDED")
+    # Each judged that partition's materialisation: what makes Dagster count it as passed
+    # (the KPI automation waits for the blocking checks of a re-materialised day).
+    targets = {
+        record.event.dagster_event.event_specific_data.partition: (
+            record.event.dagster_event.event_specific_data.target_materialization_data.storage_id
+        )
+        for record in records
+    }
+    materialized = seeded.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=days), limit=len(days)
+    ).records
+    assert targets == {record.partition_key: record.storage_id for record in materialized}
 
 
 def test_kpi_previews_show_the_latest_period_best_first(seeded: Platform) -> None:

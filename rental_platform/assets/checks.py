@@ -5,8 +5,16 @@ compute them); this module declares them and turns their results into Dagster's.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import dagster as dg
+
+# Not exported by Dagster: an evaluation reported per partition needs it to target the
+# partition's materialisation, as the AssetCheckResult of a one-partition run would.
+# test_end_to_end's test_each_partition_has_its_check_results pins that it does.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as MaterializationTarget,
+)
 
 from rental_platform.spark.quality import CheckResult, checks_for
 from rental_platform.tables import TABLES, Table
@@ -58,8 +66,11 @@ def to_check_result(result: CheckResult) -> dg.AssetCheckResult:
     )
 
 
-def to_partition_evaluation(result: CheckResult, partition: str) -> dg.AssetCheckEvaluation:
-    """The result of a check over a run's window, recorded against one of its partitions."""
+def to_partition_evaluation(
+    result: CheckResult, partition: str, target: MaterializationTarget | None
+) -> dg.AssetCheckEvaluation:
+    """The result of a check over a run's window, recorded against one of its partitions and
+    the materialisation of it that the check judged (`target`)."""
     return dg.AssetCheckEvaluation(
         asset_key=asset_key(TABLES[result.table]),
         check_name=result.name,
@@ -69,4 +80,24 @@ def to_partition_evaluation(result: CheckResult, partition: str) -> dg.AssetChec
         metadata=result.metadata,
         blocking=result.blocking,
         partition=partition,
+        target_materialization_data=target,
     )
+
+
+def latest_materializations(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, partitions: Sequence[str]
+) -> dict[str, MaterializationTarget]:
+    """Each partition's materialisation by this run, as a check evaluation's target: Dagster
+    counts a partition's check as passed (for the automation's blocking-checks condition, for
+    the UI) only when its latest evaluation targets the partition's latest materialisation."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(partitions)),
+        limit=len(partitions),
+    ).records
+    return {
+        record.partition_key: MaterializationTarget(
+            run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+        )
+        for record in records
+        if record.run_id == context.run_id and record.partition_key is not None
+    }

@@ -15,8 +15,10 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from rental_platform.assets.checks import (
+    MaterializationTarget,
     asset_key,
     check_specs,
+    latest_materializations,
     to_check_result,
     to_partition_evaluation,
 )
@@ -213,6 +215,15 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
     its blocking checks passed: those are reported passed, as unchanged."""
     selected = context.selected_asset_check_keys
     partitioned = context.assets_def.partitions_def is not None
+    # What each partition's evaluation targets: this run's materialisation of it (none for a
+    # rejected table, which this run did not materialise).
+    checked = {spec.asset_key for spec in context.assets_def.check_specs}
+    rejected = {asset_key(TABLES[table_id]) for table_id in report.rejected}
+    targets = {
+        key: latest_materializations(context, key, context.partition_keys)
+        for key in (checked & context.selected_asset_keys) - rejected
+        if partitioned
+    }
     evaluated: set[tuple[dg.AssetCheckKey, str | None]] = set()
     for check in report.checks:
         key = dg.AssetCheckKey(asset_key(TABLES[check.table]), check.name)
@@ -226,7 +237,8 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
         for partition, figures in (table_report.partitions if table_report else {}).items():
             if figures["rewritten"]:
                 evaluated.add((key, partition))
-                yield to_partition_evaluation(check, partition)
+                target = targets.get(key.asset_key, {}).get(partition)
+                yield to_partition_evaluation(check, partition, target)
     unchanged = report.skipped or "this run did not rewrite the partition"
     for spec in context.assets_def.check_specs:
         if spec.key not in selected:
@@ -236,7 +248,8 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
         for partition in context.partition_keys if partitioned else unpartitioned:
             if spec.blocking and (spec.key, partition) not in evaluated:
                 evaluated.add((spec.key, partition))
-                yield _unchanged(spec, partition, unchanged)
+                target = targets.get(spec.asset_key, {}).get(partition) if partition else None
+                yield _unchanged(spec, partition, unchanged, target)
         if partitioned:
             # The check's output, which a result of the whole run would have yielded: what
             # gates the steps downstream of a blocking check.
@@ -246,7 +259,10 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
 
 
 def _unchanged(
-    spec: dg.AssetCheckSpec, partition: str | None, reason: str
+    spec: dg.AssetCheckSpec,
+    partition: str | None,
+    reason: str,
+    target: MaterializationTarget | None,
 ) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
     if partition is None:
         return dg.AssetCheckResult(
@@ -262,6 +278,7 @@ def _unchanged(
         metadata={"unchanged": reason},
         blocking=True,
         partition=partition,
+        target_materialization_data=target,
     )
 
 
