@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -51,19 +52,20 @@ def check_specs(
         ]
 
 
-def _severity(result: CheckResult) -> dg.AssetCheckSeverity:
-    return dg.AssetCheckSeverity.ERROR if result.blocking else dg.AssetCheckSeverity.WARN
+def _outcome(result: CheckResult) -> dict[str, Any]:
+    """What Dagster's check results and evaluations both say of a check's result."""
+    return {
+        "asset_key": asset_key(TABLES[result.table]),
+        "check_name": result.name,
+        "passed": result.passed,
+        "severity": dg.AssetCheckSeverity.ERROR if result.blocking else dg.AssetCheckSeverity.WARN,
+        "description": result.description,
+        "metadata": result.metadata,
+    }
 
 
 def to_check_result(result: CheckResult) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=asset_key(TABLES[result.table]),
-        check_name=result.name,
-        passed=result.passed,
-        severity=_severity(result),
-        description=result.description,
-        metadata=result.metadata,
-    )
+    return dg.AssetCheckResult(**_outcome(result))
 
 
 def to_partition_evaluation(
@@ -72,12 +74,7 @@ def to_partition_evaluation(
     """The result of a check over a run's window, recorded against one of its partitions and
     the materialisation of it that the check judged (`target`)."""
     return dg.AssetCheckEvaluation(
-        asset_key=asset_key(TABLES[result.table]),
-        check_name=result.name,
-        passed=result.passed,
-        severity=_severity(result),
-        description=result.description,
-        metadata=result.metadata,
+        **_outcome(result),
         blocking=result.blocking,
         partition=partition,
         target_materialization_data=target,
