@@ -45,7 +45,8 @@ def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
     messages: list[dict] = []
 
     @dg.multi_asset(
-        specs=[dg.AssetSpec(asset_key(t)) for t in SNAPSHOTS], check_specs=check_specs(SNAPSHOTS)
+        specs=[dg.AssetSpec(asset_key(t)) for t in SNAPSHOTS],
+        check_specs=check_specs(SNAPSHOTS, None),
     )
     def remote_snapshots(context, pipes: dg.PipesSubprocessClient):
         invocation = pipes.run(

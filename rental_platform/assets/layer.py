@@ -234,11 +234,17 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
             yield to_check_result(check)
             continue
         table_report = report.tables.get(check.table)
-        for partition, figures in (table_report.partitions if table_report else {}).items():
-            if figures["rewritten"]:
-                evaluated.add((key, partition))
-                target = targets.get(key.asset_key, {}).get(partition)
-                yield to_partition_evaluation(check, partition, target)
+        rewritten = [
+            partition
+            for partition, figures in (table_report.partitions if table_report else {}).items()
+            if figures["rewritten"]
+        ]
+        # A check of a table the step wrote nothing of (its source unreadable, say) judged the
+        # run's whole range.
+        for partition in rewritten or context.partition_keys:
+            evaluated.add((key, partition))
+            target = targets.get(key.asset_key, {}).get(partition)
+            yield to_partition_evaluation(check, partition, target)
     unchanged = report.skipped or "this run did not rewrite the partition"
     for spec in context.assets_def.check_specs:
         if spec.key not in selected:
