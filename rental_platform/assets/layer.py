@@ -246,12 +246,12 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
             target = targets.get(key.asset_key, {}).get(partition)
             yield to_partition_evaluation(check, partition, target)
     unchanged = report.skipped or "this run did not rewrite the partition"
+    # An unpartitioned table is either rewritten (and checked) or skipped as a whole.
+    partitions = context.partition_keys if partitioned else [None] if report.skipped else []
     for spec in context.assets_def.check_specs:
         if spec.key not in selected:
             continue
-        # An unpartitioned table is either rewritten (and checked) or skipped as a whole.
-        unpartitioned = [None] if report.skipped else []
-        for partition in context.partition_keys if partitioned else unpartitioned:
+        for partition in partitions:
             if spec.blocking and (spec.key, partition) not in evaluated:
                 evaluated.add((spec.key, partition))
                 target = targets.get(spec.asset_key, {}).get(partition) if partition else None
@@ -270,21 +270,16 @@ def _unchanged(
     reason: str,
     target: MaterializationTarget | None,
 ) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
+    outcome = {
+        "asset_key": spec.asset_key,
+        "check_name": spec.name,
+        "passed": True,
+        "metadata": {"unchanged": reason},
+    }
     if partition is None:
-        return dg.AssetCheckResult(
-            asset_key=spec.asset_key,
-            check_name=spec.name,
-            passed=True,
-            metadata={"unchanged": reason},
-        )
+        return dg.AssetCheckResult(**outcome)
     return dg.AssetCheckEvaluation(
-        asset_key=spec.asset_key,
-        check_name=spec.name,
-        passed=True,
-        metadata={"unchanged": reason},
-        blocking=True,
-        partition=partition,
-        target_materialization_data=target,
+        **outcome, blocking=True, partition=partition, target_materialization_data=target
     )
 
 
