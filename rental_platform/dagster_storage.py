@@ -8,6 +8,13 @@ time, each in a connection and transaction of its own (about 9 ms apiece here); 
 stores it in two transactions, one in the run's database and one in the index. The rows are
 the same, in the same order. `deploy/dagster.yaml` (PostgreSQL) does not use it.
 
+Dagster does not batch check evaluations: a partitioned check's evaluation per partition and
+check (thousands in a backfill) would each be stored in three transactions of their own. This
+one holds a run's evaluations until the run's next other event (a step always logs one after
+its checks: the checks' outputs, then its success or failure), and stores them together. A
+process killed in between loses the evaluations of a step that then never succeeded, as
+Dagster's own batching would lose its batch's events.
+
 Every event, batched or not, also pays for a new SQLAlchemy engine: Dagster's SQLite event log
 makes one per connection, and so compiles each statement again and sets up the dialect anew.
 This one keeps an engine per database file, with the same pool (none: each use opens and
@@ -18,12 +25,18 @@ watches for a run's new events).
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
 
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.events import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    DagsterEventType,
+)
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
@@ -46,12 +59,23 @@ CACHED_ENGINES = 16
 
 
 def _batchable(event: EventLogEntry) -> bool:
-    """Events this storage writes in a batch: all but check evaluations and run status
-    changes, which Dagster mirrors in other tables; those are stored one by one, in order."""
+    """Events this storage writes in a batch: all but run status changes, which Dagster mirrors
+    in the runs table, and runless check evaluations; those are stored one by one, in order."""
     if not event.is_dagster_event:
         return True
     kind = event.dagster_event_type
-    return kind not in ASSET_CHECK_EVENTS and kind not in EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+    if kind in ASSET_CHECK_EVENTS:
+        return bool(event.run_id)
+    return kind not in EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+
+
+def _held(event: EventLogEntry) -> bool:
+    """A run's check evaluation, which Dagster hands over on its own: held for a batch."""
+    return (
+        event.is_dagster_event
+        and event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and bool(event.run_id)
+    )
 
 
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
@@ -61,6 +85,13 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data=inst_data)
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        # Keeps the events of the process's threads in the order they were handed over.
+        self._order_lock = threading.RLock()
+        self._held_checks: list[EventLogEntry] = []
+        # The connection each thread has open per database, for the writes Dagster makes
+        # through `index_connection` within a batch's own transaction.
+        self._open = threading.local()
+        self._checks_supported = False
 
     def _engine(self, shard: str) -> Engine:
         """The shard's engine, made as Dagster makes it; called under `_db_lock`."""
@@ -76,25 +107,63 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
-        """Dagster's `_connect`, with the shard's kept engine instead of a new one."""
+        """Dagster's `_connect`, with the shard's kept engine instead of a new one; within a
+        connection this thread has open to the shard, that connection."""
+        opened: dict[str, Connection] = self._open.__dict__
+        if shard in opened:
+            yield opened[shard]
+            return
         with self._db_lock:
             engine = self._engine(shard)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
             with engine.connect() as connection, connection.begin():
-                yield connection
+                opened[shard] = connection
+                try:
+                    yield connection
+                finally:
+                    del opened[shard]
+
+    @property
+    def supports_asset_checks(self) -> bool:
+        """Dagster's answer, which inspects the index's tables on every check event, kept once
+        it is yes (the table is never dropped)."""
+        self._checks_supported = self._checks_supported or super().supports_asset_checks
+        return self._checks_supported
+
+    def store_event(self, event: EventLogEntry) -> None:
+        with self._order_lock:
+            if _held(event):
+                self._held_checks.append(event)
+                if len(self._held_checks) < BATCH_SIZE:
+                    return
+                self._store_held()
+                return
+            self._store_held()
+            super().store_event(event)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        pending: list[EventLogEntry] = []
-        for event in events:
-            if _batchable(event):
-                pending.append(event)
-                continue
+        with self._order_lock:
+            self._store_held()
+            pending: list[EventLogEntry] = []
+            for event in events:
+                if _batchable(event):
+                    pending.append(event)
+                    continue
+                self._store_together(pending)
+                pending = []
+                super().store_event(event)
             self._store_together(pending)
-            pending = []
-            self.store_event(event)
-        self._store_together(pending)
+
+    def dispose(self) -> None:
+        with self._order_lock:
+            self._store_held()
+        super().dispose()
+
+    def _store_held(self) -> None:
+        held, self._held_checks = self._held_checks, []
+        self._store_together(held)
 
     def _store_together(self, events: list[EventLogEntry]) -> None:
         """What `store_event` does for each event, for many events at once."""
@@ -103,18 +172,26 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             with self.run_connection(run_id) as connection:
                 for _, statement in batch:
                     connection.execute(statement)
-            asset_events = [
+            mirrored = [
                 (event, statement)
                 for event, statement in batch
-                if event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS
+                if event.is_dagster_event
+                and (
+                    event.dagster_event_type in ASSET_EVENTS
+                    or event.dagster_event_type in ASSET_CHECK_EVENTS
+                )
             ]
-            if not asset_events:
+            if not mirrored:
                 continue
-            # Mirrored in the cross-run index, as `store_event` does.
+            # Mirrored in the cross-run index, as `store_event` does; a check event's execution
+            # record is written through the same transaction.
             with self.index_transaction() as connection:
-                for event, statement in asset_events:
+                for event, statement in mirrored:
                     with db_result(connection, statement) as result:
                         event_id = result.inserted_primary_key[0]
+                    if event.dagster_event_type in ASSET_CHECK_EVENTS:
+                        self.store_asset_check_event(event, event_id)
+                        continue
                     self._store_asset_event_tags(connection, [event], [event_id])
                     self._store_asset_event(connection, event, event_id)
 

@@ -1,8 +1,10 @@
 """The local instance's batching event log stores what Dagster's own SQLite event log stores:
-the same events in the same order, the same materialised and failed partitions."""
+the same events in the same order, the same materialised and failed partitions, the same check
+executions."""
 
 import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,27 +23,50 @@ from rental_platform.dagster_storage import (
 REPO = Path(__file__).resolve().parent.parent
 DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-21")
 TABLES = ("first", "second", "third")
+FAILING_DAY = "2025-01-07"
 RANGE = {
     "dagster/asset_partition_range_start": "2025-01-01",
     "dagster/asset_partition_range_end": "2025-01-20",
 }
 
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    DAILY_CHECKS = [
+        dg.AssetCheckSpec("each_day", asset=name, partitions_def=DAYS, blocking=True)
+        for name in TABLES
+    ]
+CHECKS = [dg.AssetCheckSpec("rows", asset=name) for name in TABLES] + DAILY_CHECKS
+
+
 @dg.multi_asset(
     specs=[dg.AssetSpec(name) for name in TABLES],
-    check_specs=[dg.AssetCheckSpec("rows", asset=name) for name in TABLES],
+    check_specs=CHECKS,
     partitions_def=DAYS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     config_schema={"fail": bool},
 )
 def three_daily_tables(context: AssetExecutionContext):
-    """Like a platform step: a range in one run, a materialisation and check per table."""
+    """Like a platform step: a range in one run, a materialisation per table, a check of the
+    range and a check per day (one day failing) per table."""
     if context.op_execution_context.op_config["fail"]:
         raise RuntimeError("the step failed")
     for name in TABLES:
         yield dg.MaterializeResult(asset_key=name, metadata={"rows": 1})
     for name in TABLES:
         yield dg.AssetCheckResult(asset_key=name, check_name="rows", passed=True)
+    for spec in DAILY_CHECKS:
+        for day in context.partition_keys:
+            yield dg.AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=spec.name,
+                passed=day != FAILING_DAY,
+                blocking=True,
+                severity=dg.AssetCheckSeverity.WARN,  # so that the run goes on
+                partition=day,
+            )
+        name = context.assets_def.get_output_name_for_asset_check_key(spec.key)
+        yield dg.Output(None, output_name=name)
 
 
 def _run(instance: dg.DagsterInstance, fail: bool) -> str:
@@ -86,7 +111,28 @@ def _stored(instance: dg.DagsterInstance, run_ids: list[str]) -> dict:
             entry.last_planned_materialization_storage_id,
             entry.last_planned_materialization_run_id,
         )
-    return {"events": events, "partitions": partitions, "latest": latest}
+    return {
+        "events": events,
+        "partitions": partitions,
+        "latest": latest,
+        "checks": _check_executions(instance, run_ids),
+    }
+
+
+def _check_executions(instance: dg.DagsterInstance, run_ids: list[str]) -> list[tuple]:
+    """Every check's executions, as the UI lists them: run, partition, status, evaluation."""
+    storage = instance.event_log_storage
+    return [
+        (
+            spec.key.to_user_string(),
+            run_ids.index(record.run_id),
+            record.partition,
+            record.status.value,
+            getattr(record.event.dagster_event.event_specific_data, "passed", None),
+        )
+        for spec in CHECKS
+        for record in storage.get_asset_check_execution_history(spec.key, limit=1000)
+    ]
 
 
 @pytest.fixture
@@ -104,13 +150,26 @@ def dagster_home(tmp_path, monkeypatch) -> Iterator[Path]:
 
 def test_the_batching_log_stores_what_dagsters_own_stores(dagster_home, monkeypatch) -> None:
     batched: list[int] = []
+    # Per check event stored, the size of the batch it was stored in (0: on its own).
+    checks_batched: list[int] = []
+    storing: list[int] = [0]
     store_together = BatchingSqliteEventLogStorage._store_together
+    store_check = BatchingSqliteEventLogStorage.store_asset_check_event
 
     def counting(storage, events):
         batched.append(len(events))
-        store_together(storage, events)
+        storing[0] = len(events)
+        try:
+            store_together(storage, events)
+        finally:
+            storing[0] = 0
+
+    def counting_checks(storage, event, event_id):
+        checks_batched.append(storing[0])
+        store_check(storage, event, event_id)
 
     monkeypatch.setattr(BatchingSqliteEventLogStorage, "_store_together", counting)
+    monkeypatch.setattr(BatchingSqliteEventLogStorage, "store_asset_check_event", counting_checks)
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.get_ref().storage, BatchingSqliteStorage)
         # A failed try, then a good one: failed partitions, then materialised ones.
@@ -129,6 +188,12 @@ def test_the_batching_log_stores_what_dagsters_own_stores(dagster_home, monkeypa
     # The planned events and the materialisations went through in batches, not one by one.
     assert max(batched) >= len(TABLES) * len(days)
     assert sum(batched) >= 2 * len(TABLES) * len(days) + len(TABLES) * len(days)
+    # Each partition's check result; the evaluations were stored together, not one by one.
+    daily = [c for c in default["checks"] if c[0].endswith(":each_day") and c[1] == 1]
+    assert sorted((c[2], c[4]) for c in daily if c[0] == "first:each_day") == [
+        (day, day != FAILING_DAY) for day in days
+    ]
+    assert max(checks_batched) >= len(DAILY_CHECKS) * len(days)
 
 
 def test_a_failed_run_leaves_its_partitions_failed(dagster_home) -> None:
