@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -164,6 +165,43 @@ def test_each_partition_has_its_check_results(seeded: Platform) -> None:
         dg.AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=days), limit=len(days)
     ).records
     assert targets == {record.partition_key: record.storage_id for record in materialized}
+
+
+def _evaluations(platform: Platform, table: tables.Table, check: str) -> dict[str, Any]:
+    """Each partition's latest evaluation of a check."""
+    key = dg.AssetCheckKey(asset_key(table), check)
+    records = platform.instance.event_log_storage.get_asset_check_execution_history(key, 10_000)
+    evaluations = [r.event.dagster_event.event_specific_data for r in reversed(records)]
+    return {evaluation.partition: evaluation for evaluation in evaluations}
+
+
+def test_a_check_that_judges_days_gives_each_day_its_own_result(seeded: Platform) -> None:
+    """row_count_matches_source judges each day on its own: a day's evaluation holds that
+    day's counts, from the source and from the lake. A check of the window (the key's
+    uniqueness) says that it judged the window."""
+    by_day = dict(
+        seeded.lake(
+            tables.RAW_BOOKINGS,
+            "SELECT CAST(CAST(booking_date AS DATE) AS VARCHAR), COUNT(*) FROM t "
+            "WHERE booking_date IS NOT NULL GROUP BY 1",
+        )
+    )
+    with seeded.source.cursor() as cursor:
+        cursor.execute(
+            "SELECT CAST(DATE(booking_date) AS CHAR), COUNT(*) FROM bookings "
+            "WHERE booking_date IS NOT NULL GROUP BY 1"
+        )
+        in_source = dict(cursor.fetchall())
+    evaluations = _evaluations(seeded, tables.RAW_BOOKINGS, "row_count_matches_source")
+    days = [(SCALE.start + timedelta(days=n)).isoformat() for n in range(SCALE.days)]
+    assert sorted(evaluations) == days
+    for day in days:
+        counts = {k: evaluations[day].metadata[k].value for k in ("source_rows", "lake_rows")}
+        assert counts == {"source_rows": in_source.get(day, 0), "lake_rows": by_day.get(day, 0)}
+        assert evaluations[day].passed
+    assert len(set(by_day.values())) > 1  # so that the days' counts tell them apart
+    window = _evaluations(seeded, tables.CURATED_BOOKINGS, "primary_key_unique")[days[0]]
+    assert window.metadata["judged"].value == "the run's window"
 
 
 def test_kpi_previews_show_the_latest_period_best_first(seeded: Platform) -> None:

@@ -57,6 +57,41 @@ def test_row_count_check_names_the_days_that_differ() -> None:
     )
     assert not result.passed
     assert result.metadata["mismatched_periods"] == {"2025-01-02": {"source": 4, "lake": 2}}
+    # Each day on its own; the rows with no day are no partition's.
+    assert sorted(result.partitions) == ["2025-01-01", "2025-01-02"]
+    assert result.of_partition("2025-01-01").passed
+    second = result.of_partition("2025-01-02")
+    assert not second.passed
+    assert second.description == "2 rows extracted, 4 in the source"
+
+
+def test_rows_with_no_day_that_differ_fail_every_day() -> None:
+    result = quality.row_count_matches_source(
+        tables.RAW_BOOKINGS, {"2025-01-01": 3, "undated": 2}, {"2025-01-01": 3, "undated": 1}
+    )
+    day = result.of_partition("2025-01-01")
+    assert not result.passed and not day.passed
+    assert day.metadata["undated_rows"] == {"source": 2, "lake": 1}
+
+
+def test_orphan_bookings_fail_their_own_day(spark: SparkSession) -> None:
+    bookings = spark.createDataFrame(
+        [(1, 10, "2025-01-01 09:00:00"), (2, 99, "2025-01-02 09:00:00")],
+        "booking_id long, apartment_id long, booking_date string",
+    ).withColumn("booking_date", F.to_timestamp("booking_date"))
+    history = spark.createDataFrame(
+        [(10, date(2024, 1, 1), None)], "id long, valid_from date, valid_to date"
+    )
+    days = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)]
+    result = quality.listings_exist(bookings, history, days)
+    assert not result.passed and result.metadata["example_booking_ids"] == ["2"]
+    assert [result.of_partition(d.isoformat()).passed for d in days] == [True, False, True]
+    assert result.of_partition("2025-01-02").metadata["orphan_bookings"] == 1
+    # A check that judged the window only: every partition gets the window's result.
+    assert (
+        quality.listings_exist(bookings, history, []).of_partition("2025-01-01").metadata["judged"]
+        == "the run's window"
+    )
 
 
 def test_accounting_check_catches_a_lost_row() -> None:

@@ -71,8 +71,8 @@ def to_check_result(result: CheckResult) -> dg.AssetCheckResult:
 def to_partition_evaluation(
     result: CheckResult, partition: str, target: MaterializationTarget | None
 ) -> dg.AssetCheckEvaluation:
-    """The result of a check over a run's window, recorded against one of its partitions and
-    the materialisation of it that the check judged (`target`)."""
+    """A check's result for one partition of a run (`CheckResult.of_partition`), recorded
+    against the materialisation of it that the check judged (`target`)."""
     return dg.AssetCheckEvaluation(
         **_outcome(result),
         blocking=result.blocking,

@@ -207,12 +207,13 @@ def _run(
 
 
 def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterator[CheckEvent]:
-    """The step's check results, each recorded against every partition the step wrote (the
-    checks judge the run's window as a whole). Every selected check needs a result for each
-    partition of the run (else Dagster lists it as skipped, and a remote step's Pipes session
-    fails without one). A partition the step did not rewrite (a snapshot taken already, a day
-    the nightly plan left alone) keeps its committed version, which was committed only because
-    its blocking checks passed: those are reported passed, as unchanged."""
+    """The step's check results, each recorded against every partition the step wrote: the
+    partition's own result where the check judged partitions one by one, else the window's.
+    Every selected check needs a result for each partition of the run (else Dagster lists it
+    as skipped, and a remote step's Pipes session fails without one). A partition the step
+    did not rewrite (a snapshot taken already, a day the nightly plan left alone) keeps its
+    committed version, which was committed only because its blocking checks passed: those
+    are reported passed, as unchanged."""
     selected = context.selected_asset_check_keys
     partitioned = context.assets_def.partitions_def is not None
     # What each partition's evaluation targets: this run's materialisation of it (none for a
@@ -244,7 +245,7 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
         for partition in rewritten or context.partition_keys:
             evaluated.add((key, partition))
             target = targets.get(key.asset_key, {}).get(partition)
-            yield to_partition_evaluation(check, partition, target)
+            yield to_partition_evaluation(check.of_partition(partition), partition, target)
     unchanged = report.skipped or "this run did not rewrite the partition"
     # An unpartitioned table is either rewritten (and checked) or skipped as a whole.
     partitions = context.partition_keys if partitioned else [None] if report.skipped else []

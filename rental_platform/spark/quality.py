@@ -6,7 +6,7 @@ personal data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -96,11 +96,24 @@ def checks_for(table: Table) -> list[CheckSpec]:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """A check's result over the step's window. A check that judges each partition on its own
+    also gives each partition's result, by key: {"passed", "description", "metadata"}; the
+    window passes only if every partition does (and what belongs to none, undated rows say)."""
+
     table: str
     name: str
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def of_partition(self, key: str) -> CheckResult:
+        """The result recorded against partition `key`: its own, or else the window's, which
+        says so (`judged`)."""
+        own = self.partitions.get(key)
+        if own is None:
+            return replace(self, metadata=self.metadata | {"judged": "the run's window"})
+        return replace(self, **own, partitions={})
 
     @property
     def blocking(self) -> bool:
@@ -203,13 +216,17 @@ def _values_result(table: Table, rules: dict[str, str], violations: dict[str, in
 def row_count_matches_source(
     table: Table, source: dict[str, int], lake: dict[str, int]
 ) -> CheckResult:
-    """Per period (or `undated`, or `all` for snapshots): the lake holds what the source held."""
+    """Per period (or `undated`, or `all` for snapshots): the lake holds what the source held.
+    Each day is judged on its own; rows with no day that differ fail every day, whose commit
+    they hold back too."""
     mismatches = {
         period: {"source": source.get(period, 0), "lake": lake.get(period, 0)}
         for period in sorted(set(source) | set(lake))
         if source.get(period, 0) != lake.get(period, 0)
     }
     total_source, total_lake = sum(source.values()), sum(lake.values())
+    undated = mismatches.get(UNDATED)
+    days = sorted((set(source) | set(lake)) - {UNDATED, WHOLE})
     return CheckResult(
         table.id,
         ROW_COUNT.name,
@@ -221,7 +238,23 @@ def row_count_matches_source(
             "lake_rows": total_lake,
             "mismatched_periods": dict(list(mismatches.items())[:EXAMPLES]),
         },
+        {day: _day_count(source.get(day, 0), lake.get(day, 0), undated) for day in days},
     )
+
+
+def _day_count(source: int, lake: int, undated: dict[str, int] | None) -> dict[str, Any]:
+    outside = (
+        f"; the rows with no day differ: {undated['lake']} extracted, {undated['source']} in "
+        "the source"
+        if undated
+        else ""
+    )
+    return {
+        "passed": source == lake and not undated,
+        "description": f"{lake} rows extracted, {source} in the source{outside}",
+        "metadata": {"source_rows": source, "lake_rows": lake}
+        | ({"undated_rows": undated} if undated else {}),
+    }
 
 
 def quarantined_by_partition(quarantine: DataFrame, table: Table) -> dict[str, dict[str, int]]:
@@ -391,25 +424,43 @@ def quarantine_share(curated: Table, window: Curation, limit: float) -> CheckRes
     )
 
 
-def listings_exist(bookings: DataFrame, history: DataFrame) -> CheckResult:
+def listings_exist(bookings: DataFrame, history: DataFrame, days: list[date]) -> CheckResult:
     """Every curated booking points at a listing version valid on its booking's day (the
-    listings may have been re-curated since the bookings were)."""
+    listings may have been re-curated since the bookings were); each of `days` on its own."""
     orphans = bookings.join(F.broadcast(history), valid_on(bookings, history), "left_anti")
-    count = orphans.count()
-    examples = (
-        [str(r["booking_id"]) for r in orphans.select("booking_id").limit(EXAMPLES).collect()]
-        if count
-        else []
-    )
+    by_day = {
+        row["day"].isoformat(): (row["orphans"], [str(i) for i in row["examples"]])
+        for row in orphans.groupBy(F.to_date("booking_date").alias("day"))
+        .agg(
+            F.count(F.lit(1)).alias("orphans"),
+            F.slice(F.sort_array(F.collect_list("booking_id")), 1, EXAMPLES).alias("examples"),
+        )
+        .collect()
+    }
+    count = sum(n for n, _ in by_day.values())
+    examples = sorted((i for _, ids in by_day.values() for i in ids), key=int)[:EXAMPLES]
     return CheckResult(
         tables.CURATED_BOOKINGS.id,
         LISTINGS_EXIST.name,
         count == 0,
-        "every booking's listing has a version valid on its day"
-        if count == 0
-        else f"{count} bookings of listings with no version valid on their day",
+        _orphans(count),
         {"orphan_bookings": count, "example_booking_ids": examples},
+        {day.isoformat(): _day_orphans(*by_day.get(day.isoformat(), (0, []))) for day in days},
     )
+
+
+def _day_orphans(count: int, examples: list[str]) -> dict[str, Any]:
+    return {
+        "passed": count == 0,
+        "description": _orphans(count),
+        "metadata": {"orphan_bookings": count, "example_booking_ids": examples},
+    }
+
+
+def _orphans(count: int) -> str:
+    if count == 0:
+        return "every booking's listing has a version valid on its day"
+    return f"{count} bookings of listings with no version valid on their day"
 
 
 def valid_on(bookings: DataFrame, history: DataFrame) -> Column:

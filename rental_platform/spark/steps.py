@@ -654,7 +654,7 @@ def curate_daily(step: _Step) -> None:
         curated_df = step.land_periods(curated_table, dated.curated, days, pair.clustered)
         step.check_schema(curated_table)
         if curated_table is tables.CURATED_BOOKINGS:
-            step.check(quality.listings_exist(curated_df, versions))
+            step.check(quality.listings_exist(curated_df, versions, days))
         dated_quarantine = step.land_periods(quarantine_table, dated.quarantine, days)
         # What each day was curated from, so that a later run can tell it is out of date.
         lineage: dict[str, Any] = {}
