@@ -20,13 +20,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rental_platform import tables
+from rental_platform.contract import StepRequest
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.session import (
     class_archive_path,
     get_or_create_session,
     local_java_options,
 )
-from rental_platform.spark.steps import StepRequest, run_step
+from rental_platform.spark.steps import run_step
 from rental_platform.tables import Table
 
 # Two weeks from a Monday: every step, the weekly and monthly KPIs included, has rows to work on.

@@ -18,8 +18,8 @@ from pathlib import Path
 import dagster_pipes
 
 import rental_platform
+from rental_platform.contract import MARIADB_JDBC_JAR
 from rental_platform.settings import S3Location
-from rental_platform.spark.session import MARIADB_JDBC_JAR
 
 ENTRY_SCRIPT = b"from rental_platform.spark.entrypoint import main\n\nmain()\n"
 # A fixed timestamp, so the same sources always give the same archive bytes.

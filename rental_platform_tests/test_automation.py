@@ -14,6 +14,7 @@ import dagster as dg
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key, check_specs
 from rental_platform.automation import changed_days
+from rental_platform.contract import checks_for
 from rental_platform.cycle import (
     SOURCE_CHANGES,
     kpi_runs,
@@ -24,7 +25,6 @@ from rental_platform.cycle import (
 from rental_platform.definitions import build_definitions
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.settings import Settings
-from rental_platform.spark.quality import checks_for
 from rental_platform.tables import Grain, Layer, Table
 
 FIRST = date(2025, 1, 1)

@@ -17,7 +17,8 @@ import pytest
 from benchmarks.reference import compare, history_differences, run_reference, snapshot_listings
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
-from rental_platform.cycle import SOURCE_CHANGES
+from rental_platform.contract import checks_for
+from rental_platform.cycle import RANGE_END, RANGE_START, SOURCE_CHANGES
 from rental_platform.runs import RunOutcome
 from rental_platform.spark.manifest import committed_files
 from rental_platform_tests.conftest import Platform
@@ -170,6 +171,33 @@ def test_the_plan_names_every_changed_day_and_why(night: Night) -> None:
     curate = night.plan["curate"]["curated.bookings"]
     assert set(curate) == {"2025-01-06", "2025-01-01"}
     assert curate["2025-01-06"] == "listings learnt: 9"
+
+
+def test_every_check_answers_for_every_day_of_the_nightly_run(night: Night) -> None:
+    """No check is left "skipped" on a day of the run: a day the plan left alone answers each
+    blocking check as unchanged, and the freshness warning with the run's result."""
+    instance = night.platform.instance
+    (daily,) = [o for o in night.outcomes if o.job == "daily"]
+    tags = instance.get_run_by_id(daily.run_id).tags
+    first, last = (date.fromisoformat(tags[tag]) for tag in (RANGE_START, RANGE_END))
+    days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    raw = asset_key(tables.RAW_BOOKINGS)
+    evaluations = [
+        record.dagster_event.event_specific_data
+        for record in instance.all_logs(
+            daily.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        )
+        if record.dagster_event.event_specific_data.asset_key == raw
+    ]
+    names = [spec.name for spec in checks_for(tables.RAW_BOOKINGS)]
+    assert {(e.check_name, e.partition) for e in evaluations} == {
+        (name, day) for name in names for day in days
+    }
+    left_alone = sorted(set(days) - set(night.plan["extract"]["raw.bookings"]))
+    assert left_alone, "the run's range has a day the plan left alone"
+    on_left_alone = {e.check_name: e for e in evaluations if e.partition == left_alone[0]}
+    assert on_left_alone["freshness"].metadata["judged"].value == "the run's window"
+    assert "unchanged" in on_left_alone["row_count_matches_source"].metadata
 
 
 def test_every_booking_is_curated_once_in_its_current_day(night: Night) -> None:

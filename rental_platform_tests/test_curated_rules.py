@@ -11,9 +11,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from rental_platform import tables
+from rental_platform import contract, tables
 from rental_platform.assets.checks import asset_key
-from rental_platform.spark import quality
 from rental_platform.spark.manifest import CommitLog, store_for
 from rental_platform_tests.conftest import Platform
 
@@ -192,7 +191,7 @@ def test_checks_report_quarantine_by_reason(curated: Platform) -> None:
     declared = {
         (asset_key(table).to_user_string(), spec.name)
         for table in tables.ALL_TABLES
-        for spec in quality.checks_for(table)
+        for spec in contract.checks_for(table)
     }
     assert set(evaluations) == declared
     assert {key for key, e in evaluations.items() if not e.passed} == {

@@ -11,8 +11,9 @@ import pytest
 from pyspark.sql import DataFrame
 
 from rental_platform import tables
+from rental_platform.contract import SourceConnection
 from rental_platform.seed import SCALES, seed_source
-from rental_platform.spark.extract import SourceConnection, SourceReader
+from rental_platform.spark.extract import SourceReader
 from rental_platform.spark.session import get_or_create_session
 from rental_platform_tests.conftest import Platform
 

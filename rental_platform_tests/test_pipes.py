@@ -1,5 +1,5 @@
 """The remote side of a step, run locally by the same Pipes contract a Glue or EMR job uses:
-`spark/entrypoint.py` in a subprocess reports materialisations, checks and the StepReport."""
+`spark/entrypoint.py` in a subprocess sends back the StepReport."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from datetime import date
 import dagster as dg
 
 from rental_platform import tables
-from rental_platform.assets.checks import asset_key, check_specs
+from rental_platform.assets.checks import asset_key, check_specs, to_check_result
+from rental_platform.contract import SourceConnection, StepReport, StepRequest
 from rental_platform.spark.entrypoint import REQUEST_EXTRA
-from rental_platform.spark.extract import SourceConnection
-from rental_platform.spark.steps import StepReport, StepRequest
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.conftest import Platform
 
@@ -33,6 +32,8 @@ def test_step_request_travels_without_the_password() -> None:
 
 
 def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
+    """One channel: the whole StepReport, as one message, and nothing reported besides it;
+    the asset makes its materialisations and check results of the report."""
     platform.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
     mysql = platform.settings.mysql
     request = StepRequest(
@@ -42,7 +43,7 @@ def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
         source=SourceConnection(mysql.jdbc_url, mysql.user),
         as_of=date(2025, 2, 28),
     )
-    messages: list[dict] = []
+    reported: list = []
 
     @dg.multi_asset(
         specs=[dg.AssetSpec(asset_key(t)) for t in SNAPSHOTS],
@@ -55,8 +56,16 @@ def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
             extras={REQUEST_EXTRA: request.to_json()},
             env={"RENTAL_SPARK_MASTER": "local[1]", "RENTAL_MYSQL_PASSWORD": mysql.password},
         )
-        messages.extend(invocation.get_custom_messages())
-        yield from invocation.get_results()
+        reported.extend(invocation.get_results(implicit_materializations=False))
+        (message,) = invocation.get_custom_messages()
+        report = StepReport.from_json(message)
+        for table in report.tables.values():
+            yield dg.MaterializeResult(
+                asset_key=asset_key(tables.TABLES[table.table]),
+                metadata={"dagster/row_count": table.row_count},
+            )
+        for check in report.checks:
+            yield to_check_result(check)
 
     result = dg.materialize(
         [remote_snapshots],
@@ -64,6 +73,7 @@ def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
         instance=platform.instance,
     )
     assert result.success
+    assert reported == []
     rows = {
         m.asset_key.to_user_string(): m.metadata["dagster/row_count"].value
         for m in result.asset_materializations_for_node("remote_snapshots")
@@ -75,5 +85,3 @@ def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
     }
     assert checks[("raw/apartments", "row_count_matches_source")]
     assert checks[("raw/apartment_attributes", "schema_matches_catalogue")]
-    (report,) = [StepReport.from_json(m) for m in messages]
-    assert report.tables["raw.apartments"].row_count == 3

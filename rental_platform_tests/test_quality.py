@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from rental_platform import tables
+from rental_platform import contract, tables
 from rental_platform.spark import quality
 from rental_platform.spark.session import get_or_create_session
 
@@ -25,7 +25,7 @@ def test_primary_key_check_finds_duplicates_and_nulls(spark: SparkSession) -> No
     ).withColumn("total_price", F.lit(10).cast("decimal(10,2)"))
     rows, (result, values) = quality.row_checks(frame, tables.CURATED_BOOKINGS)
     assert rows == 5 and values.passed
-    assert (result.name, result.passed) == (quality.PRIMARY_KEY.name, False)
+    assert (result.name, result.passed) == (contract.PRIMARY_KEY.name, False)
     assert result.metadata == {"null_keys": 2, "duplicated_keys": 1, "example_keys": ["1"]}
 
 
@@ -149,7 +149,7 @@ def test_value_ranges_come_from_the_catalogue(spark: SparkSession) -> None:
     )
     key, result = quality.row_checks(frame, table)[1]
     assert key.passed
-    assert (result.name, result.passed) == (quality.VALUES.name, False)
+    assert (result.name, result.passed) == (contract.VALUES.name, False)
     assert result.metadata["violations"] == {"occupancy_rate": 1}
     assert quality.row_checks(frame.where("booked_nights < 12"), table)[1][1].passed
 
@@ -171,10 +171,10 @@ def test_freshness_warns_on_an_old_newest_partition() -> None:
 
 
 def test_every_declared_check_is_blocking_but_freshness() -> None:
-    declared = {spec for table in tables.ALL_TABLES for spec in quality.checks_for(table)}
+    declared = {spec for table in tables.ALL_TABLES for spec in contract.checks_for(table)}
     assert {spec.name for spec in declared if not spec.blocking} == {"freshness"}
-    assert quality.checks_for(tables.QUARANTINE_BOOKINGS) == []
-    assert quality.LISTINGS_EXIST in quality.checks_for(tables.CURATED_BOOKINGS)
+    assert contract.checks_for(tables.QUARANTINE_BOOKINGS) == []
+    assert contract.LISTINGS_EXIST in contract.checks_for(tables.CURATED_BOOKINGS)
 
 
 def test_both_window_checks_count_the_same_rows() -> None:

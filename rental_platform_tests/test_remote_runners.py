@@ -179,6 +179,13 @@ def test_every_layer_ran_as_remote_jobs(remote_run: RemoteRun) -> None:
         assert "dagster-pipes-context" in pipes or "DAGSTER_PIPES_CONTEXT" in pipes
 
 
+JOB_RUN_METADATA = {
+    "glue": "AWS Glue Job Run ID",
+    "emr_serverless": "AWS EMR Serverless Job Run ID",
+    "emr": "AWS EMR Cluster ID",
+}
+
+
 def test_materialisations_and_checks_came_back_through_pipes(remote_run: RemoteRun) -> None:
     instance = remote_run.instance
     metadata = {
@@ -196,6 +203,11 @@ def test_materialisations_and_checks_came_back_through_pipes(remote_run: RemoteR
     }
     assert rows == {tables.RAW_APARTMENTS: 3, tables.CURATED_BOOKINGS: 4, tables.TOP_LISTINGS: 3}
     assert metadata[tables.TOP_LISTINGS]["dagster/row_count"].value <= 3
+    # Each materialisation names the remote job that made it, as dagster-aws describes it.
+    job_run = JOB_RUN_METADATA[remote_run.kind]
+    assert {table: job_run in values for table, values in metadata.items()} == dict.fromkeys(
+        metadata, True
+    )
     for table, check in [
         (tables.RAW_BOOKINGS, "row_count_matches_source"),
         (tables.CURATED_BOOKINGS, "primary_key_unique"),

@@ -12,11 +12,11 @@ from pathlib import Path
 import pyspark
 import pytest
 
+from rental_platform.contract import MARIADB_JDBC_JAR
 from rental_platform.spark.local_fs import FILE_SYSTEM_CLASS, local_fs_jar
 from rental_platform.spark.session import (
     LOCAL_JAVA_OPTIONS,
     LOCAL_MASTER,
-    MARIADB_JDBC_JAR,
     QUICK_COMPILER,
     QUICK_COMPILER_MAX_DAYS,
     class_archive_path,

@@ -17,7 +17,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as MaterializationTarget,
 )
 
-from rental_platform.spark.quality import CheckResult, checks_for
+from rental_platform.contract import CheckResult, checks_for
 from rental_platform.tables import TABLES, Table
 
 

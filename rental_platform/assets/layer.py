@@ -22,6 +22,7 @@ from rental_platform.assets.checks import (
     to_check_result,
     to_partition_evaluation,
 )
+from rental_platform.contract import CheckResult, StepReport, StepRequest
 from rental_platform.cycle import (
     PLAN_TAG,
     as_of_day,
@@ -29,9 +30,8 @@ from rental_platform.cycle import (
     plan_of_run,
     planned_days,
 )
-from rental_platform.resources.spark import SparkRunner
+from rental_platform.resources.spark import SparkRunner, StepRun
 from rental_platform.spark import layout
-from rental_platform.spark.steps import StepReport, StepRequest
 from rental_platform.tables import TABLES, Layer, Table
 
 OWNERS = ["team:data-platform"]
@@ -175,7 +175,8 @@ def _run(
         only_days=_planned_days(context, selected),
     )
     context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
-    report = run_with_retries(context, resources.spark, request)
+    run = run_with_retries(context, resources.spark, request)
+    report = run.report
     committed = [t for t in selected if t.id not in report.rejected]
     if report.committed is not None:
         ids = [t.id for t in committed]
@@ -186,7 +187,7 @@ def _run(
             context.log.info(line)
 
     for table in committed:
-        metadata = _metadata(table, report, window)
+        metadata = _metadata(table, report, window) | run.job_metadata
         for key, figures in report.tables[table.id].partitions.items():
             context.add_asset_metadata(
                 _partition_metadata(figures), asset_key=asset_key(table), partition_key=key
@@ -213,7 +214,7 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
     as skipped, and a remote step's Pipes session fails without one). A partition the step
     did not rewrite (a snapshot taken already, a day the nightly plan left alone) keeps its
     committed version, which was committed only because its blocking checks passed: those
-    are reported passed, as unchanged."""
+    are reported passed, as unchanged; a warning's result of the run is recorded there too."""
     selected = context.selected_asset_check_keys
     partitioned = context.assets_def.partitions_def is not None
     # What each partition's evaluation targets: this run's materialisation of it (none for a
@@ -226,10 +227,12 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
         if partitioned
     }
     evaluated: set[tuple[dg.AssetCheckKey, str | None]] = set()
+    judged: dict[dg.AssetCheckKey, CheckResult] = {}
     for check in report.checks:
         key = dg.AssetCheckKey(asset_key(TABLES[check.table]), check.name)
         if key not in selected:
             continue
+        judged[key] = check
         if not partitioned:
             evaluated.add((key, None))
             yield to_check_result(check)
@@ -253,10 +256,15 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
         if spec.key not in selected:
             continue
         for partition in partitions:
-            if spec.blocking and (spec.key, partition) not in evaluated:
-                evaluated.add((spec.key, partition))
-                target = targets.get(spec.asset_key, {}).get(partition) if partition else None
+            if (spec.key, partition) in evaluated:
+                continue
+            target = targets.get(spec.asset_key, {}).get(partition) if partition else None
+            if spec.blocking:
                 yield _unchanged(spec, partition, unchanged, target)
+            elif partition is not None and spec.key in judged:
+                # A warning judges the table as it stands (freshness): each partition's too.
+                check = judged[spec.key].of_partition(partition)
+                yield to_partition_evaluation(check, partition, target)
         if partitioned:
             # The check's output, which a result of the whole run would have yielded: what
             # gates the steps downstream of a blocking check.
@@ -319,7 +327,7 @@ def _rejection(report: StepReport) -> str:
 
 def run_with_retries(
     context: AssetExecutionContext, runner: SparkRunner, request: StepRequest
-) -> StepReport:
+) -> StepRun:
     """Run the step; a transient failure (the source connection dropped, a Spark executor
     lost) is retried with exponential backoff, and the error of the last try fails the run."""
     return with_retries(context, lambda: runner.run(context, request))

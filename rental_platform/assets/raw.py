@@ -16,9 +16,9 @@ from rental_platform.assets.layer import (
     run_with_retries,
     spark_multi_asset,
 )
+from rental_platform.contract import StepRequest
 from rental_platform.cycle import SOURCE_CHANGES, Cycle
 from rental_platform.partitions import PlatformPartitions
-from rental_platform.spark.steps import StepRequest
 from rental_platform.tables import Grain, Layer
 
 KINDS = frozenset({"spark", "mysql", "parquet"})
@@ -89,10 +89,11 @@ def source_changes_asset(partitions: PlatformPartitions, mutable_days: int) -> d
             force_from=cycle.extract_from,
             writer=f"run {context.run.run_id} (source_changes)",
         )
-        report = run_with_retries(context, resources.spark, request)
-        plan = report.plan
+        run = run_with_retries(context, resources.spark, request)
+        report, plan = run.report, run.report.plan
         return dg.MaterializeResult(
             metadata={
+                **run.job_metadata,
                 "mode": str(cycle.mode),
                 "as_of": cycle.as_of.isoformat(),
                 "compared_from": cycle.compare_from.isoformat(),

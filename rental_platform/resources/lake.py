@@ -52,14 +52,3 @@ class LocalLake(Lake):
 
     def store(self) -> LakeStore:
         return LocalStore(self.root)
-
-
-def lake_for(root: str) -> Lake:
-    if not root.startswith("s3://"):
-        return LocalLake(root=root)
-    # dagster-aws is imported only for an S3 lake: it takes about a second.
-    from dagster_aws.s3 import S3Resource
-
-    from rental_platform.resources.s3_lake import S3Lake
-
-    return S3Lake(root=root, s3=S3Resource())

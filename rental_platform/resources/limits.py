@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from rental_platform.spark.quality import CheckLimits
+from rental_platform.contract import CheckLimits
 
 
 class CheckLimitsResource(dg.ConfigurableResource):

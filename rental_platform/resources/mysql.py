@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from rental_platform.contract import SourceConnection
 from rental_platform.settings import parse_mysql_url
-from rental_platform.spark.extract import SourceConnection
 
 
 class SourceDatabase(dg.ConfigurableResource):

@@ -23,12 +23,12 @@ from dagster_aws.pipes import (
 )
 from dagster_pipes import PipesParams
 
+from rental_platform.contract import StepReport, StepRequest
 from rental_platform.remote_code import code_package
 from rental_platform.remote_runtime import ENVIRONMENT, PYTHON, runtime_archive_name
-from rental_platform.resources.spark import SparkRunner
+from rental_platform.resources.spark import SparkRunner, StepRun
 from rental_platform.settings import RunnerSettings, S3Location
 from rental_platform.spark.entrypoint import CANARY_EXTRA, REQUEST_EXTRA, SECRET_ARN_ARGUMENT
-from rental_platform.spark.steps import StepReport, StepRequest
 
 
 def report_from(messages: list[Any], where: str) -> StepReport:
@@ -54,23 +54,31 @@ class RemoteSparkRunner(SparkRunner, ABC):
     # Whether the jobs run under the Python runtime `deploy` ships (the service's is too old).
     ships_python: ClassVar[bool] = False
 
-    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport:
-        messages = self._run_remote(context, {REQUEST_EXTRA: request.to_json()})
-        return report_from(messages, self.describe())
+    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepRun:
+        invocation = self._run_remote(context, {REQUEST_EXTRA: request.to_json()})
+        report = report_from(invocation.get_custom_messages(), self.describe())
+        # dagster-aws's: the job run's id and console URL, for each materialisation.
+        return StepRun(report, dict(invocation.metadata))
 
     def check_runtime(
         self, context: dg.OpExecutionContext, source: dict[str, str] | None
     ) -> dict[str, str]:
         """Run the canary job (`rental-platform deploy --check`): what the remote runtime is,
         and that it reached `source` (its JDBC URL and user) with the password in its secret."""
-        messages = self._run_remote(context, {CANARY_EXTRA: {"source": source}})
-        facts = [m[CANARY_EXTRA] for m in messages if isinstance(m, dict) and CANARY_EXTRA in m]
+        invocation = self._run_remote(context, {CANARY_EXTRA: {"source": source}})
+        facts = [
+            m[CANARY_EXTRA]
+            for m in invocation.get_custom_messages()
+            if isinstance(m, dict) and CANARY_EXTRA in m
+        ]
         if not facts:
             raise RuntimeError(f"{self.describe()} ended without reporting through Dagster Pipes")
         return facts[-1]
 
-    def _run_remote(self, context: dg.OpExecutionContext, extras: dict[str, Any]) -> list[Any]:
-        """Start the job with `extras` in its Pipes context, wait for it; its custom messages."""
+    def _run_remote(
+        self, context: dg.OpExecutionContext, extras: dict[str, Any]
+    ) -> dg.PipesClientCompletedInvocation:
+        """Start the job with `extras` in its Pipes context, and wait for it."""
         s3 = boto3.client("s3")
         self._check_deployed(s3)
         # dagster-aws appends a random name to the injector's prefix with no slash between,
@@ -96,8 +104,8 @@ class RemoteSparkRunner(SparkRunner, ABC):
         injector: PipesS3ContextInjector,
         reader: PipesS3MessageReader,
         extras: dict[str, Any],
-    ) -> list[Any]:
-        """Start the job through its Pipes client, wait for it; the custom messages it sent."""
+    ) -> dg.PipesClientCompletedInvocation:
+        """Start the job through its Pipes client, and wait for it."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -190,7 +198,7 @@ class GlueSparkRunner(RemoteSparkRunner):
     def describe(self) -> str:
         return f"Glue job {self.job_name}"
 
-    def _invoke(self, context, injector, reader, extras) -> list[Any]:
+    def _invoke(self, context, injector, reader, extras) -> dg.PipesClientCompletedInvocation:
         client = PollingGlueClient(
             context_injector=injector,
             message_reader=reader,
@@ -210,7 +218,7 @@ class GlueSparkRunner(RemoteSparkRunner):
             },
             extras=extras,
         )
-        return invocation.get_custom_messages()
+        return invocation
 
 
 class EmrServerlessSparkRunner(RemoteSparkRunner):
@@ -237,7 +245,7 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
         }
         return " ".join(f"--conf {name}={value}" for name, value in conf.items())
 
-    def _invoke(self, context, injector, reader, extras) -> list[Any]:
+    def _invoke(self, context, injector, reader, extras) -> dg.PipesClientCompletedInvocation:
         client = PipesEMRServerlessClient(
             client=boto3.client("emr-serverless"),
             context_injector=injector,
@@ -260,7 +268,7 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
             },
             extras=extras,
         )
-        return invocation.get_custom_messages()
+        return invocation
 
 
 class PollingEMRClient(PipesEMRClient):
@@ -325,7 +333,7 @@ class EmrSparkRunner(RemoteSparkRunner):
             submit += ["--conf", f"{name}={PYTHON}"]
         return submit
 
-    def _invoke(self, context, injector, reader, extras) -> list[Any]:
+    def _invoke(self, context, injector, reader, extras) -> dg.PipesClientCompletedInvocation:
         client = PollingEMRClient(
             client=boto3.client("emr"),
             context_injector=injector,
@@ -371,7 +379,7 @@ class EmrSparkRunner(RemoteSparkRunner):
         if self.log_uri:
             params["LogUri"] = self.log_uri
         invocation = client.run(context=context, run_job_flow_params=params, extras=extras)
-        return invocation.get_custom_messages()
+        return invocation
 
 
 def remote_spark_runner(settings: RunnerSettings) -> RemoteSparkRunner:

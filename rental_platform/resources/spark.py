@@ -9,37 +9,44 @@ to import, which every local run would pay before its first step.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from rental_platform.settings import RunnerSettings
-from rental_platform.spark.session import LOCAL_MASTER, get_or_create_session
-from rental_platform.spark.steps import StepReport, StepRequest, run_step
+from rental_platform.contract import StepReport, StepRequest
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """A step as a runner ran it: its report, and where it ran (a remote job's id and console
+    URL), which each materialisation of the step carries."""
+
+    report: StepReport
+    job_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 class SparkRunner(dg.ConfigurableResource, ABC):
-    """Runs one Spark step and returns its report."""
+    """Runs one Spark step."""
 
     @abstractmethod
-    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport: ...
+    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepRun: ...
 
 
 class LocalSparkRunner(SparkRunner):
     """An in-process SparkSession, created by the first step of a process and shared by the
-    rest (the definitions use the in-process executor), so a run pays the JVM start once."""
+    rest (the definitions use the in-process executor), so a run pays the JVM start once.
+    pyspark is imported by the first step, not by the definitions: a deployment whose steps
+    run remotely loads them without it."""
 
-    master: str = LOCAL_MASTER
     # RENTAL_SPARK_CONF: e.g. the hadoop-aws jars for an S3 lake.
     conf: dict[str, str] = Field(default_factory=dict)
 
-    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepReport:
-        return run_step(get_or_create_session(self.master, self.conf, request.days), request)
+    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepRun:
+        from rental_platform.spark.session import get_or_create_session
+        from rental_platform.spark.steps import run_step
 
-
-def spark_runner(settings: RunnerSettings) -> SparkRunner:
-    if not settings.remote:
-        return LocalSparkRunner(conf=dict(settings.spark_conf))
-    from rental_platform.resources.remote_spark import remote_spark_runner
-
-    return remote_spark_runner(settings)
+        session = get_or_create_session(extra_conf=self.conf, days=request.days)
+        return StepRun(run_step(session, request))

@@ -18,7 +18,7 @@ comparison differ, never the reverse, so no change is missed for having raced th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -26,10 +26,10 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from rental_platform.contract import SourceConnection
 from rental_platform.spark.lake import conform
 from rental_platform.tables import EXTRACTED_AT, Table
 
-JDBC_DRIVER = "org.mariadb.jdbc.Driver"
 # Parallel JDBC reads per window: about twice as fast as one on two cores; more only adds load.
 MAX_READ_PARTITIONS = 4
 # A window holding more than this share of a table's rows is read by scanning the table. On the
@@ -39,23 +39,6 @@ FULL_SCAN_SHARE = 0.02
 # Parallel reads of a scanned window: each scans the whole table on the source, so no more
 # than keep two cores busy (a year of views: 4.1 s with two, 5.1-6.2 s with four).
 SCAN_READ_PARTITIONS = 2
-
-
-@dataclass(frozen=True)
-class SourceConnection:
-    """How Spark reaches the source. The password is used in-process and never serialised."""
-
-    jdbc_url: str
-    user: str
-    password: str = field(default="", repr=False)
-
-    def properties(self) -> dict[str, str]:
-        return {
-            "user": self.user,
-            "password": self.password,
-            "driver": JDBC_DRIVER,
-            "fetchsize": "10000",
-        }
 
 
 def source_columns(table: Table) -> list[str]:

@@ -6,7 +6,7 @@ personal data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -15,112 +15,26 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from rental_platform import tables
+from rental_platform.contract import (
+    ACCOUNTED,
+    DISTINCT_ROWS,
+    FRESHNESS,
+    LISTINGS_EXIST,
+    PRIMARY_KEY,
+    QUARANTINE_SHARE,
+    ROW_COUNT,
+    SCHEMA,
+    SOURCE_SCHEMA,
+    VALUES,
+    VERSIONS,
+    CheckResult,
+    checks_for,
+)
 from rental_platform.spark.lake import period_of, spark_type
 from rental_platform.spark.manifest import UNDATED, WHOLE
-from rental_platform.tables import REJECT_REASON, Grain, Layer, Table
+from rental_platform.tables import REJECT_REASON, Grain, Table
 
 EXAMPLES = 5
-
-
-@dataclass(frozen=True)
-class CheckLimits:
-    """Thresholds the checks compare with (RENTAL_MAX_QUARANTINE_SHARE, RENTAL_FRESHNESS_HOURS)."""
-
-    max_quarantine_share: float = 0.05
-    freshness_hours: float = 48.0
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    name: str
-    description: str
-    # A failing blocking check stops the run's downstream assets; the others warn.
-    blocking: bool = True
-
-
-SCHEMA = CheckSpec("schema_matches_catalogue", "The stored columns and types are the catalogue's.")
-SOURCE_SCHEMA = CheckSpec(
-    "source_schema_unchanged",
-    "The source table still has every column the platform reads, with the type the contract "
-    "gives it; a new column is reported (and not read), a missing or retyped one fails.",
-)
-ROW_COUNT = CheckSpec(
-    "row_count_matches_source", "The lake holds as many rows as the source, day by day."
-)
-FRESHNESS = CheckSpec(
-    "freshness",
-    "The newest daily partition is no older than RENTAL_FRESHNESS_HOURS.",
-    blocking=False,
-)
-ACCOUNTED = CheckSpec("rows_accounted_for", "raw = curated + quarantined + collapsed duplicates.")
-QUARANTINE_SHARE = CheckSpec(
-    "quarantine_share_within_limit",
-    "Quarantined rows are at most RENTAL_MAX_QUARANTINE_SHARE of the raw rows; counts by reason.",
-)
-PRIMARY_KEY = CheckSpec("primary_key_unique", "The key columns are unique and never null.")
-DISTINCT_ROWS = CheckSpec(
-    "no_duplicate_rows",
-    "No two rows are equal (exact duplicates were collapsed; a null equals a null).",
-)
-VERSIONS = CheckSpec(
-    "versions_do_not_overlap",
-    "Each listing's versions are valid on disjoint ranges of days, at most one of them open.",
-)
-LISTINGS_EXIST = CheckSpec("listings_exist", "Every booking's listing is a curated listing.")
-VALUES = CheckSpec("values_in_range", "Prices and nights positive, rates in [0, 1], ranks >= 1.")
-
-
-def checks_for(table: Table) -> list[CheckSpec]:
-    """The checks a table carries; the steps compute exactly these."""
-    specs: list[CheckSpec] = []
-    if table.layer is Layer.QUARANTINE:
-        return specs
-    specs.append(SCHEMA)
-    if table.layer is Layer.RAW:
-        specs.insert(0, SOURCE_SCHEMA)
-        specs.append(ROW_COUNT)
-        if table.grain is Grain.DAILY:
-            specs.append(FRESHNESS)
-        return specs
-    if table.layer is Layer.CURATED and table is not tables.CURATED_LISTINGS_HISTORY:
-        specs += [ACCOUNTED, QUARANTINE_SHARE]
-    specs.append(PRIMARY_KEY if table.key else DISTINCT_ROWS)
-    if table is tables.CURATED_LISTINGS_HISTORY:
-        specs.append(VERSIONS)
-    if table is tables.CURATED_BOOKINGS:
-        specs.append(LISTINGS_EXIST)
-    if any(column.valid for column in table.columns):
-        specs.append(VALUES)
-    return specs
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """A check's result over the step's window. A check that judges each partition on its own
-    also gives each partition's result, by key: {"passed", "description", "metadata"}; the
-    window passes only if every partition does (and what belongs to none, undated rows say)."""
-
-    table: str
-    name: str
-    passed: bool
-    description: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def of_partition(self, key: str) -> CheckResult:
-        """The result recorded against partition `key`: its own, or else the window's, which
-        says so (`judged`)."""
-        own = self.partitions.get(key)
-        if own is None:
-            return replace(self, metadata=self.metadata | {"judged": "the run's window"})
-        return replace(self, **own, partitions={})
-
-    @property
-    def blocking(self) -> bool:
-        """Whether this check, failing, stops what is downstream (and the commit)."""
-        return next(
-            s.blocking for s in checks_for(tables.TABLES[self.table]) if s.name == self.name
-        )
 
 
 def row_checks(df: DataFrame, table: Table) -> tuple[int, list[CheckResult]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from rental_platform.contract import MARIADB_JDBC_JAR
 from rental_platform.spark.local_fs import (
     FILE_SYSTEM_CLASS,
     local_fs_jar,
@@ -20,7 +21,6 @@ from rental_platform.spark.local_fs import (
     spark_jars,
 )
 
-MARIADB_JDBC_JAR = "/usr/share/java/mariadb-java-client.jar"
 UTC_JVM_OPTION = "-Duser.timezone=UTC"
 LOCAL_MASTER = "local[*]"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -19,11 +19,18 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rental_platform import tables
+from rental_platform.contract import (
+    SCHEMA,
+    CheckResult,
+    StepReport,
+    StepRequest,
+    TableReport,
+    checks_for,
+)
 from rental_platform.spark import changes, curate, figures, history, kpis, layout, quality
-from rental_platform.spark.extract import NO_ROWS, SourceConnection, SourceReader
+from rental_platform.spark.extract import NO_ROWS, SourceReader
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.manifest import UNDATED, WHOLE
-from rental_platform.spark.quality import CheckLimits, CheckResult
 from rental_platform.tables import Grain, Layer, Table
 
 
@@ -32,138 +39,6 @@ class StepInputsMissing(RuntimeError):
     from them would publish wrong numbers, so the step stops and names them."""
 
 
-@dataclass(frozen=True)
-class StepRequest:
-    step: str
-    tables: tuple[str, ...]
-    lake_root: str
-    # The window [start, end) in days; None for snapshot steps.
-    window_start: date | None = None
-    window_end: date | None = None
-    source: SourceConnection | None = None
-    limits: CheckLimits = field(default_factory=CheckLimits)
-    # The day a listings snapshot is stamped with (kpis.md, "Listing history").
-    as_of: date | None = None
-    # The first day of the daily partitions: no day before it is ever extracted.
-    first_day: date | None = None
-    # Change detection: the days from this one to the window's end are extracted whatever their
-    # fingerprints say (day D of a nightly run; every day of a range run).
-    force_from: date | None = None
-    # Who writes, for the lake's commit log (the Dagster run).
-    writer: str = ""
-    # The days of the window to extract or curate, per table (a nightly plan's); every day of
-    # the window when None.
-    only_days: dict[str, tuple[date, ...]] | None = None
-
-    @property
-    def days(self) -> int | None:
-        """The window's length in days; None for snapshot steps."""
-        if self.window_start is None or self.window_end is None:
-            return None
-        return (self.window_end - self.window_start).days
-
-    def to_json(self) -> dict[str, Any]:
-        """The request as a remote job receives it: everything but the source password,
-        which the job reads from the environment or a secret store itself."""
-        dates = {name: _iso(getattr(self, name)) for name in DATE_FIELDS}
-        return {
-            "step": self.step,
-            "tables": list(self.tables),
-            "lake_root": self.lake_root,
-            **dates,
-            "source": {"jdbc_url": self.source.jdbc_url, "user": self.source.user}
-            if self.source
-            else None,
-            "limits": asdict(self.limits),
-            "writer": self.writer,
-            "only_days": {t: [d.isoformat() for d in days] for t, days in self.only_days.items()}
-            if self.only_days is not None
-            else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], source_password: str = "") -> StepRequest:
-        source = data.get("source")
-        return cls(
-            step=data["step"],
-            tables=tuple(data["tables"]),
-            lake_root=data["lake_root"],
-            **{name: _date(data.get(name)) for name in DATE_FIELDS},
-            source=SourceConnection(source["jdbc_url"], source["user"], source_password)
-            if source
-            else None,
-            limits=CheckLimits(**data.get("limits", {})),
-            writer=data.get("writer", ""),
-            only_days={
-                t: tuple(date.fromisoformat(d) for d in days)
-                for t, days in data["only_days"].items()
-            }
-            if data.get("only_days") is not None
-            else None,
-        )
-
-
-DATE_FIELDS = ("window_start", "window_end", "as_of", "first_day", "force_from")
-
-
-@dataclass
-class TableReport:
-    table: str
-    row_count: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-    # Per partition of the window, by key, as committed: its rows and figures (`figures.py`).
-    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class StepReport:
-    step: str
-    tables: dict[str, TableReport] = field(default_factory=dict)
-    checks: list[CheckResult] = field(default_factory=list)
-    duration_seconds: float = 0.0
-    # The lake commit that made the step's tables current (None: nothing committed).
-    committed: int | None = None
-    # Tables written but not committed, because a blocking check of theirs failed: where the
-    # rejected versions lie, for whoever looks into it.
-    rejected: dict[str, list[str]] = field(default_factory=dict)
-    # Why the step changed nothing, when it chose not to (a listings snapshot already taken).
-    skipped: str = ""
-    # detect_changes: the days to re-extract and re-curate (changes.ChangePlan).
-    plan: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def in_catalogue_order(self) -> None:
-        """Tables and checks in the catalogue's order, however the step's threads interleaved
-        them (a table's own checks keep the order it made them in)."""
-        self.tables = {t.id: self.tables[t.id] for t in tables.ALL_TABLES if t.id in self.tables}
-        self.checks.sort(key=lambda check: CATALOGUE_ORDER[check.table])
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StepReport:
-        """The same report a local run returns, rebuilt from what a remote job sent back."""
-        return cls(
-            step=data["step"],
-            tables={key: TableReport(**value) for key, value in data["tables"].items()},
-            checks=[CheckResult(**check) for check in data["checks"]],
-            duration_seconds=data["duration_seconds"],
-            committed=data.get("committed"),
-            rejected=data.get("rejected", {}),
-            skipped=data.get("skipped", ""),
-            plan=data.get("plan", {}),
-        )
-
-
-def _date(value: str | None) -> date | None:
-    return date.fromisoformat(value) if value else None
-
-
-def _iso(value: date | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-CATALOGUE_ORDER = {table.id: index for index, table in enumerate(tables.ALL_TABLES)}
 # Tables of a step landed at once (see `_Step.for_each`).
 CONCURRENT_TABLES = 2
 Item = TypeVar("Item")
@@ -225,7 +100,7 @@ class _Step:
     def check_schema(self, table: Table) -> None:
         """Compare what the step wrote for `table` with the catalogue (quarantines carry no
         checks: they keep raw values as they came)."""
-        if self.selected(table) and quality.SCHEMA in quality.checks_for(table):
+        if self.selected(table) and SCHEMA in checks_for(table):
             self.check(quality.schema_matches(table, self.lake.stored_schema(table)))
 
     def land_periods(
@@ -353,7 +228,8 @@ def _reader(step: _Step) -> SourceReader:
 
 
 def _stamp(facts: dict[str, Any]) -> date | None:
-    return _date(facts.get("stamp"))
+    stamp = facts.get("stamp")
+    return date.fromisoformat(stamp) if stamp else None
 
 
 def extract_snapshot(step: _Step) -> None:
