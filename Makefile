@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export DAGSTER_HOME ?= $(CURDIR)/.rental/dagster_home
 VENV := .venv/bin
 
-.PHONY: setup demo dev test browser lint bench bench-events soak chaos clean
+.PHONY: setup demo dev test test-fast browser lint bench bench-events soak chaos clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -23,6 +23,11 @@ dev: setup
 
 test: setup browser
 	$(VENV)/pytest
+
+# Under a minute, without a JVM or a database: the settings, the catalogue's checks, the asset
+# layer (its Spark step played by a named fake), the definitions' snapshot, the house's shape.
+test-fast: setup
+	$(VENV)/pytest -m fast --durations=5
 
 # The browser test drives Debian's Chromium: Playwright cannot download its own browser here.
 browser:

@@ -27,14 +27,14 @@ class GrainJob:
         )
 
 
-def _of(grain: Grain, *layers: Layer) -> tuple[dg.AssetKey, ...]:
+def _keys_of(grain: Grain, *layers: Layer) -> tuple[dg.AssetKey, ...]:
     return tuple(asset_key(t) for t in tables.ALL_TABLES if t.grain is grain and t.layer in layers)
 
 
 SNAPSHOTS_JOB = GrainJob(
     "snapshots",
     Grain.SNAPSHOT,
-    (*_of(Grain.SNAPSHOT, Layer.RAW, Layer.CURATED, Layer.QUARANTINE), SOURCE_CHANGES),
+    (*_keys_of(Grain.SNAPSHOT, Layer.RAW, Layer.CURATED, Layer.QUARANTINE), SOURCE_CHANGES),
     "Take the listings snapshot, apply it to the listing history, and find which days of the "
     "source differ from the lake (the plan of the daily runs).",
 )
@@ -43,11 +43,13 @@ GRAIN_JOBS: tuple[GrainJob, ...] = (
     GrainJob(
         DAILY_JOB,
         Grain.DAILY,
-        _of(Grain.DAILY, Layer.RAW, Layer.CURATED, Layer.QUARANTINE),
+        _keys_of(Grain.DAILY, Layer.RAW, Layer.CURATED, Layer.QUARANTINE),
         "Extract and curate the days of bookings and page views.",
     ),
-    GrainJob(WEEKLY_JOB, Grain.WEEKLY, _of(Grain.WEEKLY, Layer.PRESENTATION), "Weekly KPIs."),
-    GrainJob(MONTHLY_JOB, Grain.MONTHLY, _of(Grain.MONTHLY, Layer.PRESENTATION), "Monthly KPIs."),
+    GrainJob(WEEKLY_JOB, Grain.WEEKLY, _keys_of(Grain.WEEKLY, Layer.PRESENTATION), "Weekly KPIs."),
+    GrainJob(
+        MONTHLY_JOB, Grain.MONTHLY, _keys_of(Grain.MONTHLY, Layer.PRESENTATION), "Monthly KPIs."
+    ),
 )
 # Each job defined once: the definitions, the schedules and the sensors name the same objects.
 JOB_DEFINITIONS: dict[str, dg.UnresolvedAssetJobDefinition] = {

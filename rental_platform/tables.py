@@ -76,89 +76,85 @@ class Table:
         raise KeyError(f"{self.id} has no column {name!r}")
 
 
-def _c(
-    name: str, type_: str, description: str, length: int | None = None, valid: str | None = None
-) -> Column:
-    return Column(name, type_, description, length, valid)
-
-
 def _rate(name: str, description: str) -> Column:
-    return _c(name, "double", description, valid=f"{name} BETWEEN 0 AND 1")
+    return Column(name, "double", description, valid=f"{name} BETWEEN 0 AND 1")
 
 
 def _rank(description: str) -> Column:
-    return _c("rank", "bigint", description, valid="rank >= 1")
+    return Column("rank", "bigint", description, valid="rank >= 1")
 
 
 def _count(name: str, description: str) -> Column:
-    return _c(name, "bigint", description, valid=f"{name} >= 0")
+    return Column(name, "bigint", description, valid=f"{name} >= 0")
 
 
-EXTRACTED_AT = _c(
+EXTRACTED_AT = Column(
     "_extracted_at", "timestamp", "When the platform read this row from the source (UTC)."
 )
-REJECT_REASON = _c("reject_reason", "string", "The first curated rule the row breaks.", 64)
-WEEK_START = _c("week_start", "date", "Monday of the ISO week.")
-MONTH_START = _c("month_start", "date", "First day of the month.")
-CURRENCY = _c("currency", "string", "ISO 4217 code, upper-cased and trimmed.", 10)
-STATE = _c("state", "string", "Two-letter state code of the listing.", 50)
-CITYNAME = _c(
+REJECT_REASON = Column("reject_reason", "string", "The first curated rule the row breaks.", 64)
+WEEK_START = Column("week_start", "date", "Monday of the ISO week.")
+MONTH_START = Column("month_start", "date", "First day of the month.")
+CURRENCY = Column("currency", "string", "ISO 4217 code, upper-cased and trimmed.", 10)
+STATE = Column("state", "string", "Two-letter state code of the listing.", 50)
+CITYNAME = Column(
     "cityname", "string", "City name of the listing (a city is the pair state, cityname).", 100
 )
 
 # --- Source columns, typed as the contract (spec/source_schema.sql) says -----------------------
 
 APARTMENT_COLUMNS = (
-    _c("id", "bigint", "Listing id."),
-    _c("title", "string", "Listing title.", 255),
-    _c("source", "string", "Where the listing came from.", 100),
-    _c("price", "decimal(10,2)", "Asking price of the listing, in `currency`.", valid="price > 0"),
-    _c("currency", "string", "ISO 4217 code of the price.", 10),
-    _c("listing_created_on", "timestamp", "When the listing was created (UTC)."),
-    _c("is_active", "boolean", "Whether the listing is active."),
-    _c("last_modified_timestamp", "timestamp", "Last change to the listing (UTC)."),
+    Column("id", "bigint", "Listing id."),
+    Column("title", "string", "Listing title.", 255),
+    Column("source", "string", "Where the listing came from.", 100),
+    Column(
+        "price", "decimal(10,2)", "Asking price of the listing, in `currency`.", valid="price > 0"
+    ),
+    Column("currency", "string", "ISO 4217 code of the price.", 10),
+    Column("listing_created_on", "timestamp", "When the listing was created (UTC)."),
+    Column("is_active", "boolean", "Whether the listing is active."),
+    Column("last_modified_timestamp", "timestamp", "Last change to the listing (UTC)."),
 )
 ATTRIBUTE_COLUMNS = (
-    _c("id", "bigint", "Listing id (same as apartments.id)."),
-    _c("category", "string", "Listing category.", 255),
-    _c("body", "string", "Listing text."),
-    _c("amenities", "string", "Comma-separated amenities."),
-    _c("bathrooms", "decimal(3,1)", "Number of bathrooms."),
-    _c("bedrooms", "decimal(3,1)", "Number of bedrooms."),
-    _c("fee", "decimal(10,2)", "Fee."),
-    _c("has_photo", "string", "'Yes', 'No' or 'Thumbnail'.", 10),
-    _c("pets_allowed", "string", "Pets allowed, e.g. 'Cats,Dogs' or 'None'.", 255),
-    _c("price_display", "string", "Price as displayed.", 255),
-    _c("price_type", "string", "'Monthly' or 'Weekly'.", 50),
-    _c("square_feet", "int", "Size in square feet."),
-    _c("address", "string", "Street address.", 255),
-    _c("cityname", "string", "City name.", 100),
-    _c("state", "string", "Two-letter state code.", 50),
-    _c("latitude", "decimal(10,7)", "Latitude."),
-    _c("longitude", "decimal(10,7)", "Longitude."),
+    Column("id", "bigint", "Listing id (same as apartments.id)."),
+    Column("category", "string", "Listing category.", 255),
+    Column("body", "string", "Listing text."),
+    Column("amenities", "string", "Comma-separated amenities."),
+    Column("bathrooms", "decimal(3,1)", "Number of bathrooms."),
+    Column("bedrooms", "decimal(3,1)", "Number of bedrooms."),
+    Column("fee", "decimal(10,2)", "Fee."),
+    Column("has_photo", "string", "'Yes', 'No' or 'Thumbnail'.", 10),
+    Column("pets_allowed", "string", "Pets allowed, e.g. 'Cats,Dogs' or 'None'.", 255),
+    Column("price_display", "string", "Price as displayed.", 255),
+    Column("price_type", "string", "'Monthly' or 'Weekly'.", 50),
+    Column("square_feet", "int", "Size in square feet."),
+    Column("address", "string", "Street address.", 255),
+    Column("cityname", "string", "City name.", 100),
+    Column("state", "string", "Two-letter state code.", 50),
+    Column("latitude", "decimal(10,7)", "Latitude."),
+    Column("longitude", "decimal(10,7)", "Longitude."),
 )
 VIEWING_COLUMNS = (
-    _c("user_id", "bigint", "Viewer."),
-    _c("apartment_id", "bigint", "Viewed listing."),
-    _c("viewed_at", "timestamp", "When the page was viewed (UTC)."),
-    _c("is_wishlisted", "boolean", "Whether the viewer wishlisted the listing."),
-    _c("call_to_action", "string", "e.g. 'contact_owner', 'book_now', 'none'.", 100),
+    Column("user_id", "bigint", "Viewer."),
+    Column("apartment_id", "bigint", "Viewed listing."),
+    Column("viewed_at", "timestamp", "When the page was viewed (UTC)."),
+    Column("is_wishlisted", "boolean", "Whether the viewer wishlisted the listing."),
+    Column("call_to_action", "string", "e.g. 'contact_owner', 'book_now', 'none'.", 100),
 )
 BOOKING_COLUMNS = (
-    _c("booking_id", "bigint", "Booking id."),
-    _c("user_id", "bigint", "Customer."),
-    _c("apartment_id", "bigint", "Booked listing."),
-    _c("booking_date", "timestamp", "When the booking was made (UTC)."),
-    _c("checkin_date", "date", "First night of the stay."),
-    _c("checkout_date", "date", "Day of departure (exclusive)."),
-    _c(
+    Column("booking_id", "bigint", "Booking id."),
+    Column("user_id", "bigint", "Customer."),
+    Column("apartment_id", "bigint", "Booked listing."),
+    Column("booking_date", "timestamp", "When the booking was made (UTC)."),
+    Column("checkin_date", "date", "First night of the stay."),
+    Column("checkout_date", "date", "Day of departure (exclusive)."),
+    Column(
         "total_price",
         "decimal(10,2)",
         "Total price of the stay, in `currency`.",
         valid="total_price >= 0",
     ),
-    _c("currency", "string", "ISO 4217 code of the price.", 10),
-    _c("booking_status", "string", "'confirmed', 'cancelled' or 'pending'.", 50),
+    Column("currency", "string", "ISO 4217 code of the price.", 10),
+    Column("booking_status", "string", "'confirmed', 'cancelled' or 'pending'.", 50),
 )
 # The joined listing row, before curation: apartments plus attributes (without the second id).
 LISTING_COLUMNS = APARTMENT_COLUMNS + ATTRIBUTE_COLUMNS[1:]
@@ -213,8 +209,8 @@ CURATED_LISTINGS_HISTORY = Table(
     (
         *LISTING_COLUMNS,
         EXTRACTED_AT,
-        _c("valid_from", "date", "First day this version is valid (inclusive)."),
-        _c(
+        Column("valid_from", "date", "First day this version is valid (inclusive)."),
+        Column(
             "valid_to", "date", "Day this version stopped being valid (exclusive); null if current."
         ),
     ),
@@ -227,7 +223,7 @@ CURATED_BOOKINGS = Table(
     "extracted version of each booking_id.",
     (
         *BOOKING_COLUMNS,
-        _c("nights", "int", "Nights of the stay: checkout - checkin.", valid="nights > 0"),
+        Column("nights", "int", "Nights of the stay: checkout - checkin.", valid="nights > 0"),
         EXTRACTED_AT,
     ),
     Grain.DAILY,
@@ -282,7 +278,7 @@ AVG_LISTING_PRICE = _weekly(
     "Mean asking price of active listings by week of creation and currency.",
     ("currency",),
     CURRENCY,
-    _c("avg_price", "decimal(12,2)", "Mean price, rounded to cents.", valid="avg_price > 0"),
+    Column("avg_price", "decimal(12,2)", "Mean price, rounded to cents.", valid="avg_price > 0"),
     _count("listing_count", "Active listings created in the week."),
 )
 POPULAR_LOCATIONS = _weekly(
@@ -299,11 +295,11 @@ TOP_LISTINGS = _weekly(
     "The week's ten highest-revenue listings per currency (ties may add more).",
     ("currency", "apartment_id"),
     CURRENCY,
-    _c("apartment_id", "bigint", "Listing id."),
-    _c("title", "string", "Listing title.", 255),
+    Column("apartment_id", "bigint", "Listing id."),
+    Column("title", "string", "Listing title.", 255),
     STATE,
     CITYNAME,
-    _c(
+    Column(
         "revenue",
         "decimal(12,2)",
         "Sum of total_price of the week's confirmed bookings.",
@@ -316,15 +312,17 @@ BOOKINGS_PER_USER = _weekly(
     "bookings_per_user",
     "Confirmed bookings per customer and week.",
     ("user_id",),
-    _c("user_id", "bigint", "Customer."),
-    _c("booking_count", "bigint", "The customer's confirmed bookings.", valid="booking_count >= 1"),
+    Column("user_id", "bigint", "Customer."),
+    Column(
+        "booking_count", "bigint", "The customer's confirmed bookings.", valid="booking_count >= 1"
+    ),
 )
 AVG_BOOKING_DURATION = _weekly(
     "avg_booking_duration",
     "Length of stay of the week's confirmed bookings.",
     (),
-    _c("avg_nights", "double", "Mean nights.", valid="avg_nights > 0"),
-    _c(
+    Column("avg_nights", "double", "Mean nights.", valid="avg_nights > 0"),
+    Column(
         "median_nights",
         "bigint",
         "Median nights (the lower middle value for an even count).",

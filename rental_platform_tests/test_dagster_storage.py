@@ -20,6 +20,8 @@ from rental_platform.dagster_storage import (
     BatchingSqliteStorage,
 )
 
+pytestmark = pytest.mark.fast
+
 REPO = Path(__file__).resolve().parent.parent
 DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-21")
 TABLES = ("first", "second", "third")

@@ -27,6 +27,8 @@ from rental_platform.remote_code import code_package
 from rental_platform.settings import GlueJob, S3Location, parse_warehouse_url
 from rental_platform_tests.aws import aws  # noqa: F401
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "rental-platform.yaml"
 DAGSTER_YAML = ROOT / "deploy" / "dagster.yaml"

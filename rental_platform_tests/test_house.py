@@ -24,6 +24,8 @@ import sys
 sys.modules["pyspark"] = None
 from rental_platform.definitions import build_definitions
 from rental_platform.settings import Settings
+
+pytestmark = pytest.mark.fast
 defs = build_definitions(Settings.from_env())
 defs.resolve_all_job_defs()
 print(len(defs.resolve_all_asset_specs()), sys.modules["pyspark"])

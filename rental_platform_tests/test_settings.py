@@ -13,6 +13,8 @@ from rental_platform.cli import main
 from rental_platform.definitions import build_definitions
 from rental_platform.settings import EmrCluster, GlueJob, S3Location, Settings, SettingsError
 
+pytestmark = pytest.mark.fast
+
 
 def test_defaults() -> None:
     settings = Settings.from_env({})
@@ -215,5 +217,5 @@ def test_warehouse_password_stays_out_of_sight(monkeypatch) -> None:
     warehouse = build_definitions(settings).resources["warehouse"]
     assert "topsecret" not in repr(warehouse)
     with dg.build_resources({"warehouse": warehouse}) as resources:
-        assert resources.warehouse.settings.password == "topsecret"
+        assert resources.warehouse.endpoint.password == "topsecret"
         assert "topsecret" not in resources.warehouse.target

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from rental_platform.resources.catalog import LakeCatalog
-from rental_platform.resources.lake import Lake, LocalLake
+from rental_platform.resources.lake import LakeResource, LocalLakeResource
 from rental_platform.resources.limits import CheckLimitsResource
 from rental_platform.resources.mysql import SourceDatabase
 from rental_platform.resources.spark import LocalSparkRunner, SparkRunner
@@ -36,15 +36,15 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
-def lake_for(root: str) -> Lake:
+def lake_for(root: str) -> LakeResource:
     if not root.startswith("s3://"):
-        return LocalLake(root=root)
+        return LocalLakeResource(root=root)
     # dagster-aws is imported only for an S3 lake: it takes about a second.
     from dagster_aws.s3 import S3Resource
 
-    from rental_platform.resources.s3_lake import S3Lake
+    from rental_platform.resources.s3_lake import S3LakeResource
 
-    return S3Lake(root=root, s3=S3Resource())
+    return S3LakeResource(root=root, s3=S3Resource())
 
 
 def spark_runner(settings: RunnerSettings) -> SparkRunner:

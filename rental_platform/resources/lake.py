@@ -19,7 +19,7 @@ from rental_platform.spark.manifest import CommitLog, LakeStore, LocalStore
 from rental_platform.tables import Table
 
 
-class Lake(dg.ConfigurableResource, ABC):
+class LakeResource(dg.ConfigurableResource, ABC):
     """A lake at `root` (RENTAL_LAKE_ROOT)."""
 
     root: str
@@ -47,7 +47,7 @@ class Lake(dg.ConfigurableResource, ABC):
         yield files
 
 
-class LocalLake(Lake):
+class LocalLakeResource(LakeResource):
     """A lake in a local folder."""
 
     def store(self) -> LakeStore:

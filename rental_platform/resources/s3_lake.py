@@ -8,12 +8,12 @@ from contextlib import contextmanager
 
 from dagster_aws.s3 import S3Resource
 
-from rental_platform.resources.lake import Lake
+from rental_platform.resources.lake import LakeResource
 from rental_platform.settings import parse_s3_location
 from rental_platform.spark.manifest import LakeStore, S3Store
 
 
-class S3Lake(Lake):
+class S3LakeResource(LakeResource):
     """A lake under `s3://bucket/prefix`."""
 
     s3: S3Resource

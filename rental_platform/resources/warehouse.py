@@ -152,13 +152,13 @@ class Warehouse(dg.ConfigurableResource, ABC):
         return False
 
     @property
-    def settings(self) -> WarehouseTarget:
+    def endpoint(self) -> WarehouseTarget:
         return parse_warehouse_url(self.url, self.password)
 
     @property
     def target(self) -> str:
         """Where the tables are, without a password: for logs and metadata."""
-        return self.settings.public_url
+        return self.endpoint.public_url
 
     @abstractmethod
     def _connect(self) -> Any:
@@ -262,7 +262,7 @@ class DuckDBWarehouse(Warehouse):
     def _connect(self) -> Any:
         import duckdb
 
-        path = Path(self.settings.database)
+        path = Path(self.endpoint.database)
         path.parent.mkdir(parents=True, exist_ok=True)
         return duckdb.connect(str(path))
 
@@ -312,7 +312,7 @@ class PostgresWarehouse(SqlWarehouse):
     def _connect(self) -> Any:
         import psycopg
 
-        target = self.settings
+        target = self.endpoint
         return psycopg.connect(
             host=target.host,
             port=target.port,
@@ -364,7 +364,7 @@ class RedshiftWarehouse(SqlWarehouse):
     def _connect(self) -> Any:
         import redshift_connector
 
-        return redshift_connector.connect(**redshift_connect_kwargs(self.settings))
+        return redshift_connector.connect(**redshift_connect_kwargs(self.endpoint))
 
     def _insert_files(self, cursor: Any, table: Table, files: list[str]) -> None:
         if not (self.copy_role_arn and files[0].startswith("s3://")):
