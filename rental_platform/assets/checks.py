@@ -96,5 +96,5 @@ def latest_materializations(
             run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
         )
         for record in records
-        if record.run_id == context.run_id and record.partition_key is not None
+        if record.run_id == context.run.run_id and record.partition_key is not None
     }
