@@ -13,6 +13,8 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from rental_platform.contract import CheckLimits
+
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/rental"
 DEFAULT_LAKE_ROOT = "./.rental/lake"
 DEFAULT_WAREHOUSE_URL = "duckdb:///./.rental/warehouse.duckdb"
@@ -169,8 +171,8 @@ class Settings:
     partitions_start: date
     # How far back the nightly run compares the source with the lake (RENTAL_MUTABLE_DAYS).
     mutable_days: int = 120
-    max_quarantine_share: float = 0.05
-    freshness_hours: float = 48.0
+    max_quarantine_share: float = CheckLimits.max_quarantine_share
+    freshness_hours: float = CheckLimits.freshness_hours
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     # The role Redshift assumes to COPY KPI partitions from an S3 lake.
     redshift_copy_role_arn: str | None = None
@@ -191,12 +193,18 @@ class Settings:
                 "RENTAL_PARTITIONS_START",
                 env.get("RENTAL_PARTITIONS_START", DEFAULT_PARTITIONS_START),
             ),
-            mutable_days=parse_count(env, "RENTAL_MUTABLE_DAYS", 120, 0, 3660),
+            mutable_days=parse_count(env, "RENTAL_MUTABLE_DAYS", cls.mutable_days, 0, 3660),
             max_quarantine_share=parse_number(
-                "RENTAL_MAX_QUARANTINE_SHARE", env.get("RENTAL_MAX_QUARANTINE_SHARE", "0.05"), 0, 1
+                "RENTAL_MAX_QUARANTINE_SHARE",
+                env.get("RENTAL_MAX_QUARANTINE_SHARE", str(cls.max_quarantine_share)),
+                0,
+                1,
             ),
             freshness_hours=parse_number(
-                "RENTAL_FRESHNESS_HOURS", env.get("RENTAL_FRESHNESS_HOURS", "48"), 1, 24 * 366
+                "RENTAL_FRESHNESS_HOURS",
+                env.get("RENTAL_FRESHNESS_HOURS", str(cls.freshness_hours)),
+                1,
+                24 * 366,
             ),
             runner=parse_runner(env),
             redshift_copy_role_arn=_optional(env, "RENTAL_REDSHIFT_COPY_ROLE_ARN"),
@@ -409,8 +417,8 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
     if kind == "glue":
         glue = GlueJob(
             name=_required(env, "RENTAL_GLUE_JOB_NAME", kind),
-            worker_type=env.get("RENTAL_GLUE_WORKER_TYPE", "G.1X").strip(),
-            workers=parse_count(env, "RENTAL_GLUE_WORKERS", 2, 2),
+            worker_type=env.get("RENTAL_GLUE_WORKER_TYPE", GlueJob.worker_type).strip(),
+            workers=parse_count(env, "RENTAL_GLUE_WORKERS", GlueJob.workers, 2),
             role_arn=_optional(env, "RENTAL_GLUE_ROLE_ARN"),
             connection=_optional(env, "RENTAL_GLUE_CONNECTION"),
         )
@@ -424,11 +432,13 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
         return replace(runner, emr_serverless=application)
     log_uri = _optional(env, "RENTAL_EMR_LOG_URI")
     cluster = EmrCluster(
-        release_label=env.get("RENTAL_EMR_RELEASE_LABEL", "emr-7.5.0").strip(),
-        instance_type=env.get("RENTAL_EMR_INSTANCE_TYPE", "m5.xlarge").strip(),
-        core_instances=parse_count(env, "RENTAL_EMR_CORE_INSTANCES", 2, 1),
-        service_role=env.get("RENTAL_EMR_SERVICE_ROLE", "EMR_DefaultRole").strip(),
-        instance_profile=env.get("RENTAL_EMR_INSTANCE_PROFILE", "EMR_EC2_DefaultRole").strip(),
+        release_label=env.get("RENTAL_EMR_RELEASE_LABEL", EmrCluster.release_label).strip(),
+        instance_type=env.get("RENTAL_EMR_INSTANCE_TYPE", EmrCluster.instance_type).strip(),
+        core_instances=parse_count(env, "RENTAL_EMR_CORE_INSTANCES", EmrCluster.core_instances, 1),
+        service_role=env.get("RENTAL_EMR_SERVICE_ROLE", EmrCluster.service_role).strip(),
+        instance_profile=env.get(
+            "RENTAL_EMR_INSTANCE_PROFILE", EmrCluster.instance_profile
+        ).strip(),
         subnet_id=_optional(env, "RENTAL_EMR_SUBNET_ID"),
         log_uri=log_uri and parse_s3_location("RENTAL_EMR_LOG_URI", log_uri).uri + "/",
     )

@@ -10,8 +10,8 @@ from rental_platform.contract import CheckLimits
 class CheckLimitsResource(dg.ConfigurableResource):
     """RENTAL_MAX_QUARANTINE_SHARE and RENTAL_FRESHNESS_HOURS."""
 
-    max_quarantine_share: float = 0.05
-    freshness_hours: float = 48.0
+    max_quarantine_share: float = CheckLimits.max_quarantine_share
+    freshness_hours: float = CheckLimits.freshness_hours
 
     def limits(self) -> CheckLimits:
         return CheckLimits(self.max_quarantine_share, self.freshness_hours)
