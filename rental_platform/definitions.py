@@ -35,8 +35,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=build_schedules(settings.mutable_days, settings.partitions_start),
         sensors=[KPI_SENSOR, changed_days],
         resources=build_resources(settings),
-        # One process per run, so its steps share one SparkSession (and one JVM start).
-        executor=dg.in_process_executor,
+        # Local Spark: one process per run, so its steps share one SparkSession (and one JVM
+        # start). Remote Spark: a process per step, so a run's independent steps wait on their
+        # remote jobs side by side.
+        executor=dg.multiprocess_executor if settings.runner.remote else dg.in_process_executor,
     )
 
 

@@ -17,6 +17,8 @@ from packaging.utils import canonicalize_name
 
 from rental_platform import tables
 
+pytestmark = pytest.mark.fast
+
 PACKAGE = Path(__file__).resolve().parents[1] / "rental_platform"
 # Imports of pyspark fail in the child, as where pyspark is not installed.
 WITHOUT_PYSPARK = """
@@ -24,11 +26,9 @@ import sys
 sys.modules["pyspark"] = None
 from rental_platform.definitions import build_definitions
 from rental_platform.settings import Settings
-
-pytestmark = pytest.mark.fast
 defs = build_definitions(Settings.from_env())
 defs.resolve_all_job_defs()
-print(len(defs.resolve_all_asset_specs()), sys.modules["pyspark"])
+print(len(defs.resolve_all_asset_specs()), sys.modules["pyspark"], defs.executor.name)
 """
 REMOTE = {
     "RENTAL_SPARK_RUNNER": "glue",
@@ -54,8 +54,10 @@ def test_the_definitions_load_without_pyspark(runner: str, tmp_path: Path) -> No
         [sys.executable, "-c", WITHOUT_PYSPARK], env=env, capture_output=True, text=True
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
-    # Every table of the catalogue, and the plan of source changes.
-    assert loaded.stdout.split() == [str(len(tables.ALL_TABLES) + 1), "None"]
+    # Every table of the catalogue and the plan of source changes; the executor follows the
+    # runner (in-process for local Spark's shared session, a process per remote step).
+    executor = "in_process" if runner == "local" else "multiprocess"
+    assert loaded.stdout.split() == [str(len(tables.ALL_TABLES) + 1), "None", executor]
 
 
 def _module(path: Path) -> str:
