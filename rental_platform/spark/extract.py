@@ -30,14 +30,15 @@ from rental_platform.contract import SourceConnection
 from rental_platform.spark.lake import conform
 from rental_platform.tables import EXTRACTED_AT, Table
 
-# Parallel JDBC reads per window: about twice as fast as one on two cores; more only adds load.
+# Parallel JDBC reads per window: they overlap the source's and the driver's work; more than
+# the cores can serve only adds load on the source.
 MAX_READ_PARTITIONS = 4
-# A window holding more than this share of a table's rows is read by scanning the table. On the
-# `large` source (5M views in a 128 MB buffer pool), through the index: a day 0.3 s, a week
-# 2.5 s, 30 days 7-10 s, 120 days 28 s; by scanning: 1.1 s, 1.9 s, 1.7 s, 2.3 s.
+# A window holding more than this share of a table's rows is read by scanning the table: past
+# a few days, reading a large table's index pages at random costs more than reading it all in
+# order (benchmarks/README.md, "Local machinery", has the measurements).
 FULL_SCAN_SHARE = 0.02
 # Parallel reads of a scanned window: each scans the whole table on the source, so no more
-# than keep two cores busy (a year of views: 4.1 s with two, 5.1-6.2 s with four).
+# than keep two cores busy.
 SCAN_READ_PARTITIONS = 2
 
 

@@ -1,8 +1,8 @@
 """The file system the local Spark JVM writes the lake through.
 
 Without Hadoop's native library (it is not in pyspark), Hadoop's local file system sets the
-permissions of each file and folder it creates by starting a `chmod` process: about six per
-partition Spark writes, which made a one-row partition take 25 ms to write here, not 9.5 ms.
+permissions of each file and folder it creates by starting a `chmod` process, about six per
+partition Spark writes: for small partitions that costs more than writing them.
 `NioLocalFileSystem.java` sets them through java.nio instead. `rental-platform class-archive`
 (make setup) compiles it once per environment; without a Java compiler, the session uses
 Hadoop's own.

@@ -74,8 +74,7 @@ LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 # A run of a few months or less is mostly small Spark jobs whose time goes to loading and
 # compiling classes, not to rows: the quick C1 compiler alone makes them warm up sooner. A
 # longer range runs hot loops over millions of rows, where C2's faster code repays its
-# compilation. Measured here with C1 alone and with both: a day's increment 15 s and 21 s,
-# 90 days of `small` 27 s and 33 s, the year of `large` 82.6 s and 75.5 s.
+# compilation (benchmarks/README.md, "Local machinery", has the measurements).
 QUICK_COMPILER = "-XX:TieredStopAtLevel=1"
 QUICK_COMPILER_MAX_DAYS = 180
 
