@@ -62,7 +62,8 @@ from rental_platform_tests.remote_side import (
 )
 
 JOB, BUCKET, LAKE_BUCKET = "rental-platform-step", "rental-platform", "rental-lake"
-READER, READER_PASSWORD = "rental_reader", "Gl0e-reader-pw"
+# A user of its own per test process: two suites on one MariaDB must not drop each other's.
+READER, READER_PASSWORD = f"rental_reader_{os.getpid()}", "Gl0e-reader-pw"
 START, END = date(2025, 1, 1), date(2025, 1, 12)
 RUNNERS = ("glue", "emr_serverless", "emr")
 # The Glue database of the template's lake; each runner's test lake has one of its own.
@@ -79,7 +80,7 @@ class AwsSetup:
 
 
 @pytest.fixture(scope="module")
-def aws_setup(platform: Platform, aws: str) -> AwsSetup:  # noqa: F811
+def aws_setup(platform: Platform, aws: str) -> Iterator[AwsSetup]:  # noqa: F811
     """The worked example's source, read by a user that has only SELECT and whose password
     lives in Secrets Manager; the buckets, the Glue job and the EMR Serverless application."""
     database = platform.settings.mysql.database
@@ -102,7 +103,8 @@ def aws_setup(platform: Platform, aws: str) -> AwsSetup:  # noqa: F811
     runner = runner_settings(setup, "glue")
     deploy(dataclasses.replace(runner, glue=dataclasses.replace(runner.glue, role_arn=ROLE)))
     deploy(runner_settings(setup, "emr_serverless"))  # and the Python runtime EMR runs
-    return setup
+    yield setup
+    platform.execute(f"DROP USER IF EXISTS '{READER}'@'%'")
 
 
 ROLE = "arn:aws:iam::123456789012:role/rental-platform-job"
