@@ -14,12 +14,15 @@ it is now and the listing history recorded so far"). A run of the platform over 
 E, so the same run of the reference is `snapshot_listings(history, source, E)` followed by
 `run_reference(source, S, E, database, history)`.
 
-Extraction: DuckDB's `mysql` extension is downloaded at first use, which this machine cannot
-do, so the source is read with pymysql: one streamed (server-side cursor) SELECT per table,
-values kept as the text MySQL sends, handed to DuckDB as Arrow batches and cast to the
-catalogue's types there. It reads what the platform's run reads: the two snapshot tables whole,
-and the rows of bookings and user_viewing whose day lies in [start, end] or is null. Everything
-after that is DuckDB SQL. DuckDB's `trim` removes spaces only, as the spec's does.
+Extraction: DuckDB's own `mysql` extension, LOADed from the file the
+duckdb-extension-mysql-scanner wheel ships (`LOAD mysql` by name would download it), with the
+source ATTACHed read-only. It reads what the platform's run reads, one SELECT per table sent
+as is (mysql_query): the two snapshot tables whole, and the rows of bookings and
+user_viewing whose day lies in [start, end] or is null (the extension pushes no OR ... IS NULL
+filter down). The extension types every column as the contract does (DECIMAL(p,s), DATETIME as
+TIMESTAMP with no zone shift, TINYINT(1) as BOOLEAN, any non-zero value true, as MySQL reads
+it); each is cast to the catalogue's type all the same. Everything after that is DuckDB SQL.
+DuckDB's `trim` removes spaces only, as the spec's does.
 
 Only the layout of the tables (names, columns, types) is taken from the platform's catalogue;
 none of its rules or KPI code is.
@@ -30,6 +33,7 @@ none of its rules or KPI code is.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,17 +41,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pymysql
-import pymysql.converters
-import pymysql.cursors
 
 from rental_platform import tables
 from rental_platform.resources.warehouse import create_table_sql
 from rental_platform.settings import MySqlSource, Settings
 from rental_platform.tables import EXTRACTED_AT, Layer, Table
 
-FETCH_ROWS = 50_000
 # Relative tolerance for DOUBLE columns: the same ratio or mean computed in another order may
 # differ in its last bits, never in its ninth significant digit.
 DOUBLE_TOLERANCE = 1e-9
@@ -58,9 +57,10 @@ RAW = (
     tables.RAW_BOOKINGS,
     tables.RAW_USER_VIEWING,
 )
-# Encoders only: without decoders pymysql hands every value over as the text MySQL sent,
-# several times faster than building Decimal and datetime objects that DuckDB re-parses anyway.
-TEXT_ONLY = {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
+# The wheel holding DuckDB's mysql extension, one file per DuckDB release; the name the source
+# is attached as in a connection that reads it.
+MYSQL_EXTENSION_PACKAGE = "duckdb_extension_mysql_scanner"
+SOURCE = "src"
 
 # The history file: every version of every listing, and the latest stamp applied (one row).
 HISTORY = "history.listings_history"
@@ -103,41 +103,68 @@ def duckdb_type(spark_type: str) -> str:
 # --- reading the source ------------------------------------------------------------------------
 
 
-def _typed(name: str, spark_type: str) -> str:
-    """A text column from MySQL cast to its catalogue type (TINYINT(1) booleans arrive as '0'
-    or '1'; any non-zero value is true, as MySQL reads it)."""
-    column = f'"{name}"'
-    if spark_type == "boolean":
-        return f"CAST({column} AS INTEGER) <> 0 AS {column}"
-    if spark_type == "string":
-        return column
-    return f"CAST({column} AS {duckdb_type(spark_type)}) AS {column}"
+def _sql_literal(text: str) -> str:
+    """A DuckDB string literal (backslashes are plain characters in one)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _dsn_value(text: str) -> str:
+    """A value of a libmysql-style connection string, double-quoted: the extension's parser
+    takes \\ and \\" as escapes there, so spaces, '=' and quotes stay part of the value."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _mysql_extension() -> Path:
+    """The mysql extension file the duckdb-extension-mysql-scanner wheel ships for the running
+    DuckDB release (an extension loads only into the release it was built for)."""
+    path = (
+        importlib.resources.files(MYSQL_EXTENSION_PACKAGE)
+        / "extensions"
+        / f"v{duckdb.__version__}"
+        / "mysql_scanner.duckdb_extension"
+    )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{MYSQL_EXTENSION_PACKAGE} holds no mysql extension for DuckDB {duckdb.__version__}: "
+            f"install duckdb-extension-mysql-scanner=={duckdb.__version__}"
+        )
+    return Path(str(path))
+
+
+@contextmanager
+def _attached(connection: duckdb.DuckDBPyConnection, source: MySqlSource) -> Iterator[None]:
+    """The source attached read-only as `src` for the duration. The password travels in a
+    temporary (in-memory) secret, never in the connection string: DuckDB redacts a secret,
+    while a failed ATTACH quotes its connection string in the error."""
+    connection.execute(f"LOAD {_sql_literal(str(_mysql_extension()))}")
+    dsn = " ".join(
+        f"{key}={_dsn_value(value)}"
+        for key, value in (
+            ("host", source.host),
+            ("port", str(source.port)),
+            ("user", source.user),
+            ("database", source.database),
+        )
+    )
+    secret = f"{SOURCE}_password"
+    connection.execute(
+        f"CREATE OR REPLACE TEMPORARY SECRET {secret} "
+        f"(TYPE mysql, PASSWORD {_sql_literal(source.password)})"
+    )
+    try:
+        connection.execute(
+            f"ATTACH {_sql_literal(dsn)} AS {SOURCE} (TYPE mysql, READ_ONLY, SECRET {secret})"
+        )
+        try:
+            yield
+        finally:
+            connection.execute(f"DETACH {SOURCE}")
+    finally:
+        connection.execute(f"DROP TEMPORARY SECRET {secret}")
 
 
 def _source_columns(table: Table) -> list[str]:
     return [c.name for c in table.columns if c.name != EXTRACTED_AT.name]
-
-
-def _batches(cursor: pymysql.cursors.SSCursor, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    while rows := cursor.fetchmany(FETCH_ROWS):
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(values, pa.string()) for values in zip(*rows, strict=True)], schema=schema
-        )
-
-
-@contextmanager
-def _mysql(source: MySqlSource) -> Iterator[pymysql.connections.Connection]:
-    """A streaming, text-only connection to the source."""
-    connection = pymysql.connect(
-        **source.pymysql_kwargs(),
-        charset="utf8mb4",
-        conv=TEXT_ONLY,
-        cursorclass=pymysql.cursors.SSCursor,
-    )
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def _now() -> datetime:
@@ -147,29 +174,26 @@ def _now() -> datetime:
 
 def _load(
     connection: duckdb.DuckDBPyConnection,
-    mysql: pymysql.connections.Connection,
     table: Table,
     create: str,
     extracted_at: datetime,
     where: str = "",
 ) -> None:
-    """Run `create` (e.g. `CREATE TABLE raw.bookings`) AS the source rows of a raw table,
-    typed as the catalogue and stamped with `extracted_at`; `where` filters at the source."""
+    """Run `create` (e.g. `CREATE TABLE raw.bookings`) AS the source rows of a raw table (the
+    source attached, see `_attached`), typed as the catalogue and stamped with `extracted_at`;
+    `where` filters at the source."""
     names = _source_columns(table)
     query = f"SELECT {', '.join(f'`{n}`' for n in names)} FROM `{table.name}` {where}"
-    schema = pa.schema([(n, pa.string()) for n in names])
-    with mysql.cursor() as cursor:
-        cursor.execute(query)
-        connection.register(
-            "source_rows", pa.RecordBatchReader.from_batches(schema, _batches(cursor, schema))
-        )
-        columns = [_typed(c.name, c.type) for c in table.columns if c.name in names]
-        connection.execute(
-            f"{create} AS SELECT {', '.join(columns)}, "
-            f"TIMESTAMP '{extracted_at.isoformat(sep=' ')}' AS {EXTRACTED_AT.name} "
-            "FROM source_rows"
-        )
-        connection.unregister("source_rows")
+    columns = [
+        f'CAST("{c.name}" AS {duckdb_type(c.type)}) AS "{c.name}"'
+        for c in table.columns
+        if c.name in names
+    ]
+    connection.execute(
+        f"{create} AS SELECT {', '.join(columns)}, "
+        f"TIMESTAMP '{extracted_at.isoformat(sep=' ')}' AS {EXTRACTED_AT.name} "
+        f"FROM mysql_query('{SOURCE}', {_sql_literal(query)})"
+    )
 
 
 def extract(
@@ -180,12 +204,12 @@ def extract(
     extracted_at = _now()
     after = end + timedelta(days=1)
     connection.execute("CREATE SCHEMA raw")
-    with _mysql(source) as mysql:
+    with _attached(connection, source):
         for table in RAW:
             where = ""
             if day := table.partition_column:
                 where = f"WHERE (`{day}` >= '{start}' AND `{day}` < '{after}') OR `{day}` IS NULL"
-            _load(connection, mysql, table, f"CREATE TABLE raw.{table.name}", extracted_at, where)
+            _load(connection, table, f"CREATE TABLE raw.{table.name}", extracted_at, where)
 
 
 # --- curated rules -----------------------------------------------------------------------------
@@ -364,9 +388,9 @@ def _create_history(connection: duckdb.DuckDBPyConnection) -> None:
 def _curated_snapshot(connection: duckdb.DuckDBPyConnection, source: MySqlSource) -> None:
     """Temp table `snapshot`: the source's listings now, curated (quarantined rows left out)."""
     read_at = _now()
-    with _mysql(source) as mysql:
+    with _attached(connection, source):
         for table in (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES):
-            _load(connection, mysql, table, f"CREATE TEMP TABLE source_{table.name}", read_at)
+            _load(connection, table, f"CREATE TEMP TABLE source_{table.name}", read_at)
     _judge_listings(connection, "source_apartments", "source_apartment_attributes")
     connection.execute(f"""
         CREATE TEMP TABLE snapshot AS
