@@ -27,12 +27,12 @@ ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 
 
 def _sources() -> dict[str, Path]:
-    """Archive name -> file: the Spark package, the catalogue it reads, and dagster_pipes
-    (pure Python, and not installed on Glue or EMR)."""
+    """Archive name -> file: the Spark package, the catalogue and the contract it reads, and
+    dagster_pipes (pure Python, and not installed on Glue or EMR)."""
     package = Path(rental_platform.__file__).parent
     files = {
-        "rental_platform/__init__.py": package / "__init__.py",
-        "rental_platform/tables.py": package / "tables.py",
+        f"rental_platform/{name}": package / name
+        for name in ("__init__.py", "tables.py", "contract.py")
     }
     files |= {f"rental_platform/spark/{p.name}": p for p in (package / "spark").glob("*.py")}
     pipes = Path(dagster_pipes.__file__).parent

@@ -5,9 +5,11 @@ imports it back, and the pinned requirements are what the package declares."""
 from __future__ import annotations
 
 import ast
+import io
 import subprocess
 import sys
 import tomllib
+import zipfile
 from itertools import chain
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from rental_platform import tables
+from rental_platform.remote_code import code_package
 
 pytestmark = pytest.mark.fast
 
@@ -119,3 +122,23 @@ def test_requirements_pin_what_the_package_declares() -> None:
         if not r.specifier.contains(next(iter(pins[canonicalize_name(r.name)].specifier)).version)
     ]
     assert outside == []
+
+
+def test_the_remote_code_package_holds_what_a_remote_step_imports() -> None:
+    """A remote job runs from the archive `deploy` uploads, with no other copy of the package:
+    every module the step's entry point imports, however indirectly, must be in it."""
+    paths = {_module(path): path for path in PACKAGE.rglob("*.py")}
+    needed, todo = set(), ["rental_platform.spark.entrypoint", "rental_platform.spark.pipes_step"]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += _imports(paths[name], set(paths))
+    with zipfile.ZipFile(io.BytesIO(code_package().archive)) as archive:
+        shipped = set(archive.namelist())
+    missing = sorted(
+        str(paths[name].relative_to(PACKAGE.parent))
+        for name in needed
+        if str(paths[name].relative_to(PACKAGE.parent)) not in shipped
+    )
+    assert missing == []
