@@ -19,7 +19,7 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from rental_platform_tests.aws import aws  # noqa: F401
-from rental_platform_tests.conftest import BIN, free_port, running_services
+from rental_platform_tests.harness import BIN, free_port, running_services
 from rental_platform_tests.remote_side import RemoteSide
 from rental_platform_tests.test_deploy_template import DAGSTER_YAML, dagster_database  # noqa: F401
 from rental_platform_tests.test_remote_runners import (  # noqa: F401

@@ -21,7 +21,7 @@ from rental_platform.contract import checks_for
 from rental_platform.cycle import RANGE_END, RANGE_START, SOURCE_CHANGES
 from rental_platform.runs import RunOutcome
 from rental_platform.spark.manifest import committed_files
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 FIRST, BACKFILLED, NIGHT = date(2025, 1, 1), date(2025, 1, 20), date(2025, 1, 21)
 HORIZON = 7  # days compared by the nightly run: Jan 14 .. Jan 21

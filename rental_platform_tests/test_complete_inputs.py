@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 
 from rental_platform.runs import RangeRunError
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 
 @pytest.fixture(scope="module")

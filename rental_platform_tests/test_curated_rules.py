@@ -14,7 +14,7 @@ import pytest
 from rental_platform import contract, tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.spark.manifest import CommitLog, store_for
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 DAY = "2025-01-06 12:00:00"
 APARTMENTS = [

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from rental_platform_tests.conftest import REPO, free_port, running_services
+from rental_platform_tests.harness import REPO, free_port, running_services
 
 WARNING_MARKS = ("Warning", "WARNING", "warnings.warn")
 

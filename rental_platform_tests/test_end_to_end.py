@@ -14,7 +14,7 @@ from rental_platform.assets.checks import asset_key
 from rental_platform.seed import SCALES, seed_source
 from rental_platform.spark.manifest import UNDATED, CommitLog, Partition, store_for
 from rental_platform.tables import Layer
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 SCALE = SCALES["tiny"]
 CURATED_PAIRS = [

@@ -15,7 +15,7 @@ from rental_platform.contract import SourceConnection
 from rental_platform.seed import SCALES, seed_source
 from rental_platform.spark.extract import SourceReader
 from rental_platform.spark.session import get_or_create_session
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 SCALE = SCALES["tiny"]
 VIEWS = tables.RAW_USER_VIEWING

@@ -26,7 +26,7 @@ from rental_platform.runs import RangeRunError, RunOutcome
 from rental_platform.settings import parse_warehouse_url
 from rental_platform.spark.manifest import CommitLog, LocalStore
 from rental_platform_tests import chaos
-from rental_platform_tests.conftest import Platform, start_cli_run
+from rental_platform_tests.harness import Platform, start_cli_run
 
 START, END = date(2025, 1, 1), date(2025, 2, 28)
 

@@ -16,7 +16,7 @@ import pytest
 from benchmarks.reference import compare, parquet_differences, run_reference, snapshot_listings
 from rental_platform import tables
 from rental_platform.spark.manifest import committed_files
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 START, END = date(2025, 1, 1), date(2025, 1, 12)
 DAY = "2025-01-06 12:00:00"

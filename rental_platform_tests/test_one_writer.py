@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 
 from rental_platform_tests import chaos
-from rental_platform_tests.conftest import Platform, start_cli_run
+from rental_platform_tests.harness import Platform, start_cli_run
 
 FIRST, LAST = date(2025, 1, 1), date(2025, 2, 28)
 

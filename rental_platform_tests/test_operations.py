@@ -15,7 +15,7 @@ from rental_platform.assets.layer import is_transient
 from rental_platform.definitions import build_definitions
 from rental_platform.runs import RangeRunError
 from rental_platform.settings import Settings
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 DEFS = build_definitions(Settings.from_env({"RENTAL_PARTITIONS_START": "2024-01-01"}))
 GRAPH = DEFS.resolve_asset_graph()

@@ -14,7 +14,7 @@ from rental_platform.assets.checks import asset_key, check_specs, to_check_resul
 from rental_platform.contract import SourceConnection, StepReport, StepRequest
 from rental_platform.spark.entrypoint import REQUEST_EXTRA
 from rental_platform_tests import worked_example as example
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 SNAPSHOTS = (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
 

@@ -32,7 +32,7 @@ from rental_platform.settings import parse_mysql_url
 from rental_platform.spark.manifest import committed_files
 from rental_platform.tables import Layer, Table
 from rental_platform_tests import worked_example as example
-from rental_platform_tests.conftest import SERVER_URL, Platform
+from rental_platform_tests.harness import SERVER_URL, Platform
 
 # About five weeks of a small marketplace: every kind of the seeder's dirt occurs at least once.
 SCALE = SeedScale(

@@ -22,7 +22,7 @@ from benchmarks.reference import run_reference, snapshot_listings
 from rental_platform import tables
 from rental_platform.seed.load import schema_statements
 from rental_platform.settings import MySqlSource, parse_mysql_url
-from rental_platform_tests.conftest import SERVER_URL
+from rental_platform_tests.harness import SERVER_URL
 
 BEGINNING = date(1, 1, 1)
 NOTHING = {"new": 0, "changed": 0, "closed": 0, "returned": 0}

@@ -52,7 +52,7 @@ from rental_platform.spark.manifest import CommitLog, S3Store
 from rental_platform_tests import chaos
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.aws import aws  # noqa: F401
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 from rental_platform_tests.remote_side import (
     GlueJobs,
     Job,

@@ -9,7 +9,7 @@ from datetime import date
 
 import dagster as dg
 
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 DAY = date(2025, 1, 1)
 

@@ -12,7 +12,7 @@ from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.runs import RangeRunError
 from rental_platform_tests import worked_example as example
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 START, END = date(2025, 1, 1), date(2025, 1, 12)
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from rental_platform_tests.conftest import BIN, Platform
+from rental_platform_tests.harness import BIN, Platform
 
 START, END = "2025-01-01", "2025-01-31"
 

@@ -16,7 +16,7 @@ import pytest
 from benchmarks.soak import NightResult, Soak, soak
 from rental_platform.seed import SCALES, seed_source
 from rental_platform.seed.changes import NIGHT_SCALES
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 SCALE = SCALES["tiny"]
 HORIZON = 10

@@ -37,7 +37,7 @@ from rental_platform.seed.changes import (
 )
 from rental_platform.seed.load import APARTMENT_COLUMNS, ATTRIBUTE_COLUMNS, BOOKING_COLUMNS
 from rental_platform.settings import parse_mysql_url
-from rental_platform_tests.conftest import SERVER_URL
+from rental_platform_tests.harness import SERVER_URL
 
 SEED_SCALE = SCALES["tiny"]
 NIGHT = NIGHT_SCALES["small"]

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from rental_platform import tables
 from rental_platform.cycle import Cycle
 from rental_platform.seed import SeedScale, seed_source
-from rental_platform_tests.conftest import BIN, Platform, free_port, running_services
+from rental_platform_tests.harness import BIN, Platform, free_port, running_services
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = SeedScale(

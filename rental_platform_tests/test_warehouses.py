@@ -28,7 +28,7 @@ from rental_platform.resources.warehouse import (
 from rental_platform.runs import materialize_range
 from rental_platform.settings import parse_warehouse_url
 from rental_platform.tables import Column, Layer
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 TABLE = tables.AVG_LISTING_PRICE
 WEEK_1, WEEK_2, WEEK_3 = date(2025, 1, 6), date(2025, 1, 13), date(2025, 1, 20)

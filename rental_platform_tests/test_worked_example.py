@@ -12,7 +12,7 @@ from rental_platform import tables
 from rental_platform.definitions import build_definitions
 from rental_platform.tables import Layer
 from rental_platform_tests import worked_example as example
-from rental_platform_tests.conftest import Platform
+from rental_platform_tests.harness import Platform
 
 START, END = date(2025, 1, 1), date(2025, 2, 28)
 KPI_TABLES = tables.tables_of(Layer.PRESENTATION)

@@ -1,0 +1,189 @@
+"""What the tests share: a platform on real parts (its settings, a Dagster instance, the source
+as the application writes it), the repository's paths and servers, and helpers to run the
+CLI and Dagster's services as processes. The fixtures that build them are in conftest.py."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from urllib.parse import quote
+
+import dagster as dg
+import duckdb
+import pymysql
+
+from rental_platform import tables
+from rental_platform.cycle import Cycle
+from rental_platform.resources.warehouse import warehouse_for
+from rental_platform.runs import RunOutcome, materialize_range, run_cycle
+from rental_platform.settings import MySqlSource, Settings
+from rental_platform.spark.manifest import committed_files
+from rental_platform.tables import Table
+from rental_platform_tests import worked_example as example
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SERVER_URL = os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
+POSTGRES_SERVER = os.environ.get(
+    "RENTAL_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
+)
+_names = itertools.count()
+
+
+def next_name(prefix: str) -> str:
+    """A name no other test of this run or of a run beside it uses: `prefix_pid_n`."""
+    return f"{prefix}_{os.getpid()}_{next(_names)}"
+
+
+@dataclass
+class Platform:
+    """One isolated platform: its own source database, lake, warehouse and instance. The
+    platform reads the source as a user that may only SELECT from the contract's four tables
+    (`settings.mysql`); the tests play the application through `admin` (`execute`)."""
+
+    settings: Settings
+    instance: dg.DagsterInstance
+    source: pymysql.connections.Connection
+    admin: MySqlSource
+
+    @property
+    def mysql_url(self) -> str:
+        """RENTAL_MYSQL_URL of the platform's (read-only) user, password included."""
+        mysql = self.settings.mysql
+        return (
+            f"mysql://{mysql.user}:{quote(mysql.password, safe='')}@{mysql.host}:{mysql.port}/"
+            f"{mysql.database}"
+        )
+
+    def run(self, start: date, end: date) -> list[RunOutcome]:
+        return materialize_range(self.settings, self.instance, start, end)
+
+    def nightly(self, as_of: date) -> list[RunOutcome]:
+        cycle = Cycle.nightly(as_of, self.settings.mutable_days, self.settings.partitions_start)
+        return run_cycle(self.settings, self.instance, cycle)
+
+    def audit(self, as_of: date) -> list[RunOutcome]:
+        return run_cycle(
+            self.settings, self.instance, Cycle.audit(as_of, self.settings.partitions_start)
+        )
+
+    def warehouse(self, sql: str) -> list[tuple]:
+        return warehouse_for(self.settings.warehouse).query(sql)
+
+    def kpis(self) -> dict[str, list[tuple]]:
+        """Every KPI table of the warehouse, sorted."""
+        return {
+            t.name: self.warehouse(
+                f'SELECT * FROM presentation."{t.name}" ORDER BY '
+                + ", ".join(str(n + 1) for n in range(len(t.columns)))
+            )
+            for t in tables.tables_of(tables.Layer.PRESENTATION)
+        }
+
+    def state(self) -> dict[str, list[tuple]]:
+        """What readers see: every KPI table of the warehouse and every committed lake table
+        (extraction times aside), sorted: two runs that agree leave equal states."""
+        state = {f"warehouse.{name}": rows for name, rows in self.kpis().items()}
+        for table in tables.ALL_TABLES:
+            columns = ", ".join(f'"{c}"' for c in table.column_names if c != "_extracted_at")
+            state[table.id] = self.lake(table, f"SELECT {columns} FROM t ORDER BY ALL")
+        return state
+
+    def lake(self, table: Table, sql: str = "SELECT * FROM t") -> list[tuple]:
+        """Query every committed partition of a lake table as `t`."""
+        paths = committed_files(self.settings.lake_root, table.id)
+        if not paths:
+            return []
+        with duckdb.connect() as connection:
+            connection.execute("SET TimeZone = 'UTC'")
+            connection.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({paths!r})")
+            return connection.execute(sql).fetchall()
+
+    def load_worked_example(self) -> None:
+        """The source rows of kpis.md's worked example: its listings and bookings."""
+        self.execute("INSERT INTO apartments VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", example.APARTMENTS)
+        self.execute(
+            "INSERT INTO apartment_attributes (id, cityname, state) VALUES (%s,%s,%s)",
+            example.APARTMENT_ATTRIBUTES,
+        )
+        self.execute("INSERT INTO bookings VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", example.BOOKINGS)
+
+    def cli_env(self, home: Path) -> dict[str, str]:
+        """The environment of `rental-platform` in a subprocess on this platform (its source,
+        lake and warehouse) with a Dagster instance of its own in `home`, as `make` sets up."""
+        shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
+        return {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "RENTAL_MYSQL_URL": self.mysql_url,
+            "RENTAL_LAKE_ROOT": self.settings.lake_root,
+            "RENTAL_WAREHOUSE_URL": self.settings.warehouse.public_url,
+            "RENTAL_PARTITIONS_START": self.settings.partitions_start.isoformat(),
+        }
+
+    def execute(self, sql: str, rows: list[tuple] | None = None) -> None:
+        with self.source.cursor() as cursor:
+            if rows is None:
+                cursor.execute(sql)
+            else:
+                cursor.executemany(sql, rows)
+        self.source.commit()
+
+
+def start_cli_run(
+    env: dict[str, str], first: date, last: date, output: int = subprocess.DEVNULL
+) -> subprocess.Popen:
+    """`rental-platform run` of [first, last] in a process group of its own, so that a test can
+    kill it whole (its JVM included); stderr goes where stdout does."""
+    return subprocess.Popen(
+        [BIN / "rental-platform", "run", "--start", str(first), "--end", str(last)],
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_services(
+    commands: Sequence[Sequence[str | Path]], env: dict[str, str], cwd: Path, log: Path
+) -> Iterator[list[subprocess.Popen]]:
+    """Long-running processes (dagster-webserver, dagster-daemon, a code server), each in a
+    process group of its own, their output in `log`; stopped whole on exit (dagster's services
+    ignore SIGTERM from a script)."""
+    with log.open("w") as output:
+        services = [
+            subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for command in commands
+        ]
+        try:
+            yield services
+        finally:
+            for service in services:
+                with contextlib.suppress(ProcessLookupError):  # a test may have stopped it
+                    os.killpg(service.pid, signal.SIGKILL)
+                service.wait()
