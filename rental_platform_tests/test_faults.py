@@ -9,6 +9,7 @@ import dataclasses
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -155,6 +156,46 @@ def test_the_warehouse_backend_terminated_mid_publish_is_retried(
     finally:
         warehouse_for(platform.settings.warehouse).query("DROP SCHEMA presentation CASCADE")
         platform.settings = settings
+
+
+# Another process that opens the DuckDB file, says so, and keeps it open.
+HOLD_DUCKDB = (
+    "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+    "time.sleep(600)"
+)
+
+
+def test_a_duckdb_warehouse_held_by_another_process_is_retried(
+    example_platform: Platform,
+) -> None:
+    """DuckDB lets one process at a time open its file: another one (an analyst's query) holds
+    it while the KPIs publish. The publish fails on the lock, is retried after its backoff, by
+    when the other process has let go, and the run ends as an undisturbed one."""
+    platform = example_platform
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_DUCKDB, platform.settings.warehouse.database],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        outcome: list = []
+        runner = threading.Thread(
+            target=lambda: outcome.append(_outcome(lambda: platform.run(START, END)))
+        )
+        runner.start()
+        deadline = time.monotonic() + 300
+        while not _retried(platform, platform.instance.get_runs()):
+            assert time.monotonic() < deadline and runner.is_alive(), outcome
+            time.sleep(0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+    runner.join(timeout=600)
+    (result,) = outcome
+    assert not isinstance(result, BaseException), result
+    assert _retried(platform, result)
+    assert platform.state() == platform.undisturbed
 
 
 def _retried(platform: Platform, outcomes: list[RunOutcome]) -> bool:

@@ -59,6 +59,9 @@ TRANSIENT_ERRORS = (
     "ExecutorLostFailure",
     "Executor lost",
     "Py4JNetworkError",
+    # A DuckDB warehouse has one writer process at a time: another process (an analyst's query,
+    # the UI test's) holds the file for a moment.
+    "Could not set lock on file",
 )
 # ...unless the cause will not go away by itself: a wrong password or database name.
 PERMANENT_ERRORS = ("Access denied", "Unknown database")
