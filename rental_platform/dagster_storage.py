@@ -136,9 +136,8 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         with self._order_lock:
             if _held(event):
                 self._held_checks.append(event)
-                if len(self._held_checks) < BATCH_SIZE:
-                    return
-                self._store_held()
+                if len(self._held_checks) >= BATCH_SIZE:
+                    self._store_held()
                 return
             self._store_held()
             super().store_event(event)
