@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export DAGSTER_HOME ?= $(CURDIR)/.rental/dagster_home
 VENV := .venv/bin
 
-.PHONY: setup demo dev test test-fast browser lint bench bench-events soak chaos clean
+.PHONY: setup demo dev test test-fast browser lint bench bench-local bench-events soak chaos clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -48,6 +48,10 @@ bench: setup
 NIGHTS ?= 20
 soak: setup
 	$(VENV)/python -m benchmarks.soak --nights $(NIGHTS)
+
+# What each part of the local speed machinery saves: benchmarks/results/local_parts.{json,md}.
+bench-local: setup
+	$(VENV)/python -m benchmarks.local_parts --repeat $(REPEAT)
 
 # What Dagster's own event log costs a year-long single-run backfill (no Spark).
 bench-events: setup

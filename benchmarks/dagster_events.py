@@ -10,7 +10,7 @@ run like `rental-platform run` runs a range (`execute_in_process` with partition
 on a fresh instance of each kind:
 - Dagster's own SQLite storage, one transaction per event;
 - the platform's (the repository's dagster.yaml): the same files, a batch of events in one
-  transaction, check evaluations included (rental_platform/dagster_storage.py);
+  transaction, check evaluations included (rental_platform/local/event_log.py);
 - Dagster's own with `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` (one planned event per
   asset; the platform does not set it: Dagster then cannot show a failed single-run backfill's
   partitions as failed, nor its running ones as in progress, which automation relies on).

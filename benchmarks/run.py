@@ -151,7 +151,7 @@ class Sandbox:
     def fresh(self) -> Sandbox:
         shutil.rmtree(self.root, ignore_errors=True)
         self.dagster_home.mkdir(parents=True)
-        shutil.copy(REPO / "dagster.yaml", self.dagster_home / "dagster.yaml")
+        shutil.copy(REPO / "instance" / "dagster.yaml", self.dagster_home / "dagster.yaml")
         return self
 
 
@@ -167,16 +167,22 @@ def run_platform(
     first_day: date,
     arguments: list[str],
     log: Path,
+    env: dict[str, str] | None = None,
 ) -> PlatformRun:
     """`rental-platform ARGUMENTS` (run, nightly, audit) in a subprocess, its process tree
-    sampled until it ends; then its Dagster runs read back from the sandbox's instance."""
-    env = os.environ | {
-        "RENTAL_MYSQL_URL": mysql_url(source),
-        "RENTAL_LAKE_ROOT": str(sandbox.lake.resolve()),
-        "RENTAL_WAREHOUSE_URL": f"duckdb:///{sandbox.warehouse.resolve()}",
-        "RENTAL_PARTITIONS_START": first_day.isoformat(),
-        "DAGSTER_HOME": str(sandbox.dagster_home.resolve()),
-    }
+    sampled until it ends; then its Dagster runs read back from the sandbox's instance. `env`:
+    further settings of the platform's."""
+    env = (
+        os.environ
+        | (env or {})
+        | {
+            "RENTAL_MYSQL_URL": mysql_url(source),
+            "RENTAL_LAKE_ROOT": str(sandbox.lake.resolve()),
+            "RENTAL_WAREHOUSE_URL": f"duckdb:///{sandbox.warehouse.resolve()}",
+            "RENTAL_PARTITIONS_START": first_day.isoformat(),
+            "DAGSTER_HOME": str(sandbox.dagster_home.resolve()),
+        }
+    )
     command = [sys.executable, "-m", "rental_platform.cli", *arguments]
     memory = Memory()
     with log.open("w") as output:

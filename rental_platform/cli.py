@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from rental_platform.settings import Settings, SettingsError, parse_date
+from rental_platform import local
+from rental_platform.settings import Settings, SettingsError, parse_date, parse_local_off
 
 if TYPE_CHECKING:
     from rental_platform.cycle import Cycle
@@ -37,11 +38,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> int:
     """The `rental-platform` command: `main`, then an exit without the interpreter's last
-    garbage collections."""
+    garbage collections (part `gc_freeze` of rental_platform.local)."""
     code = main()
-    # Those walk every object Dagster and the Spark client made (about a second here) only to
-    # free memory that the process's end frees anyway; frozen objects are left out of them.
-    gc.freeze()
+    try:
+        off = parse_local_off(os.environ.get("RENTAL_LOCAL_OFF", ""))
+    except SettingsError:  # `main` has reported it
+        off = local.PARTS
+    if local.GC_FREEZE not in off:
+        # Those walk every object Dagster and the Spark client made only to free memory that
+        # the process's end frees anyway; frozen objects are left out of them.
+        gc.freeze()
     return code
 
 
@@ -150,12 +156,14 @@ def _cycle(settings: Settings, cycle: Cycle) -> int:
     """Run the cycle in this process, through the Dagster instance (the UI shows its runs)."""
     if "DAGSTER_HOME" not in os.environ:
         raise SettingsError("DAGSTER_HOME: must name the folder of the Dagster instance")
-    if not settings.runner.remote:
+    if not settings.runner.remote and local.EARLY_JVM not in settings.runner.local_off:
         # Before Dagster is imported: the JVM starts while Python loads it.
-        from rental_platform.spark.session import start_local_session_early
+        from rental_platform.local.session import start_local_session_early
 
         start_local_session_early(
-            settings.runner.spark_conf, (cycle.as_of - cycle.compare_from).days + 1
+            settings.runner.spark_conf,
+            settings.runner.local_off,
+            (cycle.as_of - cycle.compare_from).days + 1,
         )
     from rental_platform.runs import run_cycle
 
@@ -209,13 +217,13 @@ def deploy_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def class_archive_command(settings: Settings, args: argparse.Namespace) -> int:
-    from rental_platform.class_archive import build_class_archive
-    from rental_platform.spark.local_fs import build_local_fs_jar, local_fs_jar
-    from rental_platform.spark.session import class_archive_path
+    from rental_platform.local.class_archive import build_class_archive
+    from rental_platform.local.file_system import build_file_system_jar, file_system_jar
+    from rental_platform.local.jvm import class_archive_path
 
     # The archive holds the classes of the jars on the driver's class path: this one first.
-    if not local_fs_jar().is_file():
-        jar = build_local_fs_jar()
+    if not file_system_jar().is_file():
+        jar = build_file_system_jar()
         print(f"Local file system for Spark: {jar or 'no javac found: Hadoop keeps its own'}")
     if args.if_missing and class_archive_path().is_file():
         print(f"Spark class-data archive: {class_archive_path()} (up to date)")

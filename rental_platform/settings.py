@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from rental_platform import local
 from rental_platform.contract import CheckLimits
 
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/rental"
@@ -155,6 +156,8 @@ class RunnerSettings:
     poll_seconds: float = 5.0
     # Extra Spark settings for the local runner (RENTAL_SPARK_CONF).
     spark_conf: Mapping[str, str] = field(default_factory=dict)
+    # The local runner's speed machinery switched off (RENTAL_LOCAL_OFF; rental_platform.local).
+    local_off: frozenset[str] = frozenset()
 
     @property
     def remote(self) -> bool:
@@ -373,6 +376,17 @@ def parse_spark_conf(value: str) -> dict[str, str]:
     return conf
 
 
+def parse_local_off(value: str) -> frozenset[str]:
+    """Names of the local speed machinery's parts, separated by commas."""
+    off = frozenset(filter(None, (part.strip() for part in value.split(","))))
+    if unknown := sorted(off - set(local.PARTS)):
+        raise SettingsError(
+            f"RENTAL_LOCAL_OFF: expected parts among {', '.join(local.PARTS)}, "
+            f"got {', '.join(unknown)}"
+        )
+    return off
+
+
 def _required(env: Mapping[str, str], name: str, kind: str) -> str:
     value = env.get(name, "").strip()
     if not value:
@@ -400,7 +414,9 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
         )
     spark_conf = parse_spark_conf(env.get("RENTAL_SPARK_CONF", ""))
     if kind == "local":
-        return RunnerSettings(spark_conf=spark_conf)
+        return RunnerSettings(
+            spark_conf=spark_conf, local_off=parse_local_off(env.get("RENTAL_LOCAL_OFF", ""))
+        )
     runner = RunnerSettings(
         kind=kind,
         pipes=parse_s3_location(

@@ -12,9 +12,9 @@ from pyspark.sql import DataFrame
 
 from rental_platform import tables
 from rental_platform.contract import SourceConnection
+from rental_platform.local.session import local_session
 from rental_platform.seed import SCALES, seed_source
 from rental_platform.spark.extract import SourceReader
-from rental_platform.spark.session import get_or_create_session
 from rental_platform_tests.harness import Platform
 
 SCALE = SCALES["tiny"]
@@ -27,7 +27,7 @@ def reader(platform: Platform) -> SourceReader:
     platform.execute("ANALYZE TABLE user_viewing")
     mysql = platform.settings.mysql
     source = SourceConnection(mysql.jdbc_url, mysql.user, mysql.password)
-    return SourceReader(get_or_create_session(), source, datetime(2025, 1, 1, tzinfo=UTC))
+    return SourceReader(local_session(), source, datetime(2025, 1, 1, tzinfo=UTC))
 
 
 def _count(platform: Platform, where: str) -> int:

@@ -20,6 +20,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from rental_platform import tables
+from rental_platform.local.session import local_session
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.manifest import (
     WHOLE,
@@ -31,7 +32,6 @@ from rental_platform.spark.manifest import (
     commit_key,
     committed_files,
 )
-from rental_platform.spark.session import get_or_create_session
 from rental_platform_tests import chaos
 from rental_platform_tests.aws import aws  # noqa: F401
 
@@ -41,7 +41,7 @@ WEEK = date(2025, 1, 6)
 
 @pytest.fixture(scope="module")
 def spark() -> SparkSession:
-    return get_or_create_session()
+    return local_session()
 
 
 def _rows(spark: SparkSession, weeks: list[date], revenue: str = "1.00"):

@@ -10,13 +10,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from rental_platform import contract, tables
+from rental_platform.local.session import local_session
 from rental_platform.spark import quality
-from rental_platform.spark.session import get_or_create_session
 
 
 @pytest.fixture(scope="module")
 def spark() -> SparkSession:
-    return get_or_create_session()
+    return local_session()
 
 
 def test_primary_key_check_finds_duplicates_and_nulls(spark: SparkSession) -> None:

@@ -1,5 +1,6 @@
 """The local Spark JVM's options: the quick compiler, the class-data archive only when one
-was built for this Java and these Spark jars, and the java.nio local file system."""
+was built for this Java and these Spark jars, and the java.nio local file system, each part
+switchable off; and a cluster's session, which keeps the cluster's own."""
 
 from __future__ import annotations
 
@@ -12,18 +13,21 @@ from pathlib import Path
 import pyspark
 import pytest
 
+from rental_platform import local
 from rental_platform.contract import MARIADB_JDBC_JAR
-from rental_platform.spark.local_fs import FILE_SYSTEM_CLASS, local_fs_jar
-from rental_platform.spark.session import (
-    LOCAL_JAVA_OPTIONS,
-    LOCAL_MASTER,
-    QUICK_COMPILER,
+from rental_platform.local.file_system import FILE_SYSTEM_CLASS, file_system_jar
+from rental_platform.local.jvm import (
     QUICK_COMPILER_MAX_DAYS,
+    QUICK_COMPILER_OPTION,
     class_archive_path,
-    get_or_create_session,
-    local_java_options,
-    session_conf,
+    tuning_conf,
 )
+from rental_platform.local.session import local_session
+from rental_platform.spark.session import LOCAL_JAVA_OPTIONS, LOCAL_MASTER, session_conf
+
+
+def _java_options(conf: dict[str, str]) -> list[str]:
+    return conf.get("spark.driver.extraJavaOptions", "").split()
 
 
 @pytest.fixture
@@ -32,17 +36,19 @@ def archive_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_the_archive_is_used_once_built(archive_dir: Path) -> None:
+def test_the_archive_is_used_once_built_unless_switched_off(archive_dir: Path) -> None:
     archive = class_archive_path()
     assert archive.parent == archive_dir
-    assert not any(option.startswith("-XX:SharedArchiveFile") for option in local_java_options())
+    assert not any(o.startswith("-XX:SharedArchiveFile") for o in _java_options(tuning_conf()))
     archive.write_bytes(b"")
-    assert f"-XX:SharedArchiveFile={archive}" in local_java_options()
+    assert f"-XX:SharedArchiveFile={archive}" in _java_options(tuning_conf())
+    off = _java_options(tuning_conf(off={local.CLASS_ARCHIVE}))
+    assert not any(option.startswith("-XX:SharedArchiveFile") for option in off)
 
 
 def test_training_writes_the_archive_instead_of_reading_it(archive_dir: Path) -> None:
     class_archive_path().write_bytes(b"")
-    options = local_java_options(archiving_to=archive_dir / "new.jsa")
+    options = _java_options(tuning_conf(archiving_to=archive_dir / "new.jsa"))
     assert f"-XX:ArchiveClassesAtExit={archive_dir / 'new.jsa'}" in options
     assert not any(option.startswith("-XX:SharedArchiveFile") for option in options)
 
@@ -61,14 +67,14 @@ def test_an_archive_of_other_jars_is_not_used(
 
 
 def test_the_local_session_runs_with_the_local_options() -> None:
-    conf = get_or_create_session().conf.get("spark.driver.extraJavaOptions")
+    conf = local_session().conf.get("spark.driver.extraJavaOptions")
     assert conf.startswith("-Duser.timezone=UTC")
     assert all(option in conf.split() for option in LOCAL_JAVA_OPTIONS)
 
 
 def test_the_tests_jvm_maps_the_archive_make_setup_built() -> None:
     assert class_archive_path().is_file(), "no class-data archive: run `make setup`"
-    jvm = get_or_create_session().sparkContext._jvm
+    jvm = local_session().sparkContext._jvm
     diagnostics = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
         jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
     )
@@ -78,8 +84,8 @@ def test_the_tests_jvm_maps_the_archive_make_setup_built() -> None:
 def test_the_local_session_sets_permissions_without_a_chmod_process(tmp_path: Path) -> None:
     """make setup compiles the java.nio file system; the session writes through it, and files
     and folders get the modes Hadoop's own file system gives them."""
-    assert local_fs_jar().is_file(), "no local file system jar: run `make setup`"
-    spark = get_or_create_session()
+    assert file_system_jar().is_file(), "no local file system jar: run `make setup`"
+    spark = local_session()
     jvm = spark.sparkContext._jvm
     file_system = jvm.org.apache.hadoop.fs.FileSystem.get(
         jvm.java.net.URI("file:///"), spark.sparkContext._jsc.hadoopConfiguration()
@@ -93,23 +99,35 @@ def test_the_local_session_sets_permissions_without_a_chmod_process(tmp_path: Pa
     assert {stat.S_IMODE(d.stat().st_mode) for d in table.glob("p=*")} == {0o755}
 
 
-def test_jars_a_user_adds_extend_the_local_sessions_own() -> None:
-    """RENTAL_SPARK_CONF with hadoop-aws: the JDBC driver and the local file system's jar stay."""
+def test_what_a_user_adds_extends_the_local_sessions_lists() -> None:
+    """RENTAL_SPARK_CONF with hadoop-aws and a Java option: the JDBC driver, the local file
+    system's jar and the UTC option stay."""
     conf = session_conf(
         LOCAL_MASTER,
+        tuning_conf(),
         {
             "spark.jars": "/opt/hadoop-aws.jar",
             "spark.driver.extraClassPath": "/opt/extra",
+            "spark.driver.extraJavaOptions": "-Dextra=1",
             "spark.sql.shuffle.partitions": "7",
         },
     )
     assert conf["spark.jars"].split(",") == [MARIADB_JDBC_JAR, "/opt/hadoop-aws.jar"]
     assert conf["spark.driver.extraClassPath"].split(os.pathsep) == [
-        str(local_fs_jar()),
+        str(file_system_jar()),
         "/opt/extra",
     ]
+    assert _java_options(conf)[: len(LOCAL_JAVA_OPTIONS)] == list(LOCAL_JAVA_OPTIONS)
+    assert _java_options(conf)[-1] == "-Dextra=1"
     assert conf["spark.hadoop.fs.file.impl"] == FILE_SYSTEM_CLASS
     assert conf["spark.sql.shuffle.partitions"] == "7"
+
+
+def test_the_file_system_switched_off_leaves_hadoops_own() -> None:
+    """Its jar stays on the class path, as the class-data archive was built with it there."""
+    conf = session_conf(LOCAL_MASTER, tuning_conf(off={local.FILE_SYSTEM}))
+    assert "spark.hadoop.fs.file.impl" not in conf
+    assert conf["spark.driver.extraClassPath"] == str(file_system_jar())
 
 
 def test_a_remote_session_takes_the_callers_jars_as_given() -> None:
@@ -121,20 +139,22 @@ def test_a_remote_session_takes_the_callers_jars_as_given() -> None:
 def test_a_remote_session_leaves_the_clusters_java_options_alone() -> None:
     """Glue and EMR put their own GC, logging and out-of-memory options there: replacing them
     would drop those. Executors get UTC from their environment instead."""
-    conf = session_conf(None, None)
+    conf = session_conf(None)
     assert not [key for key in conf if key.endswith("extraJavaOptions")]
     assert conf["spark.executorEnv.TZ"] == "UTC"
 
 
 def test_a_long_range_gets_both_compilers_and_a_short_one_c1_alone() -> None:
     """C1 alone warms up sooner for an increment; C2's code pays off over a year of rows."""
-    assert QUICK_COMPILER in local_java_options()
-    assert QUICK_COMPILER in local_java_options(days=1)
-    assert QUICK_COMPILER in local_java_options(days=QUICK_COMPILER_MAX_DAYS)
-    assert QUICK_COMPILER not in local_java_options(days=365)
-    year = session_conf(LOCAL_MASTER, None, days=365)["spark.driver.extraJavaOptions"]
-    assert QUICK_COMPILER not in year.split()
-    assert all(option in year.split() for option in LOCAL_JAVA_OPTIONS)
+    assert QUICK_COMPILER_OPTION in _java_options(tuning_conf())
+    assert QUICK_COMPILER_OPTION in _java_options(tuning_conf(days=1))
+    assert QUICK_COMPILER_OPTION in _java_options(tuning_conf(days=QUICK_COMPILER_MAX_DAYS))
+    assert QUICK_COMPILER_OPTION not in _java_options(tuning_conf(days=365))
+    off = tuning_conf(off={local.QUICK_COMPILER}, days=1)
+    assert QUICK_COMPILER_OPTION not in _java_options(off)
+    year = _java_options(session_conf(LOCAL_MASTER, tuning_conf(days=365)))
+    assert QUICK_COMPILER_OPTION not in year
+    assert all(option in year for option in LOCAL_JAVA_OPTIONS)
 
 
 CLUSTER_DRIVER = """
@@ -182,3 +202,34 @@ def test_a_cluster_driver_reads_datetimes_as_utc_whatever_its_zone(tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "2025-01-01 23:30:00|2025-01-01"
+
+
+EVERY_PART_OFF = """
+from rental_platform import local
+from rental_platform.local.session import local_session
+
+spark = local_session(off=local.PARTS, days=1)
+jvm = spark.sparkContext._jvm
+file_system = jvm.org.apache.hadoop.fs.FileSystem.get(
+    jvm.java.net.URI("file:///"), spark.sparkContext._jsc.hadoopConfiguration()
+)
+arguments = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+print(file_system.getClass().getName())
+print(" ".join(str(argument) for argument in arguments))
+"""
+
+
+def test_with_every_part_off_the_jvm_runs_as_spark_and_hadoop_ship(tmp_path: Path) -> None:
+    """RENTAL_LOCAL_OFF naming every part: the file system Spark's jars choose, no archive, both
+    compilers; the local session's own options stay."""
+    script = tmp_path / "session.py"
+    script.write_text(EVERY_PART_OFF)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    file_system, arguments = result.stdout.strip().splitlines()[-2:]
+    assert file_system != FILE_SYSTEM_CLASS
+    assert not any(a.startswith("-XX:SharedArchiveFile") for a in arguments.split())
+    assert QUICK_COMPILER_OPTION not in arguments.split()
+    assert all(option in arguments.split() for option in LOCAL_JAVA_OPTIONS)

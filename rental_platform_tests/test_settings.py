@@ -3,14 +3,17 @@ variable, and a password never appears in a repr, a message or the definitions."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from rental_platform import local
 from rental_platform.cli import main
 from rental_platform.definitions import build_definitions
+from rental_platform.resources import build_resources
 from rental_platform.settings import EmrCluster, GlueJob, S3Location, Settings, SettingsError
 
 pytestmark = pytest.mark.fast
@@ -101,12 +104,23 @@ AWS = {
         # Local Spark reads s3:// only with the hadoop-aws jars.
         ("RENTAL_SPARK_CONF", {"RENTAL_LAKE_ROOT": "s3://lake/prefix"}),
         ("RENTAL_SPARK_CONF", {"RENTAL_SPARK_CONF": "spark.driver.memory"}),
+        ("RENTAL_LOCAL_OFF", {"RENTAL_LOCAL_OFF": "class_archive, jit"}),
     ],
 )
 def test_a_bad_runner_setting_names_its_variable(variable: str, environment: dict) -> None:
     with pytest.raises(SettingsError) as error:
         Settings.from_env(environment)
     assert str(error.value).startswith(f"{variable}:")
+
+
+def test_parts_of_the_local_machinery_are_switched_off_by_name() -> None:
+    runner = Settings.from_env({"RENTAL_LOCAL_OFF": " early_jvm,gc_freeze , "}).runner
+    assert runner.local_off == {local.EARLY_JVM, local.GC_FREEZE}
+    assert Settings.from_env({}).runner.local_off == frozenset()
+    assert build_resources(replace(Settings.from_env({}), runner=runner))["spark"].local_off == [
+        local.EARLY_JVM,
+        local.GC_FREEZE,
+    ]
 
 
 def test_remote_runners_are_configured_from_the_environment() -> None:

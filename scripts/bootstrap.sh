@@ -11,7 +11,7 @@ apt_install() {
 }
 
 command -v java >/dev/null || { echo "Installing Java 17"; apt_install openjdk-17-jre-headless; }
-# javac compiles the local file system Spark writes the lake through (rental_platform/spark/local_fs.py).
+# javac compiles the local file system Spark writes the lake through (rental_platform/local/file_system.py).
 command -v javac >/dev/null || { echo "Installing the Java compiler"; apt_install openjdk-17-jdk-headless || echo "No Java compiler: Spark uses Hadoop's slower local file system"; }
 [[ -f /usr/share/java/mariadb-java-client.jar ]] || { echo "Installing the MariaDB JDBC driver"; apt_install libmariadb-java; }
 

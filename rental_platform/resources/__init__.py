@@ -49,7 +49,9 @@ def lake_for(root: str) -> LakeResource:
 
 def spark_runner(settings: RunnerSettings) -> SparkRunner:
     if not settings.remote:
-        return LocalSparkRunner(conf=dict(settings.spark_conf))
+        return LocalSparkRunner(
+            conf=dict(settings.spark_conf), local_off=sorted(settings.local_off)
+        )
     # Likewise dagster-aws and boto3, for the remote runners.
     from rental_platform.resources.remote_spark import remote_spark_runner
 

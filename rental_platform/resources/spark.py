@@ -43,10 +43,12 @@ class LocalSparkRunner(SparkRunner):
 
     # RENTAL_SPARK_CONF: e.g. the hadoop-aws jars for an S3 lake.
     conf: dict[str, str] = Field(default_factory=dict)
+    # RENTAL_LOCAL_OFF: the parts of rental_platform.local switched off.
+    local_off: list[str] = Field(default_factory=list)
 
     def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepRun:
-        from rental_platform.spark.session import get_or_create_session
+        from rental_platform.local.session import local_session
         from rental_platform.spark.steps import run_step
 
-        session = get_or_create_session(extra_conf=self.conf, days=request.days)
+        session = local_session(self.conf, self.local_off, request.days)
         return StepRun(run_step(session, request))

@@ -1,12 +1,10 @@
-"""The SparkSession: one per process, with UTC everywhere, tuned for one small machine when
-run locally. On Glue / EMR the cluster decides master, memory and jars."""
+"""The SparkSession: one per process, with UTC everywhere, sized for one small machine when
+run locally. On Glue / EMR the cluster decides master, memory and jars. The local runner's
+speed machinery adds its own settings (`rental_platform.local`)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,14 +12,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from rental_platform.contract import MARIADB_JDBC_JAR
-from rental_platform.spark.local_fs import (
-    FILE_SYSTEM_CLASS,
-    local_fs_jar,
-    local_jvm_dir,
-    spark_jars,
-)
 
-UTC_JVM_OPTION = "-Duser.timezone=UTC"
 LOCAL_MASTER = "local[*]"
 
 # DATETIME values are UTC and must not shift: the session, and every JVM the JDBC driver reads
@@ -46,6 +37,13 @@ PORTABLE_CONF: dict[str, str] = {
     # full, instead of warning in the step's output that it cut them short.
     "spark.sql.debug.maxToStringFields": "100",
 }
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
+# The serial collector suits a 1 GB heap on two cores.
+LOCAL_JAVA_OPTIONS = (
+    "-Duser.timezone=UTC",
+    "-XX:+UseSerialGC",
+    f"-Dlog4j2.configurationFile={LOG_CONFIG}",
+)
 # One machine: the UI and the progress bar cost start-up time and clutter logs; shuffles are
 # sized for its cores; everything stays on loopback.
 LOCAL_CONF: dict[str, str] = {
@@ -65,35 +63,31 @@ LOCAL_CONF: dict[str, str] = {
     "spark.jars": MARIADB_JDBC_JAR,
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.extraJavaOptions": " ".join(LOCAL_JAVA_OPTIONS),
 }
-# Settings holding lists of jars: RENTAL_SPARK_CONF extends them rather than replacing them.
-JAR_LIST_SEPARATORS = {"spark.jars": ",", "spark.driver.extraClassPath": os.pathsep}
-# The serial collector suits a 1 GB heap on two cores.
-LOCAL_JAVA_OPTIONS = ("-XX:+UseSerialGC",)
-LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
-# A run of a few months or less is mostly small Spark jobs whose time goes to loading and
-# compiling classes, not to rows: the quick C1 compiler alone makes them warm up sooner. A
-# longer range runs hot loops over millions of rows, where C2's faster code repays its
-# compilation (benchmarks/README.md, "Local machinery", has the measurements).
-QUICK_COMPILER = "-XX:TieredStopAtLevel=1"
-QUICK_COMPILER_MAX_DAYS = 180
+# Settings holding lists (of jars, of Java options): a later layer extends them rather than
+# replacing them, so that jars a user adds (hadoop-aws for an S3 lake) keep the JDBC driver,
+# and Java options keep UTC.
+LIST_SEPARATORS = {
+    "spark.jars": ",",
+    "spark.driver.extraClassPath": os.pathsep,
+    "spark.driver.extraJavaOptions": " ",
+}
 
 
 def get_or_create_session(
-    master: str | None = LOCAL_MASTER,
-    extra_conf: Mapping[str, str] | None = None,
-    days: int | None = None,
+    master: str | None = LOCAL_MASTER, *layers: Mapping[str, str] | None
 ) -> SparkSession:
     """The process's SparkSession; the first call pays the JVM start, later calls reuse it.
 
-    `master=None` leaves master and resources to the cluster (a Glue or EMR job). `days`: how
-    long a range the process works on, if known; it chooses the local JVM's compilers.
+    `master=None` leaves master and resources to the cluster (a Glue or EMR job). `layers`:
+    settings over the session's own, in order (`session_conf`).
     """
     builder = SparkSession.builder.appName("rental-platform")
     if master is not None:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(master)
-    for key, value in session_conf(master, extra_conf, days).items():
+    for key, value in session_conf(master, *layers).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
@@ -120,71 +114,14 @@ def _jvm_time_zone(session: SparkSession) -> Any:
     return session.sparkContext._jvm.java.util.TimeZone
 
 
-def session_conf(
-    master: str | None, extra_conf: Mapping[str, str] | None, days: int | None = None
-) -> dict[str, str]:
-    """The session's settings, then the caller's (RENTAL_SPARK_CONF): a caller's setting
-    replaces the session's, except the jar lists, which it extends: jars a user adds (hadoop-aws
-    for an S3 lake) must not drop the JDBC driver, nor the jar of the local file system that
-    `spark.hadoop.fs.file.impl` names."""
+def session_conf(master: str | None, *layers: Mapping[str, str] | None) -> dict[str, str]:
+    """The session's settings, then each layer's: a layer's setting replaces the one before,
+    except the lists (`LIST_SEPARATORS`), which it extends."""
     conf = dict(PORTABLE_CONF)
     if master is not None:
         conf |= LOCAL_CONF
-        conf["spark.driver.extraJavaOptions"] = " ".join(local_java_options(days=days))
-        file_system_jar = local_fs_jar()
-        if file_system_jar.is_file():
-            conf["spark.driver.extraClassPath"] = str(file_system_jar)
-            conf["spark.hadoop.fs.file.impl"] = FILE_SYSTEM_CLASS
-    for key, value in (extra_conf or {}).items():
-        separator = JAR_LIST_SEPARATORS.get(key)
-        conf[key] = f"{conf[key]}{separator}{value}" if separator and conf.get(key) else value
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            separator = LIST_SEPARATORS.get(key)
+            conf[key] = f"{conf[key]}{separator}{value}" if separator and conf.get(key) else value
     return conf
-
-
-def start_local_session_early(
-    extra_conf: Mapping[str, str] | None = None, days: int | None = None
-) -> None:
-    """Start the local Spark JVM on a background thread, while Python goes on importing and
-    loading Dagster: the first step finds the session (or waits for the rest of its start)
-    instead of paying the whole start, about 3 s, itself. Its settings must be the local
-    runner's, whose later call then returns this session."""
-    threading.Thread(
-        target=get_or_create_session,
-        args=(LOCAL_MASTER, extra_conf, days),
-        name="spark-session-start",
-        daemon=True,
-    ).start()
-
-
-def local_java_options(archiving_to: Path | None = None, days: int | None = None) -> list[str]:
-    """The local driver JVM's options: C1 alone unless the range is longer than
-    `QUICK_COMPILER_MAX_DAYS`; with the class-data archive if one was built for this Java and
-    these Spark jars, or writing one at exit to `archiving_to`."""
-    options = [UTC_JVM_OPTION, *LOCAL_JAVA_OPTIONS, f"-Dlog4j2.configurationFile={LOG_CONFIG}"]
-    if days is None or days <= QUICK_COMPILER_MAX_DAYS:
-        options.append(QUICK_COMPILER)
-    if archiving_to is not None:
-        # The JVM warns of each class it cannot archive (generated ones): thousands of lines.
-        options += [f"-XX:ArchiveClassesAtExit={archiving_to}", "-Xlog:cds=off,cds+dynamic=off"]
-    elif (archive := class_archive_path()).is_file():
-        options.append(f"-XX:SharedArchiveFile={archive}")
-    return options
-
-
-def class_archive_path() -> Path:
-    """Where the class-data archive of this environment's Java and Spark jars is (JDK AppCDS):
-    the JVM maps the classes a step loads from it instead of reading and verifying them from
-    the jars, about 3 s of a one-day increment. `rental-platform class-archive` builds it
-    (`make setup` does). Its name holds a fingerprint of the Java binary and the jars on the
-    driver's class path, which the archive is only valid for: after an upgrade of either, the
-    old one is ignored until a new one is built."""
-    java = Path(os.environ.get("JAVA_HOME", ""), "bin", "java")
-    if not java.is_file():
-        java = Path(shutil.which("java") or "java")
-    file_system_jar = local_fs_jar()
-    jars = [*spark_jars(), *([file_system_jar] if file_system_jar.is_file() else [])]
-    fingerprint = hashlib.sha256()
-    for path in (java.resolve(), *jars):
-        stat = path.stat() if path.exists() else None
-        fingerprint.update(f"{path}:{stat and stat.st_size}:{stat and stat.st_mtime_ns}\n".encode())
-    return local_jvm_dir() / f"spark-classes-{fingerprint.hexdigest()[:16]}.jsa"

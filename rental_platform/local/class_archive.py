@@ -1,4 +1,4 @@
-"""Build the class-data archive the local Spark JVM starts from (`class_archive_path`).
+"""Build the class-data archive the local Spark JVM starts from (part `class_archive`).
 
 A JVM trained on the lake's steps, over a small synthetic raw layer in a scratch lake, writes
 the classes it loaded to the archive when it exits. It never touches the source: set-up must
@@ -21,12 +21,9 @@ from pyspark.sql import functions as F
 
 from rental_platform import tables
 from rental_platform.contract import StepRequest
+from rental_platform.local.jvm import class_archive_path, tuning_conf
 from rental_platform.spark.lake import Lake
-from rental_platform.spark.session import (
-    class_archive_path,
-    get_or_create_session,
-    local_java_options,
-)
+from rental_platform.spark.session import LOCAL_MASTER, get_or_create_session
 from rental_platform.spark.steps import run_step
 from rental_platform.tables import Table
 
@@ -44,9 +41,7 @@ def build_class_archive() -> Path:
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
         with tempfile.TemporaryDirectory(prefix="rental-class-archive-") as lake:
-            spark = get_or_create_session(
-                extra_conf={"spark.driver.extraJavaOptions": " ".join(local_java_options(partial))}
-            )
+            spark = get_or_create_session(LOCAL_MASTER, tuning_conf(archiving_to=partial))
             _train(spark, lake)
             _exit_jvm(spark)
         os.replace(partial, target)

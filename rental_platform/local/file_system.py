@@ -1,4 +1,4 @@
-"""The file system the local Spark JVM writes the lake through.
+"""The file system the local Spark JVM writes the lake through (part `file_system`).
 
 Without Hadoop's native library (it is not in pyspark), Hadoop's local file system sets the
 permissions of each file and folder it creates by starting a `chmod` process, about six per
@@ -14,38 +14,28 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-import pyspark
+from rental_platform.local.builds import build_dir, spark_jars
 
 SOURCE = Path(__file__).with_name("NioLocalFileSystem.java")
 FILE_SYSTEM_CLASS = "rental.NioLocalFileSystem"
 
 
-def local_jvm_dir() -> Path:
-    """Where this environment keeps what it builds for the local JVM (RENTAL_CLASS_ARCHIVE_DIR)."""
-    return Path(os.environ.get("RENTAL_CLASS_ARCHIVE_DIR") or Path(sys.prefix, "var", "rental"))
-
-
-def spark_jars() -> list[Path]:
-    return sorted((Path(pyspark.__file__).parent / "jars").glob("*.jar"))
-
-
-def local_fs_jar() -> Path:
+def file_system_jar() -> Path:
     """The compiled file system; its name holds a digest of the source it was built from."""
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    return local_jvm_dir() / f"nio-local-fs-{digest}.jar"
+    return build_dir() / f"nio-local-fs-{digest}.jar"
 
 
-def build_local_fs_jar() -> Path | None:
+def build_file_system_jar() -> Path | None:
     """Compile the file system against Spark's jars; None when there is no Java compiler."""
     javac = shutil.which("javac")
     if javac is None:
         return None
-    target = local_fs_jar()
+    target = file_system_jar()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rental-local-fs-") as classes:
         classpath = os.pathsep.join(str(jar) for jar in spark_jars())

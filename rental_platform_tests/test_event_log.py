@@ -13,8 +13,8 @@ import pytest
 from dagster import AssetExecutionContext
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
-from rental_platform import dagster_storage
-from rental_platform.dagster_storage import (
+from rental_platform.local import event_log
+from rental_platform.local.event_log import (
     BATCH_SIZE_VARIABLE,
     BatchingSqliteEventLogStorage,
     BatchingSqliteStorage,
@@ -208,13 +208,13 @@ def test_an_engine_serves_each_database_and_the_ui_still_sees_new_events(
     dagster_home, monkeypatch
 ) -> None:
     engines: list[str] = []
-    create_engine = dagster_storage.create_engine
+    create_engine = event_log.create_engine
 
     def counting(url, **kwargs):
         engines.append(str(url))
         return create_engine(url, **kwargs)
 
-    monkeypatch.setattr(dagster_storage, "create_engine", counting)
+    monkeypatch.setattr(event_log, "create_engine", counting)
     with dg.DagsterInstance.get() as instance:
         run_ids = [_run(instance, fail=True), _run(instance, fail=False)]
         # An engine per database (the index and each run's), however many events were stored.
