@@ -37,6 +37,7 @@ browser:
 lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	VIRTUAL_ENV=$(CURDIR)/.venv $(VENV)/dg check defs
 
 # `make bench SCALE=large REPEAT=1`: see benchmarks/README.md.
 SCALE ?= small

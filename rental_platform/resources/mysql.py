@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import dagster as dg
 
 from rental_platform.contract import SourceConnection
-from rental_platform.settings import parse_mysql_url
+from rental_platform.settings import MySqlSource, parse_mysql_url
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -14,10 +16,14 @@ class SourceDatabase(dg.ConfigurableResource):
 
     url: str
 
+    @cached_property
+    def source(self) -> MySqlSource:
+        """The parsed `url`, once per resource."""
+        return parse_mysql_url(self.url)
+
     def connection(self) -> SourceConnection:
-        source = parse_mysql_url(self.url)
-        return SourceConnection(source.jdbc_url, source.user, source.password)
+        return SourceConnection(self.source.jdbc_url, self.source.user, self.source.password)
 
     @property
     def redacted_url(self) -> str:
-        return parse_mysql_url(self.url).redacted_url
+        return self.source.redacted_url

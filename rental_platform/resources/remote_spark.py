@@ -257,7 +257,7 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
             start_job_run_params={
                 "applicationId": self.application_id,
                 "executionRoleArn": self.execution_role_arn,
-                "name": f"rental-platform {context.op_handle}",
+                "name": f"rental-platform {context.op_execution_context.op_handle}",
                 "jobDriver": {
                     "sparkSubmit": {
                         "entryPoint": self.entry_script_uri,
@@ -354,13 +354,13 @@ class EmrSparkRunner(RemoteSparkRunner):
         if self.subnet_id:
             instances["Ec2SubnetId"] = self.subnet_id
         params: dict[str, Any] = {
-            "Name": f"rental-platform {context.op_handle}",
+            "Name": f"rental-platform {context.op_execution_context.op_handle}",
             "ReleaseLabel": self.release_label,
             "Applications": [{"Name": "Spark"}],
             "Instances": instances,
             "Steps": [
                 {
-                    "Name": str(context.op_handle),
+                    "Name": str(context.op_execution_context.op_handle),
                     "ActionOnFailure": "TERMINATE_CLUSTER",
                     "HadoopJarStep": {
                         "Jar": "command-runner.jar",

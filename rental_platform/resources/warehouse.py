@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -151,8 +152,10 @@ class Warehouse(dg.ConfigurableResource, ABC):
         """Whether it loads Parquet files from S3 itself (else they are copied here first)."""
         return False
 
-    @property
+    @cached_property
     def endpoint(self) -> WarehouseTarget:
+        """The parsed `url`: the configuration stays the variables' text (what the UI shows),
+        parsed once per resource."""
         return parse_warehouse_url(self.url, self.password)
 
     @property
