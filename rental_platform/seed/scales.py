@@ -51,4 +51,13 @@ SCALES: dict[str, SeedScale] = {
         start=date(2025, 1, 1),
         days=365,
     ),
+    # Ten times `large`, over three years: how the platform grows (make bench SCALE=xlarge).
+    "xlarge": SeedScale(
+        listings=200_000,
+        users=1_500_000,
+        bookings=10_000_000,
+        views=50_000_000,
+        start=date(2023, 1, 1),
+        days=3 * 365,
+    ),
 }

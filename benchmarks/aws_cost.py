@@ -1,0 +1,496 @@
+"""What a nightly run and a year's backfill cost on AWS, per remote Spark runner.
+
+    python -m benchmarks.aws_cost                                  # benchmarks/results/large.json
+    python -m benchmarks.aws_cost --input benchmarks/results/small.json   # aws_cost_small.*
+
+Prices the step times `benchmarks/run.py` measured (`backfill.steps_s`, `nightly[history].steps_s`)
+on Glue (and Glue Flex), EMR Serverless and EMR on EC2 at the platform's default sizes
+(`rental_platform.settings`), with AWS's on-demand list prices for us-east-1 (`PRICES`). Writes
+`aws_cost.md` and `aws_cost.json` beside the input (`aws_cost_{scale}.*` for another scale than
+`large`). Three ways of cutting the work into remote
+jobs are priced: one job per Spark step (what the platform does), one per Dagster run, one per
+command (a whole nightly or backfill).
+
+Assumptions:
+
+- Each `job/step` key of `steps_s` is one remote job launch. Every step of the four jobs hands
+  one StepRequest to the Spark runner (`assets/layer.py` for the layer steps, `assets/raw.py` for
+  `raw/source_changes`), and a remote runner starts one Glue or EMR Serverless job run, or one
+  transient EMR cluster, per request (`resources/remote_spark.py`). `LOCAL_STEPS` lists the steps
+  that launch nothing: none. A job run more than once in a command adds up its steps' times
+  (`benchmarks.run.dagster_runs`): the output says whether each job ran once.
+- A step's Spark work takes as long remotely as measured on the benchmark's machine; each launch
+  adds its runner's start-up (`*_STARTUP_S`, billed) and waits before billing starts (`*_WAIT_S`,
+  not billed; counted in the wall-time estimate only). The measured step also includes what
+  Dagster does around the Spark work (checks, catalog, publishing KPI tables), which a remote job
+  does not bill: a small overestimate.
+- A launch bills max(minimum, start-up + work) seconds, rounded up to the second, for everything
+  it runs on. Not counted: S3 and CloudWatch, data transfer, the EBS volumes of EMR's instances,
+  the Dagster host, retried steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import HISTORIES, RESULTS, markdown_table
+from rental_platform.deploy import GLUE_VERSION
+from rental_platform.settings import EmrCluster, GlueJob
+
+REGION = "us-east-1"
+PRICES_READ_ON = "2026-12-02"
+NIGHTS_PER_YEAR = 365
+# Steps of `steps_s` that launch no remote job. Every step of the platform's jobs calls the Spark
+# runner (rental_platform/assets/, read 2026-12-02), raw/source_changes included: none.
+LOCAL_STEPS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Prices:
+    """AWS on-demand list prices in USD, us-east-1, and the billing rules they go with; read on
+    PRICES_READ_ON. AWS's pricing pages render their tables in the browser: where the figure was
+    read elsewhere, the comment says where."""
+
+    # https://aws.amazon.com/glue/pricing/ : Spark jobs (Glue 2.0 and later, so 4.0 and 5.0), per
+    # DPU-hour, billed per second with a 1-minute minimum per job run. Same figure in
+    # https://cubeapm.com/?p=32116 and https://awsnegotiations.com/glue-job-cost-optimization.html
+    glue_dpu_hour: float = 0.44
+    # Same page, Flex execution class (Glue 3.0 and later; spare capacity, start may be later):
+    # per DPU-hour, 1-minute minimum as for standard. Figure as quoted in
+    # https://cubeapm.com/?p=32116 (34% under standard, https://oneuptime.com/blog/post/
+    # 2026-02-12-aws-glue-flex-execution-cost-savings/view).
+    glue_flex_dpu_hour: float = 0.29
+    glue_minimum_s: float = 60
+    # https://aws.amazon.com/emr/pricing/ (EMR Serverless, x86_64, the architecture of the
+    # application deploy/rental-platform.yaml creates): per vCPU-hour and per GB-hour of the
+    # workers, from the time a worker is ready to run the job until it stops, per second. Figures
+    # as quoted in public cost comparisons (GitHub code and docs found by search); ARM64 is lower.
+    emr_serverless_vcpu_hour: float = 0.052624
+    emr_serverless_gb_hour: float = 0.0057785
+    # https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/considerations.html :
+    # billed resources include "the minimum usage of 1 minute per worker" and the storage above
+    # 20 GB per worker; https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/
+    # app-behavior.html : "you only pay for storage over 20 GB per worker".
+    emr_serverless_minimum_s: float = 60
+    emr_serverless_free_disk_gb: float = 20
+    # https://aws.amazon.com/ec2/pricing/on-demand/ (Linux, m5.xlarge) and
+    # https://aws.amazon.com/emr/pricing/ (EMR price per instance-hour on top of EC2's); the
+    # pages render by script: figures as in https://gist.github.com/turtlemonvh/
+    # 89ceb82d80bfee10c19db33f45f8a7b4 (m5.xlarge $0.192) and GitHub code listing EMR surcharges
+    # for us-east-1 (m5.xlarge $0.048).
+    ec2_instance_hour: Mapping[str, float] = field(default_factory=lambda: {"m5.xlarge": 0.192})
+    emr_instance_hour: Mapping[str, float] = field(default_factory=lambda: {"m5.xlarge": 0.048})
+    # EMR FAQ (https://aws.amazon.com/emr/faqs/, as quoted in https://brainscape.com/flashcards/
+    # amazon-emr-billing-13222488/packs/21349959): "per-second ... (with a one-minute minimum),
+    # from the time cluster is requested until it is terminated"; EC2 Linux is per second with a
+    # 60-second minimum too.
+    emr_minimum_s: float = 60
+
+
+PRICES = Prices()
+
+# Glue DPUs per worker: https://docs.aws.amazon.com/glue/latest/dg/worker-types.html (read
+# 2026-12-02): G.1X is 1 DPU (4 vCPU, 16 GB), G.2X 2, G.4X 4, G.8X 8.
+GLUE_DPU_PER_WORKER: Mapping[str, float] = {"G.1X": 1, "G.2X": 2, "G.4X": 4, "G.8X": 8}
+
+# EMR Serverless with no sizes set (the platform sets none: EmrServerlessApp,
+# remote_spark.EmrServerlessSparkRunner): Spark's defaults there are 4 vCPU and 14 GB for the
+# driver and each executor, 20 GB of disk, dynamic allocation on, starting with 3 executors
+# (https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/jobs-spark.html, "Spark job
+# properties"; copied in public code as spark.executor.instances=3, initialExecutors=3, 14G, 20G).
+# The worker holds the memory plus Spark's 10% overhead (app-behavior.html), 15.4 GB, in whole GB
+# (1 GB increments for 4 vCPU): 16 GB. Executors beyond the first 3 (dynamic allocation asks for
+# more when tasks wait) are not counted: a lower bound.
+EMR_SERVERLESS_WORKER_VCPU = 4
+EMR_SERVERLESS_WORKER_GB = 16
+EMR_SERVERLESS_WORKER_DISK_GB = 20
+EMR_SERVERLESS_WORKERS = 1 + 3  # the driver and the initial executors
+
+# Start-up per launch: billed seconds that are not the step's own work, and unbilled waiting.
+# Glue bills a run's ExecutionTime, "the amount of time ... that the job run consumed resources"
+# (https://docs.aws.amazon.com/glue/latest/dg/aws-glue-api-jobs-runs.html); the worker wait is
+# taken as unbilled. Assumptions: 10 s of billed start (the script's imports, the SparkSession)
+# and 20 s of wait (ephemeral Spark "can take up to 1 minute to set up",
+# https://docs.aws.amazon.com/glue/latest/dg/development.html). Below 50 s of work the 1-minute
+# minimum makes the billed figure irrelevant.
+GLUE_STARTUP_S = 10.0
+GLUE_WAIT_S = 20.0
+# Flex waits for spare capacity, "seconds or several minutes" (oneuptime post above): 2 minutes,
+# an assumption.
+GLUE_FLEX_WAIT_S = 120.0
+# EMR Serverless bills from a worker's being ready: the driver's JVM and SparkSession and the
+# unpacking of the Python runtime `deploy` ships (spark.archives) are billed. Assumption: 30 s.
+# Workers take "typically 15-30 seconds" to start (https://awsi.click/en/glossary/emrsl/, not AWS):
+# 30 s of wait. An application stopped after 15 idle minutes (deploy/rental-platform.yaml) first
+# starts again, unbilled, once a night: not counted.
+EMR_SERVERLESS_STARTUP_S = 30.0
+EMR_SERVERLESS_WAIT_S = 30.0
+# EMR on EC2: a new cluster per step (RunJobFlow, KeepJobFlowAliveWhenNoSteps=False). Instances
+# are billed from the cluster's BOOTSTRAPPING on (docs.aws.amazon.com/ElasticMapReduce/latest/
+# DeveloperGuide/ProcessingCycle.html), EMR's fee from the request to termination (EMR FAQ above).
+# A transient cluster takes "~10 minutes to provision" (https://www.leadfeeder.com/blog/
+# marketing-analytics/emr-data-processing/). Assumption: 7 minutes billed from the instances
+# running to the step's Spark work (bootstrap, Hadoop and Spark, YARN, spark-submit in cluster
+# mode with the runtime archive) and 1 minute shutting down: 480 s; 60 s of EC2 provisioning
+# before, unbilled.
+EMR_EC2_STARTUP_S = 480.0
+EMR_EC2_WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A remote runner at the platform's default size, and how one of its launches is billed."""
+
+    name: str
+    size: str
+    # Everything one launch runs on, together.
+    usd_per_second: float
+    minimum_s: float
+    startup_s: float
+    wait_s: float
+
+    def billed_seconds(self, work_s: float) -> int:
+        return math.ceil(max(self.minimum_s, self.startup_s + work_s))
+
+
+def runners(prices: Prices = PRICES) -> list[Runner]:
+    """The runners at the defaults of rental_platform.settings."""
+    dpus = GLUE_DPU_PER_WORKER[GlueJob.worker_type] * GlueJob.workers
+    glue_size = f"{GlueJob.workers} x {GlueJob.worker_type} ({dpus:g} DPU), Glue {GLUE_VERSION}"
+    worker_hour = (
+        EMR_SERVERLESS_WORKER_VCPU * prices.emr_serverless_vcpu_hour
+        + EMR_SERVERLESS_WORKER_GB * prices.emr_serverless_gb_hour
+    )
+    instances = 1 + EmrCluster.core_instances
+    instance_hour = (
+        prices.ec2_instance_hour[EmrCluster.instance_type]
+        + prices.emr_instance_hour[EmrCluster.instance_type]
+    )
+    return [
+        Runner(
+            "Glue",
+            glue_size,
+            dpus * prices.glue_dpu_hour / 3600,
+            prices.glue_minimum_s,
+            GLUE_STARTUP_S,
+            GLUE_WAIT_S,
+        ),
+        Runner(
+            "Glue Flex",
+            glue_size,
+            dpus * prices.glue_flex_dpu_hour / 3600,
+            prices.glue_minimum_s,
+            GLUE_STARTUP_S,
+            GLUE_FLEX_WAIT_S,
+        ),
+        Runner(
+            "EMR Serverless",
+            f"{EMR_SERVERLESS_WORKERS} workers (driver + 3 executors) x "
+            f"{EMR_SERVERLESS_WORKER_VCPU} vCPU, {EMR_SERVERLESS_WORKER_GB} GB, "
+            f"{EMR_SERVERLESS_WORKER_DISK_GB} GB disk (free), x86",
+            EMR_SERVERLESS_WORKERS * worker_hour / 3600,
+            prices.emr_serverless_minimum_s,
+            EMR_SERVERLESS_STARTUP_S,
+            EMR_SERVERLESS_WAIT_S,
+        ),
+        Runner(
+            "EMR on EC2",
+            f"{instances} x {EmrCluster.instance_type} (1 primary + {EmrCluster.core_instances} "
+            f"core), {EmrCluster.release_label}",
+            instances * instance_hour / 3600,
+            prices.emr_minimum_s,
+            EMR_EC2_STARTUP_S,
+            EMR_EC2_WAIT_S,
+        ),
+    ]
+
+
+# How the work is cut into remote jobs: the launch a `job/step` key's work goes to.
+GROUPINGS: dict[str, Callable[[str], str]] = {
+    "one job per step": lambda key: key,
+    "one job per Dagster run": lambda key: key.split("/")[0],
+    "one job per command": lambda key: "",
+}
+TODAY = "one job per step"
+
+
+@dataclass(frozen=True)
+class Bill:
+    """What a workload costs on a runner, cut into remote jobs one way."""
+
+    launches: int
+    work_s: float
+    billed_s: int
+    cost_usd: float
+    # The work alone: no start-up, no minimum.
+    work_only_usd: float
+    # The launches one after another (the steps of a command run in turn), waits included.
+    wall_s: float
+
+
+def launch_work(steps: Mapping[str, float], grouping: Callable[[str], str]) -> list[float]:
+    """The Spark work of each launch."""
+    work: dict[str, float] = defaultdict(float)
+    for key, seconds in steps.items():
+        work[grouping(key)] += seconds
+    return list(work.values())
+
+
+def bill(runner: Runner, launches: list[float]) -> Bill:
+    billed = sum(runner.billed_seconds(work) for work in launches)
+    work = sum(launches)
+    return Bill(
+        launches=len(launches),
+        work_s=work,
+        billed_s=billed,
+        cost_usd=billed * runner.usd_per_second,
+        work_only_usd=work * runner.usd_per_second,
+        wall_s=sum(runner.wait_s + runner.startup_s + w for w in launches),
+    )
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A command's remote Spark steps, as measured."""
+
+    name: str
+    steps: dict[str, float]
+    # Whether each job ran once (one Dagster run per job): then each step key is one launch.
+    one_run_per_job: bool
+
+
+def workloads(results: Mapping[str, Any]) -> list[Workload]:
+    sections = {"backfill": results["backfill"]} | {
+        f"nightly, {history}": results["nightly"][history] for history in HISTORIES
+    }
+    return [
+        Workload(
+            name,
+            {k: s for k, s in section["steps_s"].items() if k.split("/")[1] not in LOCAL_STEPS},
+            section["dagster_runs"] == len(section["jobs_s"]),
+        )
+        for name, section in sections.items()
+    ]
+
+
+def price(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Every runner, workload and grouping."""
+    loads = workloads(results)
+    return {
+        "region": REGION,
+        "prices_read_on": PRICES_READ_ON,
+        "scale": results["scale"],
+        "machine": results["machine"],
+        "prices": asdict(PRICES),
+        "runners": [asdict(r) for r in runners()],
+        "workloads": {w.name: asdict(w) for w in loads},
+        "bills": {
+            r.name: {
+                w.name: {
+                    grouping: asdict(bill(r, launch_work(w.steps, key)))
+                    for grouping, key in GROUPINGS.items()
+                }
+                for w in loads
+            }
+            for r in runners()
+        },
+    }
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def usd(value: float) -> str:
+    return f"${value:,.3f}" if value < 10 else f"${value:,.0f}"
+
+
+def runner_rows(priced: Mapping[str, Any]) -> list[list[str]]:
+    nightly = [f"nightly, {h}" for h in HISTORIES]
+    rows = []
+    for runner in priced["runners"]:
+        bills = priced["bills"][runner["name"]]
+        night = [bills[n][TODAY] for n in nightly]
+        backfill = bills["backfill"][TODAY]
+        rows.append(
+            [
+                runner["name"],
+                runner["size"],
+                " / ".join(str(b["launches"]) for b in night),
+                " / ".join(f"{b['billed_s']:,}" for b in night),
+                " / ".join(usd(b["cost_usd"]) for b in night),
+                " / ".join(usd(b["cost_usd"] * NIGHTS_PER_YEAR) for b in night),
+                " / ".join(f"{b['wall_s'] / 60:.0f} min" for b in night),
+                str(backfill["launches"]),
+                f"{backfill['billed_s']:,}",
+                usd(backfill["cost_usd"]),
+            ]
+        )
+    return rows
+
+
+def grouping_rows(priced: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for runner in priced["runners"]:
+        for workload in priced["workloads"]:
+            bills = priced["bills"][runner["name"]][workload]
+            cells = [f"{usd(b['cost_usd'])} ({b['launches']})" for b in bills.values()]
+            rows.append([runner["name"], workload, *cells, usd(bills[TODAY]["work_only_usd"])])
+    return rows
+
+
+def assumption_rows(priced: Mapping[str, Any]) -> list[list[str]]:
+    return [
+        [
+            r["name"],
+            f"${r['usd_per_second'] * 3600:.4f}",
+            f"{r['minimum_s']:.0f} s",
+            f"{r['startup_s']:.0f} s",
+            f"{r['wait_s']:.0f} s",
+        ]
+        for r in priced["runners"]
+    ]
+
+
+def findings(priced: Mapping[str, Any]) -> str:
+    """A few sentences on where the launches dominate, from the figures (the longer history)."""
+    night = f"nightly, {list(HISTORIES)[-1]}"
+    names = ("Glue", "EMR Serverless", "EMR on EC2")
+    by_name = {r["name"]: r for r in priced["runners"]}
+    steps = priced["workloads"][night]["steps"].values()
+    bills = {name: priced["bills"][name][night] for name in names}
+    today = {name: bills[name][TODAY] for name in names}
+    ratio = {name: b["cost_usd"] / b["work_only_usd"] for name, b in today.items()}
+    at_minimum = {
+        name: sum(by_name[name]["startup_s"] + w <= by_name[name]["minimum_s"] for w in steps)
+        for name in names
+    }
+    per_run = {
+        n: 1 - bills[n]["one job per Dagster run"]["cost_usd"] / today[n]["cost_usd"] for n in names
+    }
+    per_command = [usd(bills[n]["one job per command"]["cost_usd"]) for n in names]
+    runs = bills["Glue"]["one job per Dagster run"]["launches"]
+    yearly = [b[night][TODAY]["cost_usd"] * NIGHTS_PER_YEAR for b in priced["bills"].values()]
+    glue, emr = today["Glue"], today["EMR on EC2"]
+    lead = "Launches dominate on every runner" if min(ratio.values()) >= 2 else "Launches weigh"
+    return " ".join(
+        [
+            f"{lead}: a nightly ({night.split(', ')[1]} of history) bills {glue['billed_s']} s on "
+            f"Glue for {glue['work_s']:.0f} s of Spark work, {ratio['Glue']:.0f}x what the work "
+            f"alone would cost, {ratio['EMR Serverless']:.0f}x on EMR Serverless, and "
+            f"{emr['billed_s']:,} s on EMR on EC2 ({ratio['EMR on EC2']:.0f}x).",
+            f"On Glue and EMR Serverless it is the 1-minute minimum: {at_minimum['Glue']} of the "
+            f"{glue['launches']} launches on Glue and {at_minimum['EMR Serverless']} on EMR "
+            f"Serverless bill just the minimum (the longest step takes {max(steps):.0f} s)"
+            "; on EMR on EC2 it is a new "
+            f"cluster per step, about {EMR_EC2_STARTUP_S / 60:.0f} billed minutes each.",
+            f"One remote job per Dagster run ({runs} launches) would cut a nightly's bill by "
+            f"{per_run['Glue']:.0%} on Glue, {per_run['EMR Serverless']:.0%} on EMR Serverless "
+            f"and {per_run['EMR on EC2']:.0%} on EMR on EC2; one job per command, to "
+            f"{per_command[0]}, {per_command[1]} and {per_command[2]} a night.",
+            "That takes a remote entrypoint that runs several StepRequests in one SparkSession "
+            "and reports each (today's Pipes context carries one), and Dagster launching one "
+            "remote job for a run's steps; on EMR on EC2, a cluster kept for the run with each "
+            "step added to it would do the same.",
+            f"In absolute terms a year of nightlies costs {usd(min(yearly))} to "
+            f"{usd(max(yearly))} at these sizes: the launches, not the data, set the price.",
+        ]
+    )
+
+
+def render(priced: Mapping[str, Any], source: str) -> str:
+    m = priced["machine"]
+    loads = priced["workloads"]
+    steps = loads["backfill"]["steps"]
+    once = all(w["one_run_per_job"] for w in loads.values())
+    runs_note = (
+        "each job ran once per command (one Dagster run per job), so each step key is one launch"
+        if once
+        else "some job ran more than once in a command: its steps' times add up several launches, "
+        "counted here as one each (a lower bound)"
+    )
+    groupings = list(GROUPINGS)
+    return "\n\n".join(
+        [
+            f"# What the Spark steps cost on AWS (`{priced['scale']}` scale)",
+            f"Prices read on {priced['prices_read_on']}: AWS on-demand list prices, "
+            f"{priced['region']} (sources in `benchmarks/aws_cost.py`). Step times from "
+            f"`{source}` ({m['cores']} cores, {m['cpu']}, Spark {m['spark']}): the backfill of a "
+            "year in a single run, one nightly over 3 months and over 3 years of history.",
+            f"Launches: {len(steps)} Spark steps in {len({k.split('/')[0] for k in steps})} jobs. "
+            "Every one hands a StepRequest to the Spark runner and so launches one remote job "
+            "(a Glue or EMR Serverless job run, a new EMR cluster): the layer steps through "
+            "`assets/layer.py`, `snapshots/raw__source_changes` (Spark step `detect_changes`) "
+            f"through `assets/raw.py`; no step is local. In the measured commands {runs_note}.",
+            "## One remote job per Spark step (the platform today)",
+            f"Nightly figures are for {' / '.join(HISTORIES)} of history. Billed seconds: each "
+            "launch's "
+            "after the minimum, summed (each second bills everything the launch runs on). Wall: "
+            "the launches one after another, waits and start-up included.",
+            markdown_table(
+                [
+                    "runner",
+                    "size (defaults)",
+                    "launches / nightly",
+                    "billed s / nightly",
+                    "cost / nightly",
+                    "365 nightlies",
+                    "wall / nightly",
+                    "backfill launches",
+                    "backfill billed s",
+                    "backfill cost",
+                ],
+                runner_rows(priced),
+            ),
+            "## How much of it is launches",
+            "Cost (launches) if a command's steps ran in one remote job per step, per Dagster run "
+            "(the jobs in `steps_s`, the part before `/`), or per command (one job for the whole "
+            "nightly or backfill); and the work alone, with no start-up and no minimum.",
+            markdown_table(["runner", "workload", *groupings, "work alone"], grouping_rows(priced)),
+            "## Billing per launch",
+            "A launch bills max(minimum, start-up + work) seconds at the rate of everything it "
+            "runs on; the wait before billing starts only adds wall time. Start-up and wait are "
+            "assumptions (see the constants); work is the measured step time.",
+            markdown_table(
+                ["runner", "rate per hour", "minimum", "start-up (billed)", "wait (unbilled)"],
+                assumption_rows(priced),
+            ),
+            findings(priced),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", type=Path, default=RESULTS / "large.json")
+    args = parser.parse_args(argv)
+    results = json.loads(args.input.read_text())
+    if "nightly" not in results:
+        print(
+            f"{args.input} has no nightly figures: run the benchmark at large scale",
+            file=sys.stderr,
+        )
+        return 1
+    priced = price(results)
+    try:
+        source = str(args.input.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        source = str(args.input)
+    text = render(priced, source) + "\n"
+    suffix = "" if results["scale"] == "large" else f"_{results['scale']}"
+    out = args.input.parent / f"aws_cost{suffix}"
+    out.with_suffix(".json").write_text(json.dumps(priced, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
