@@ -222,9 +222,9 @@ def dagster_runs(
     dagster_home: Path, run_ids: list[str]
 ) -> tuple[dict[str, float], dict[str, float], int, dict[str, int]]:
     """Per job, the run's wall time (its start and end events); per `job/step`, the step's;
-    and the rows the raw assets landed (what was read from the source). A single-run backfill
-    records one materialisation per partition, each with the whole step's row count: a raw
-    asset's count is taken once per run. And what the change detection cost the source."""
+    and the rows the raw assets landed (what was read from the source): a single-run backfill
+    records one materialisation per partition, each with its partition's row count. And what
+    the change detection cost the source."""
     jobs: dict[str, float] = {}
     detection: dict[str, int] = {}
     steps: dict[str, float] = {}
@@ -243,7 +243,7 @@ def dagster_runs(
                 if materialization.asset_key.path == ["raw", "source_changes"]:
                     detection = materialization.metadata["plan"].value.get("cost", {})
                 elif materialization.asset_key.path[0] == Layer.RAW:
-                    key = (run_id, *materialization.asset_key.path)
+                    key = (run_id, *materialization.asset_key.path, str(materialization.partition))
                     rows[key] = materialization.metadata["dagster/row_count"].value
     return jobs, steps, sum(rows.values()), detection
 
