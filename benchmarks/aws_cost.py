@@ -16,9 +16,9 @@ Assumptions:
 - Each `job/step` key of `steps_s` is one remote job launch. Every step of the four jobs hands
   one StepRequest to the Spark runner (`assets/layer.py` for the layer steps, `assets/raw.py` for
   `raw/source_changes`), and a remote runner starts one Glue or EMR Serverless job run, or one
-  transient EMR cluster, per request (`resources/remote_spark.py`). `LOCAL_STEPS` lists the steps
-  that launch nothing: none. A job run more than once in a command adds up its steps' times
-  (`benchmarks.run.dagster_runs`): the output says whether each job ran once.
+  transient EMR cluster, per request (`resources/remote_spark.py`). A job run more than once in
+  a command adds up its steps' times (`benchmarks.run.dagster_runs`): the output says whether
+  each job ran once.
 - A step's Spark work takes as long remotely as measured on the benchmark's machine; each launch
   adds its runner's start-up (`*_STARTUP_S`, billed) and waits before billing starts (`*_WAIT_S`,
   not billed; counted in the wall-time estimate only). The measured step also includes what
@@ -48,9 +48,6 @@ from rental_platform.settings import EmrCluster, GlueJob
 REGION = "us-east-1"
 PRICES_READ_ON = "2026-12-02"
 NIGHTS_PER_YEAR = 365
-# Steps of `steps_s` that launch no remote job. Every step of the platform's jobs calls the Spark
-# runner (rental_platform/assets/, read 2026-12-02), raw/source_changes included: none.
-LOCAL_STEPS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -274,7 +271,7 @@ def workloads(results: Mapping[str, Any]) -> list[Workload]:
     return [
         Workload(
             name,
-            {k: s for k, s in section["steps_s"].items() if k.split("/")[1] not in LOCAL_STEPS},
+            dict(section["steps_s"]),
             section["dagster_runs"] == len(section["jobs_s"]),
         )
         for name, section in sections.items()
