@@ -19,7 +19,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,10 @@ class Configuration:
     name: str
     off: tuple[str, ...] = ()
     event_log: bool = True
-    env: dict[str, str] = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "env", {"RENTAL_LOCAL_OFF": ",".join(self.off)})
+    @property
+    def env(self) -> dict[str, str]:
+        return {"RENTAL_LOCAL_OFF": ",".join(self.off)}
 
     def prepare(self, sandbox: Sandbox) -> Sandbox:
         """A fresh sandbox whose instance uses this configuration's event log."""
