@@ -1,5 +1,5 @@
 """`make dev` as a newcomer meets it: it prints no warning while it loads the platform, and
-Ctrl-C, or a SIGTERM to make, stops all of it."""
+Ctrl-C, or a SIGTERM to make or to all its processes, stops all of it."""
 
 from __future__ import annotations
 
@@ -42,10 +42,12 @@ def test_loading_the_platform_prints_no_warning() -> None:
     [
         # Ctrl-C in a terminal: SIGINT to every process of the foreground job.
         lambda make: os.killpg(make.pid, signal.SIGINT),
-        # A supervisor or `kill`: SIGTERM to make alone.
+        # `kill`: SIGTERM to make alone.
         lambda make: make.terminate(),
+        # A supervisor (systemd's control group, `timeout`): SIGTERM to every process of it.
+        lambda make: os.killpg(make.pid, signal.SIGTERM),
     ],
-    ids=["ctrl-c", "sigterm-to-make"],
+    ids=["ctrl-c", "sigterm-to-make", "sigterm-to-all"],
 )
 def test_make_dev_prints_no_warning_and_stops_whole(
     tmp_path: Path, stop: Callable[[subprocess.Popen], None]

@@ -137,7 +137,7 @@ def test_the_asset_graph_is_served(client: DagsterGraphQLClient) -> None:
     nodes = client._execute(ASSETS)["assetNodes"]
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     assert groups == {"/".join([str(t.layer), t.name]): str(t.layer) for t in tables.ALL_TABLES} | {
-        "raw/source_changes": "raw"
+        "raw/source_changes": "nightly"
     }
     kinds = {"/".join(n["assetKey"]["path"]): set(n["kinds"]) for n in nodes}
     assert kinds["raw/bookings"] == {"spark", "mysql", "parquet"}
@@ -238,9 +238,16 @@ def test_the_graph_shows_the_layers_and_the_quarantine_apart(
     browser_page: Page, webserver: str
 ) -> None:
     _open(browser_page, f"{webserver}/asset-groups", "asset-graph")
-    # Each group is a box of the graph, and an entry of the list beside it.
-    for group in ("raw", "curated", "quarantine", "presentation"):
-        expect(browser_page.get_by_text(group, exact=True).filter(visible=True)).to_have_count(2)
+    # Each group is a box of the graph, and an entry of the list beside it (to the left).
+    lefts = {}
+    for group in ("raw", "curated", "quarantine", "presentation", "nightly"):
+        names = browser_page.get_by_text(group, exact=True).filter(visible=True)
+        expect(names).to_have_count(2)
+        lefts[group] = max(name.bounding_box()["x"] for name in names.all())
+    # The graph reads from left to right in the order the data flows.
+    assert lefts["raw"] < lefts["curated"] < lefts["presentation"], lefts
+    assert lefts["raw"] < lefts["quarantine"], lefts
+    assert lefts["curated"] < lefts["nightly"], lefts
 
 
 def test_a_partition_shows_its_own_row_count(
