@@ -36,7 +36,9 @@ if [[ ! -f $stamp || requirements.txt -nt $stamp || pyproject.toml -nt $stamp ]]
   [[ -x .venv/bin/python ]] || python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r requirements.txt
-  .venv/bin/pip install -q --no-deps -e .
+  # -qq: setuptools reports every editable install as a warning ("Editable installation",
+  # its InformationOnly class: "not the most appropriate tool for the job"), which pip prints.
+  .venv/bin/pip install -qq --no-deps -e .
   touch $stamp
 fi
 
