@@ -132,12 +132,32 @@ def current_versions(history: DataFrame) -> DataFrame:
     return history.where(F.col("valid_to").isNull()).select(*tables.CURATED_LISTINGS.column_names)
 
 
+def valid_on(day: Column) -> Column:
+    """A version (its `valid_from`, `valid_to`) is the one valid on `day`."""
+    return (F.col("valid_from") <= day) & (F.col("valid_to").isNull() | (day < F.col("valid_to")))
+
+
+def with_versions(
+    rows: DataFrame,
+    history: DataFrame,
+    listing_column: str,
+    day: Column,
+    columns: tuple[str, ...],
+    how: str = "inner",
+) -> DataFrame:
+    """Each of `rows` with `columns` of the version of its listing (`listing_column`) valid on
+    its `day`. The history (listings times their versions) is broadcast: the rows are never
+    shuffled for it, and nothing grows with the number of periods the rows span. `how="left"`
+    keeps a row whose listing had no version that day, with nulls."""
+    versions = history.select(F.col("id").alias("_version_of"), "valid_from", "valid_to", *columns)
+    matched = (F.col(listing_column) == F.col("_version_of")) & valid_on(day)
+    return rows.join(F.broadcast(versions), matched, how).drop(
+        "_version_of", "valid_from", "valid_to"
+    )
+
+
 def versions_on(history: DataFrame, days: DataFrame, day_column: str) -> DataFrame:
     """For every row of `days`, the listing versions valid on its `day_column`: one row per
     (day row, listing), with the day row's columns and the version's. Versions of a listing
     do not overlap, so a listing appears at most once per day."""
-    day = F.col(day_column)
-    return F.broadcast(days).join(
-        history,
-        (F.col("valid_from") <= day) & (F.col("valid_to").isNull() | (day < F.col("valid_to"))),
-    )
+    return F.broadcast(days).join(history, valid_on(F.col(day_column)))

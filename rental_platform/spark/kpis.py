@@ -4,7 +4,8 @@ Each function takes the curated inputs and the window's period starts (Mondays o
 of months) and returns the rows of those periods. Inputs may hold more days than the window
 (the repeat-customer window reaches 23 days before the week's Monday); every function keeps
 only what its definition asks for. Listings come from the listing history: a period sees each
-listing as it was on the period's last day (`period_versions`).
+listing as it was on the period's last day (`period_versions` for every listing of every period,
+`with_versions` for the listings of the rows at hand).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from rental_platform.spark.history import versions_on
+from rental_platform.spark.history import valid_on, versions_on, with_versions
 from rental_platform.spark.layout import next_period
 from rental_platform.tables import Grain
 
@@ -64,15 +65,22 @@ def has_city() -> Column:
     return (F.trim(F.col("state")) != "") & (F.trim(F.col("cityname")) != "")
 
 
-def avg_listing_price(week_versions: DataFrame) -> DataFrame:
+def sunday_of_week() -> Column:
+    """The last day of the week that starts on column `week_start`."""
+    return F.date_add(F.col("week_start"), 6)
+
+
+def avg_listing_price(history: DataFrame, weeks: list[date]) -> DataFrame:
     """Mean price of the active listings created in each week, as they were on its Sunday.
+
+    A version counts for the week of its own creation date when it is the one valid on that
+    week's Sunday: each listing is looked at once, not once per week.
 
     The mean is exact: in whole cents, (2 * sum + n) div (2 * n) rounds the exact quotient
     half away from zero (prices are positive), with no binary fraction on the way."""
     cents = (
-        week_versions.where(
-            F.col("is_active") & (week_of("listing_created_on") == F.col("week_start"))
-        )
+        history.withColumn("week_start", week_of("listing_created_on"))
+        .where(_in(F.col("week_start"), weeks) & F.col("is_active") & valid_on(sunday_of_week()))
         .groupBy("week_start", "currency")
         .agg(
             (F.sum("price") * 100).cast("long").alias("_cents"),
@@ -99,12 +107,12 @@ def weekly_confirmed(bookings: DataFrame, weeks: list[date]) -> DataFrame:
     )
 
 
-def popular_locations(week_bookings: DataFrame, week_versions: DataFrame) -> DataFrame:
-    cities = week_versions.where(has_city()).select(
-        "week_start", F.col("id").alias("apartment_id"), "state", "cityname"
-    )
+def popular_locations(week_bookings: DataFrame, history: DataFrame) -> DataFrame:
     counts = (
-        week_bookings.join(F.broadcast(cities), ["week_start", "apartment_id"])
+        with_versions(
+            week_bookings, history, "apartment_id", sunday_of_week(), ("state", "cityname")
+        )
+        .where(has_city())
         .groupBy("week_start", "state", "cityname")
         .agg(F.count(F.lit(1)).alias("booking_count"))
     )
@@ -112,20 +120,15 @@ def popular_locations(week_bookings: DataFrame, week_versions: DataFrame) -> Dat
     return counts.withColumn("rank", F.rank().over(by_count))
 
 
-def top_listings(week_bookings: DataFrame, week_versions: DataFrame, top: int = 10) -> DataFrame:
+def top_listings(week_bookings: DataFrame, history: DataFrame, top: int = 10) -> DataFrame:
     revenue = week_bookings.groupBy("week_start", "currency", "apartment_id").agg(
         F.sum("total_price").cast("decimal(12,2)").alias("revenue"),
         F.count(F.lit(1)).alias("booking_count"),
     )
     by_revenue = Window.partitionBy("week_start", "currency").orderBy(F.col("revenue").desc())
-    details = week_versions.select(
-        "week_start", F.col("id").alias("apartment_id"), "title", "state", "cityname"
-    )
-    return (
-        revenue.withColumn("rank", F.rank().over(by_revenue))
-        .where(F.col("rank") <= top)
-        .join(F.broadcast(details), ["week_start", "apartment_id"], "left")
-    )
+    ranked = revenue.withColumn("rank", F.rank().over(by_revenue)).where(F.col("rank") <= top)
+    details = ("title", "state", "cityname")
+    return with_versions(ranked, history, "apartment_id", sunday_of_week(), details, "left")
 
 
 def bookings_per_user(week_bookings: DataFrame) -> DataFrame:

@@ -686,20 +686,15 @@ def kpis_weekly(step: _Step) -> None:
     def week_bookings(weeks: list[date]) -> DataFrame:
         return kpis.weekly_confirmed(bookings(), weeks)
 
-    def week_versions(weeks: list[date]) -> DataFrame:
-        return kpis.period_versions(versions, weeks, Grain.WEEKLY, "week_start")
-
     _publishable(
         step,
         Grain.WEEKLY,
         {
-            tables.AVG_LISTING_PRICE: lambda weeks: kpis.avg_listing_price(week_versions(weeks)),
+            tables.AVG_LISTING_PRICE: lambda weeks: kpis.avg_listing_price(versions, weeks),
             tables.POPULAR_LOCATIONS: lambda weeks: kpis.popular_locations(
-                week_bookings(weeks), week_versions(weeks)
+                week_bookings(weeks), versions
             ),
-            tables.TOP_LISTINGS: lambda weeks: kpis.top_listings(
-                week_bookings(weeks), week_versions(weeks)
-            ),
+            tables.TOP_LISTINGS: lambda weeks: kpis.top_listings(week_bookings(weeks), versions),
             tables.BOOKINGS_PER_USER: lambda weeks: kpis.bookings_per_user(week_bookings(weeks)),
             tables.AVG_BOOKING_DURATION: lambda weeks: kpis.avg_booking_duration(
                 week_bookings(weeks)
