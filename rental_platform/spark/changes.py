@@ -107,7 +107,10 @@ def detect(
             # fails the table's source_schema_unchanged check, naming the column.
             plan.extract[raw.id][(end - timedelta(days=1)).isoformat()] = "source schema changed"
             continue
-        source = reader.fingerprints(raw, start, end)
+        # Days from `force_from` on are extracted whatever their fingerprints say: only those
+        # before it (and the rows with no day) are checksummed.
+        checksummed_end = max(start, min(end, force_from)) if force_from else end
+        source = reader.fingerprints(raw, start, checksummed_end)
         compared += sum(f.rows for f in source.values())
         committed = lake.state.table(raw.id).partitions
         differing: dict[date, str] = {}
@@ -130,7 +133,15 @@ def detect(
             plan.extract[raw.id][UNDATED] = "rows with no day changed"
         for day, reason in differing.items():
             plan.extract[raw.id][day.isoformat()] = reason
-        if key is not None and (differing or undated_changed):
+        # A moved key can leave a stale copy only in a partition the plan keeps: with none kept
+        # (a first backfill, a range over the whole lake) there is nothing to look for.
+        kept = [
+            k
+            for k in committed
+            if k not in plan.extract[raw.id]
+            and (k == UNDATED or date.fromisoformat(k) >= first_day)
+        ]
+        if key is not None and (differing or undated_changed) and kept:
             _follow_moves(lake, reader, raw, key, set(differing), undated_changed, plan, first_day)
     _stale_curation(lake, plan)
     _pending_listing_effects(lake, plan)
