@@ -132,9 +132,15 @@ def current_versions(history: DataFrame) -> DataFrame:
     return history.where(F.col("valid_to").isNull()).select(*tables.CURATED_LISTINGS.column_names)
 
 
-def valid_on(day: Column) -> Column:
-    """A version (its `valid_from`, `valid_to`) is the one valid on `day`."""
-    return (F.col("valid_from") <= day) & (F.col("valid_to").isNull() | (day < F.col("valid_to")))
+def valid_on(day: Column, versions: DataFrame | None = None) -> Column:
+    """A version (its `valid_from`, `valid_to`) is the one valid on `day`. Give `versions`
+    where both sides of a join have such columns, to take them from that side."""
+
+    def column(name: str) -> Column:
+        return F.col(name) if versions is None else versions[name]
+
+    valid_from, valid_to = column("valid_from"), column("valid_to")
+    return (valid_from <= day) & (valid_to.isNull() | (day < valid_to))
 
 
 def with_versions(

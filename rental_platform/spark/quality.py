@@ -30,6 +30,7 @@ from rental_platform.contract import (
     CheckResult,
     checks_for,
 )
+from rental_platform.spark.history import valid_on as version_valid_on
 from rental_platform.spark.lake import period_of, spark_type
 from rental_platform.spark.manifest import UNDATED, WHOLE
 from rental_platform.tables import REJECT_REASON, Grain, Table
@@ -380,11 +381,7 @@ def _orphans(count: int) -> str:
 def valid_on(bookings: DataFrame, history: DataFrame) -> Column:
     """Join condition: the listing version valid on the day of the booking's booking_date."""
     day = F.to_date(bookings["booking_date"])
-    return (
-        (bookings["apartment_id"] == history["id"])
-        & (history["valid_from"] <= day)
-        & (history["valid_to"].isNull() | (day < history["valid_to"]))
-    )
+    return (bookings["apartment_id"] == history["id"]) & version_valid_on(day, history)
 
 
 def versions_disjoint(history: DataFrame) -> CheckResult:
