@@ -20,6 +20,7 @@ from rental_platform.assets.checks import asset_key
 from rental_platform.contract import checks_for
 from rental_platform.cycle import RANGE_END, RANGE_START, SOURCE_CHANGES
 from rental_platform.runs import RunOutcome
+from rental_platform.spark.changes import _may_hold
 from rental_platform.spark.manifest import committed_files
 from rental_platform_tests.harness import Platform
 
@@ -288,3 +289,19 @@ def test_the_audit_finds_what_the_night_could_not(night: Night, tmp_path: Path) 
     assert outcomes[0].job == "snapshots"
     reference = _reference(night.platform, tmp_path, NIGHT, night.history)
     assert _differences(night.platform, reference) == {}
+
+
+@pytest.mark.parametrize(
+    ("keys", "may_hold"),
+    [
+        ([], False),  # nothing arrived: no partition is read
+        ([5, 40], False),  # below its keys and above them
+        ([5, 20], True),  # one of them on its lowest key
+        (None, True),  # too many to list: every partition with rows is read
+    ],
+)
+def test_a_partition_is_read_for_moved_keys_only_if_its_key_range_may_hold_one(
+    keys: list[int] | None, may_hold: bool
+) -> None:
+    facts = {"min_key": 10, "max_key": 30, "fingerprint": {"rows": 3}}
+    assert _may_hold(facts, keys) is may_hold

@@ -44,6 +44,8 @@ CURATED_OF = {
 }
 # Rounds of following moved keys to the days they touch (each round's days may have moves too).
 MOVE_ROUNDS = 5
+# Keys new to the compared days that detection lists in the driver, at most (see _moved_away).
+PREFILTERED_KEYS = 100_000
 
 
 @dataclass
@@ -164,49 +166,99 @@ def _follow_moves(
 ) -> None:
     """Add to the plan the days a moved key left or reached outside `days`, from `first` on:
     a booking moved before the lake's first day has left the lake's scope."""
-    partitions = lake.state.table(raw.id).partitions
     planned = plan.extract[raw.id]
     for _ in range(MOVE_ROUNDS):
         lake_keys = _lake_keys(lake, raw, key, [d.isoformat() for d in days], undated)
         source_keys = reader.keys_by_day(raw, key, days, undated)
-        joined = lake_keys.alias("l").join(source_keys.alias("s"), "key", "full_outer")
-        gone = [r["key"] for r in joined.where(F.col("s.key").isNull()).select("key").collect()]
-        arrived = sorted(
-            r["key"] for r in joined.where(F.col("l.key").isNull()).select("key").collect()
+        # The keys only one side has, kept by Spark: the source is read once per round, and
+        # however many keys are new to these days, the driver never holds them all.
+        moves = (
+            lake_keys.alias("l")
+            .join(source_keys.alias("s"), "key", "full_outer")
+            .select(
+                "key",
+                F.col("s.key").isNull().alias("gone"),
+                F.col("l.key").isNull().alias("arrived"),
+            )
+            .where(F.col("gone") | F.col("arrived"))
+            .persist()
         )
-        found: set[date] = set()
-        for moved_key, now in reader.days_of(raw, key, gone).items():
-            if now is not None and now >= first and now.isoformat() not in planned:
-                planned[now.isoformat()] = f"a row moved here ({key} {moved_key})"
-                found.add(now)
-        compared = {d.isoformat() for d in days} | ({UNDATED} if undated else set())
-        elsewhere = [
-            k
-            for k, partition in partitions.items()
-            if k not in compared and _may_hold(partition.facts, arrived)
-        ]
-        if elsewhere:
-            for row in (
-                _lake_keys(lake, raw, key, elsewhere, False)
-                .where(F.col("key").isin(arrived))
-                .collect()
-            ):
-                label = row["day"].isoformat() if row["day"] else UNDATED
-                if label not in planned:
-                    planned[label] = f"a row moved away ({key} {row['key']})"
-                    if row["day"]:
-                        found.add(row["day"])
+        try:
+            compared = {d.isoformat() for d in days} | ({UNDATED} if undated else set())
+            found = _moved_here(reader, raw, key, moves, planned, first) | _moved_away(
+                lake, raw, key, moves, compared, planned
+            )
+        finally:
+            moves.unpersist()
         if not found:
             return
         days, undated = found, False
 
 
-def _may_hold(facts: dict[str, Any], keys: list[int]) -> bool:
-    """Whether a partition whose keys span [min_key, max_key] may hold one of `keys` (sorted):
-    a new booking's key, above every older one, rules out every older day without a read."""
+def _moved_here(
+    reader: SourceReader,
+    raw: Table,
+    key: str,
+    moves: DataFrame,
+    planned: dict[str, str],
+    first: date,
+) -> set[date]:
+    """Plan the days, from `first` on, that the lake's keys gone from the compared days now
+    have in the source; return the days newly planned."""
+    gone = [row["key"] for row in moves.where(F.col("gone")).select("key").collect()]
+    found: set[date] = set()
+    for moved_key, now in reader.days_of(raw, key, gone).items():
+        if now is not None and now >= first and now.isoformat() not in planned:
+            planned[now.isoformat()] = f"a row moved here ({key} {moved_key})"
+            found.add(now)
+    return found
+
+
+def _moved_away(
+    lake: Lake,
+    raw: Table,
+    key: str,
+    moves: DataFrame,
+    compared: set[str],
+    planned: dict[str, str],
+) -> set[date]:
+    """Plan the other partitions of the lake that still hold a key new to the compared days
+    (its stale copy); return the days newly planned. Up to PREFILTERED_KEYS new keys, the
+    partitions' key ranges rule out most partitions without a read."""
+    arrived = moves.where(F.col("arrived")).select("key")
+    few = sorted(row["key"] for row in arrived.limit(PREFILTERED_KEYS + 1).collect())
+    keys = few if len(few) <= PREFILTERED_KEYS else None
+    elsewhere = [
+        label
+        for label, partition in lake.state.table(raw.id).partitions.items()
+        if label not in compared and _may_hold(partition.facts, keys)
+    ]
+    if not elsewhere:
+        return set()
+    stale = (
+        _lake_keys(lake, raw, key, elsewhere, False)
+        .join(arrived, "key", "left_semi")
+        .groupBy("day")
+        .agg(F.min("key").alias("key"))
+        .collect()
+    )
+    found: set[date] = set()
+    for row in stale:
+        label = row["day"].isoformat() if row["day"] else UNDATED
+        if label not in planned:
+            planned[label] = f"a row moved away ({key} {row['key']})"
+            if row["day"]:
+                found.add(row["day"])
+    return found
+
+
+def _may_hold(facts: dict[str, Any], keys: list[int] | None) -> bool:
+    """Whether a partition whose keys span [min_key, max_key] may hold one of `keys` (sorted;
+    None when too many to list): a new booking's key, above every older one, rules out every
+    older day without a read."""
     low, high = facts.get("min_key"), facts.get("max_key")
-    if low is None or high is None:
-        return bool(keys) and facts.get("fingerprint", {}).get("rows", 1) > 0
+    if keys is None or low is None or high is None:
+        return keys != [] and facts.get("fingerprint", {}).get("rows", 1) > 0
     first = bisect_left(keys, low)
     return first < len(keys) and keys[first] <= high
 
