@@ -14,6 +14,7 @@ from rental_platform import tables
 from rental_platform.contract import SourceConnection
 from rental_platform.local.session import local_session
 from rental_platform.seed import SCALES, seed_source
+from rental_platform.spark import extract
 from rental_platform.spark.extract import SourceReader
 from rental_platform_tests.harness import Platform
 
@@ -69,3 +70,21 @@ def test_a_small_share_is_read_through_the_index_a_large_one_by_scanning(
     assert _rows(through_index) == _rows(scanned)
     read_days = {row[0] for row in scanned.selectExpr("to_date(viewed_at)").distinct().collect()}
     assert read_days == set(days)  # every day asked for, and no other (not the fourth)
+
+
+def test_keys_are_looked_up_in_batches_each_found_once(
+    reader: SourceReader, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many keys a night finds gone, each query lists at most KEYS_PER_LOOKUP of them;
+    a key the source no longer has is simply not in the answer."""
+    with platform.source.cursor() as cursor:
+        cursor.execute("SELECT booking_id, DATE(booking_date) FROM bookings ORDER BY booking_id")
+        expected = dict(cursor.fetchall()[:23])
+    missing = max(expected) + 10**9
+    monkeypatch.setattr(extract, "KEYS_PER_LOOKUP", 5)
+    queries = reader.queries
+    found = reader.days_of(tables.RAW_BOOKINGS, "booking_id", [*expected, missing])
+    assert found == expected
+    assert reader.queries - queries == 5  # 24 keys, 5 to a query
+    assert reader.days_of(tables.RAW_BOOKINGS, "booking_id", []) == {}
+    assert reader.queries - queries == 5

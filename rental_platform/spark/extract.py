@@ -40,6 +40,9 @@ FULL_SCAN_SHARE = 0.02
 # Parallel reads of a scanned window: each scans the whole table on the source, so no more
 # than keep two cores busy.
 SCAN_READ_PARTITIONS = 2
+# Keys looked up by primary key in one query, at most: a mass deletion can leave millions of
+# keys gone from the compared days, more than one statement can list (max_allowed_packet).
+KEYS_PER_LOOKUP = 50_000
 
 
 def source_columns(table: Table) -> list[str]:
@@ -155,15 +158,16 @@ class SourceReader:
     def days_of(self, table: Table, key: str, keys: list[int]) -> dict[int, date | None]:
         """The current day of each key that the source still has (by its primary key). The
         keys are integers read back from the lake's typed files, never text."""
-        if not keys:
-            return {}
         column = table.partition_column
-        listed = ", ".join(str(int(k)) for k in keys)
-        rows = self._sql(
-            f"SELECT `{key}` AS `key`, DATE(`{column}`) AS day FROM `{table.name}` "
-            f"WHERE `{key}` IN ({listed})"
-        ).collect()
-        return {row["key"]: row["day"] for row in rows}
+        found: dict[int, date | None] = {}
+        for first in range(0, len(keys), KEYS_PER_LOOKUP):
+            listed = ", ".join(str(int(k)) for k in keys[first : first + KEYS_PER_LOOKUP])
+            rows = self._sql(
+                f"SELECT `{key}` AS `key`, DATE(`{column}`) AS day FROM `{table.name}` "
+                f"WHERE `{key}` IN ({listed})"
+            ).collect()
+            found.update((row["key"], row["day"]) for row in rows)
+        return found
 
     def columns(self, table: Table) -> dict[str, SourceColumn]:
         """The source table's columns as its information_schema describes them (no row read):
