@@ -231,3 +231,38 @@ def test_an_engine_serves_each_database_and_the_ui_still_sees_new_events(
             "a new event for the watcher", dagster_run=instance.get_run_by_id(run_ids[1])
         )
         assert seen.wait(timeout=10)
+
+
+def test_the_index_schema_is_probed_once_per_table_and_column(dagster_home, monkeypatch) -> None:
+    """Dagster asks, for every asset event, whether the tags table and the asset key table's
+    newer columns exist; the batching log asks the database once, and keeps the yes."""
+    from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+    from sqlalchemy.engine.reflection import Inspector
+
+    tables_asked: list[str] = []
+    columns_asked: list[str] = []
+    has_table, get_columns = SQLiteDialect.has_table, Inspector.get_columns
+
+    def counting_tables(dialect, connection, table_name, *args, **kwargs):
+        tables_asked.append(table_name)
+        return has_table(dialect, connection, table_name, *args, **kwargs)
+
+    def counting_columns(inspector, table_name, *args, **kwargs):
+        columns_asked.append(table_name)
+        return get_columns(inspector, table_name, *args, **kwargs)
+
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        monkeypatch.setattr(SQLiteDialect, "has_table", counting_tables)
+        monkeypatch.setattr(Inspector, "get_columns", counting_columns)
+        run_ids = [_run(instance, fail=False), _run(instance, fail=False)]
+        events = sum(len(instance.all_logs(run_id)) for run_id in run_ids)
+        assert storage.has_table("asset_event_tags")
+        assert not storage.has_table("no_such_table")
+        assert not storage.has_table("no_such_table")
+    # Hundreds of asset events stored; the tags table and the asset key columns asked about
+    # only as each database is set up (the index, then each run's), a no asked again.
+    assert events > 100 * len(TABLES)
+    assert tables_asked.count("asset_event_tags") <= 1 + len(run_ids)
+    assert columns_asked.count("asset_keys") <= len(run_ids)
+    assert tables_asked.count("no_such_table") == 2
