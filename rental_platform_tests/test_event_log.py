@@ -235,7 +235,8 @@ def test_an_engine_serves_each_database_and_the_ui_still_sees_new_events(
 
 def test_the_index_schema_is_probed_once_per_table_and_column(dagster_home, monkeypatch) -> None:
     """Dagster asks, for every asset event, whether the tags table and the asset key table's
-    newer columns exist; the batching log asks the database once, and keeps the yes."""
+    newer columns exist, and for every check event whether the check executions table does;
+    the batching log asks the database once, and keeps the yes."""
     from sqlalchemy.dialects.sqlite.base import SQLiteDialect
     from sqlalchemy.engine.reflection import Inspector
 
@@ -264,5 +265,6 @@ def test_the_index_schema_is_probed_once_per_table_and_column(dagster_home, monk
     # only as each database is set up (the index, then each run's), a no asked again.
     assert events > 100 * len(TABLES)
     assert tables_asked.count("asset_event_tags") <= 1 + len(run_ids)
+    assert tables_asked.count("asset_check_executions") <= 1 + len(run_ids)
     assert columns_asked.count("asset_keys") <= len(run_ids)
     assert tables_asked.count("no_such_table") == 2

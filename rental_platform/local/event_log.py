@@ -22,8 +22,9 @@ closes its own SQLite connection, which checkpoints the write-ahead log into the
 watches for a run's new events).
 
 Dagster also asks the index, for every asset event, whether the tags table and the asset key
-table's newer columns exist: each answer a new engine and a schema query. Tables and columns
-are added by migrations and never dropped, so this one keeps a yes and asks again after a no.
+table's newer columns exist, and for every check event whether the check executions table
+does: each answer a new engine and a schema query. Tables and columns are added by migrations
+and never dropped, so this one keeps a yes and asks again after a no.
 """
 
 from __future__ import annotations
@@ -43,10 +44,7 @@ from dagster._core.events import (
 )
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    INDEX_SHARD_NAME,
-    SQLITE_BUSY_TIMEOUT_SECONDS,
-)
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
@@ -98,7 +96,6 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         # The connection each thread has open per database, for the writes Dagster makes
         # through `index_connection` within a batch's own transaction.
         self._open = threading.local()
-        self._checks_supported = False
         # Index tables and asset key columns known to exist.
         self._tables_present: set[str] = set()
         self._asset_key_columns_present: set[str] = set()
@@ -135,20 +132,10 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 finally:
                     del opened[shard]
 
-    @property
-    def supports_asset_checks(self) -> bool:
-        """Dagster's answer, which inspects the index's tables on every check event, kept once
-        it is yes (the table is never dropped)."""
-        self._checks_supported = self._checks_supported or super().supports_asset_checks
-        return self._checks_supported
-
     def has_table(self, table_name: str) -> bool:
-        """Dagster's answer, asked through the kept engine (or this thread's open connection),
-        and kept once it is yes."""
-        if table_name not in self._tables_present:
-            with self._connect(INDEX_SHARD_NAME) as connection:
-                if connection.dialect.has_table(connection, table_name):
-                    self._tables_present.add(table_name)
+        """Dagster's answer, kept once it is yes."""
+        if table_name not in self._tables_present and super().has_table(table_name):
+            self._tables_present.add(table_name)
         return table_name in self._tables_present
 
     def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
