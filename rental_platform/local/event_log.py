@@ -23,8 +23,8 @@ watches for a run's new events).
 
 Dagster also asks the index, for every asset event, whether the tags table and the asset key
 table's newer columns exist, and for every check event whether the check executions table
-does: each answer a new engine and a schema query. Tables and columns are added by migrations
-and never dropped, so this one keeps a yes and asks again after a no.
+does: each answer a schema query, and for a table a new engine too. Tables and columns are
+added by migrations and never dropped, so this one keeps a yes and asks again after a no.
 """
 
 from __future__ import annotations
