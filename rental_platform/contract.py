@@ -6,6 +6,7 @@ its definitions without pyspark, and a remote job reads its request without Dags
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -216,6 +217,8 @@ class StepRequest:
 
 
 DATE_FIELDS = ("window_start", "window_end", "as_of", "first_day", "force_from")
+# The keys of a remote job's message carrying a step's report.
+STEP_INDEX, STEP_REPORT = "step_index", "step_report"
 
 
 @dataclass
@@ -251,6 +254,16 @@ class StepReport:
         them (a table's own checks keep the order it made them in)."""
         self.tables = {t.id: self.tables[t.id] for t in tables.ALL_TABLES if t.id in self.tables}
         self.checks.sort(key=lambda check: CATALOGUE_ORDER[check.table])
+
+    def as_message(self, index: int) -> dict[str, Any]:
+        """The Pipes message a remote job sends the report in: of its `index`th step."""
+        return {STEP_INDEX: index, STEP_REPORT: self.to_json()}
+
+    @classmethod
+    def from_messages(cls, messages: Sequence[Any]) -> list[StepReport]:
+        """The reports among a remote job's Pipes messages, in the order of its steps."""
+        sent = [m for m in messages if isinstance(m, dict) and STEP_REPORT in m]
+        return [cls.from_json(m[STEP_REPORT]) for m in sorted(sent, key=lambda m: m[STEP_INDEX])]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepReport:

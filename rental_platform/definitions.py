@@ -6,9 +6,10 @@ from datetime import timedelta
 
 import dagster as dg
 
-from rental_platform.assets.curated import build_curated_assets
-from rental_platform.assets.presentation import build_presentation_assets
-from rental_platform.assets.raw import build_raw_assets
+from rental_platform.assets.curated import build_curated_steps
+from rental_platform.assets.layer import SparkAssets, spark_multi_assets
+from rental_platform.assets.presentation import build_presentation_steps
+from rental_platform.assets.raw import build_raw_steps
 from rental_platform.automation import KPI_SENSOR, build_schedules, changed_days
 from rental_platform.jobs import JOB_DEFINITIONS
 from rental_platform.partitions import PlatformPartitions
@@ -22,11 +23,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     freshness = dg.FreshnessPolicy.time_window(
         fail_window=timedelta(hours=settings.freshness_hours)
     )
-    assets = [
-        *build_raw_assets(partitions, settings.mutable_days),
-        *build_curated_assets(partitions),
-        *build_presentation_assets(partitions),
-    ]
+    steps = spark_steps(partitions, settings.mutable_days)
+    # A remote launch is billed a minute at least: a remote runner runs a job's steps in one.
+    assets = spark_multi_assets(steps, one_launch_per_job=settings.runner.remote)
     return dg.Definitions(
         assets=dg.map_asset_specs(
             lambda spec: spec.replace_attributes(freshness_policy=freshness), assets
@@ -40,6 +39,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # remote jobs side by side.
         executor=dg.multiprocess_executor if settings.runner.remote else dg.in_process_executor,
     )
+
+
+def spark_steps(partitions: PlatformPartitions, mutable_days: int) -> list[SparkAssets]:
+    """Every Spark step of the platform, with the assets it writes."""
+    return [
+        *build_raw_steps(partitions, mutable_days),
+        *build_curated_steps(partitions),
+        *build_presentation_steps(partitions),
+    ]
 
 
 @dg.definitions

@@ -7,14 +7,28 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 REPORT_ENV = "RENTAL_CHAOS_REPORT"
 # `make chaos` sets it: every kill point of the matrix, not only the short version's.
 FULL_ENV = "RENTAL_CHAOS_FULL"
+
+
+@contextmanager
+def refusing_writes(folder: Path) -> Iterator[None]:
+    """The folder refuses every new entry, also to root (whom a read-only mode does not stop:
+    the tests run as root): the immutable attribute, `chattr +i`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 def full_matrix() -> bool:

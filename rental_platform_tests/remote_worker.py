@@ -3,9 +3,9 @@
 environment, in one JVM (a real cluster keeps its JVMs too; a JVM per job would cost seconds).
 
 The lake: Glue and EMR read and write `s3://` natively, local Spark cannot (no hadoop-aws
-here). So this stand-in maps the job's S3 lake to a local folder: it points the step request in
-the Pipes context (on S3) at the folder, runs the step, and then mirrors the folder to the S3
-lake, so the Dagster side reads exactly what the step wrote, from S3.
+here). So this stand-in maps the job's S3 lake to a local folder: it points the step requests in
+the Pipes context (on S3) at the folder, runs the steps, and then, however they ended, mirrors
+the folder to the S3 lake, so the Dagster side reads exactly what the steps wrote, from S3.
 
 Protocol: one JSON object per line on stdin ({"argv": [...], "env": {...}, "lake": folder});
 one line back, {"ok": bool}. Output goes to stderr.
@@ -40,12 +40,14 @@ def _context_location(argv: list[str]) -> tuple[str, str]:
 
 
 def _point_request_at(local_root: str, argv: list[str]) -> str:
-    """Rewrite the step request's lake root in the Pipes context; the S3 root it had."""
+    """Rewrite the step requests' lake root in the Pipes context; the S3 root they had."""
     s3 = boto3.client("s3")
     bucket, key = _context_location(argv)
     context = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    request = context["extras"][entrypoint.REQUEST_EXTRA]
-    s3_root, request["lake_root"] = request["lake_root"], local_root
+    requests = context["extras"][entrypoint.REQUESTS_EXTRA]
+    (s3_root,) = {request["lake_root"] for request in requests}
+    for request in requests:
+        request["lake_root"] = local_root
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(context).encode())
     return s3_root
 
@@ -76,15 +78,17 @@ def serve() -> None:
         os.environ.update(job["env"])
         argv = ["entrypoint.py", *job["argv"]]
         sys.argv = argv
-        ok = True
+        ok, s3_root = True, None
         try:
             s3_root = _point_request_at(local_root, argv)
             entrypoint.main(argv)
-            _mirror(local_root, s3_root)
         except BaseException:
             traceback.print_exc()
             ok = False
         finally:
+            # What the job wrote stays, as on S3, whether the job ended well or not.
+            if s3_root is not None:
+                _mirror(local_root, s3_root)
             os.environ.clear()
             os.environ.update(saved)
             # A job process opens Pipes once; this one opens it per job, so forget the last.

@@ -5,6 +5,7 @@ returns the report a real step would for three days of curated bookings."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import Any, ClassVar
 
@@ -13,9 +14,16 @@ import pytest
 
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
-from rental_platform.assets.curated import build_curated_assets
+from rental_platform.assets.curated import build_curated_steps
+from rental_platform.assets.layer import (
+    launch_groups,
+    launch_name,
+    spark_multi_asset,
+    spark_multi_assets,
+)
 from rental_platform.contract import CheckResult, StepReport, StepRequest
 from rental_platform.cycle import RANGE_END, RANGE_START
+from rental_platform.definitions import spark_steps
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.resources.catalog import LakeCatalog
 from rental_platform.resources.lake import LocalLakeResource
@@ -36,9 +44,12 @@ class FakeSparkRunner(SparkRunner):
     report: str
     requests: ClassVar[list[StepRequest]] = []
 
-    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepRun:
-        self.requests.append(request)
-        return StepRun(StepReport.from_json(json.loads(self.report)), {"job": "fake"})
+    def run_steps(
+        self, context: dg.AssetExecutionContext, requests: Sequence[StepRequest]
+    ) -> Iterator[StepRun]:
+        for request in requests:
+            self.requests.append(request)
+            yield StepRun(StepReport.from_json(json.loads(self.report)), {"job": "fake"})
 
 
 def _check(table: tables.Table, name: str, passed: bool = True, **more: Any) -> dict[str, Any]:
@@ -77,7 +88,9 @@ def _report(rewritten: set[str], **more: Any) -> StepReport:
 
 def _materialise(tmp_path, report: StepReport) -> tuple[dg.DagsterInstance, Any]:
     partitions = PlatformPartitions.starting(date(2025, 1, 1))
-    (curated_daily,) = [a for a in build_curated_assets(partitions) if a.partitions_def]
+    (curated_daily,) = [
+        spark_multi_asset([step]) for step in build_curated_steps(partitions) if step.partitions_def
+    ]
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [curated_daily],
@@ -153,3 +166,21 @@ def test_a_failed_blocking_check_rejects_the_table_and_fails_the_run(tmp_path) -
     assert "primary_key_unique" in failure.event_specific_data.error.message
     assert instance.fetch_materializations(asset_key(tables.CURATED_BOOKINGS), 10).records == []
     assert not _latest(instance, "primary_key_unique")[DAYS[0]].passed
+
+
+def test_a_remote_runner_runs_each_jobs_steps_in_one_launch() -> None:
+    """Each launch is billed a minute at least: a job's steps are one multi-asset, in the order
+    they read each other, but where Dagster cannot hold two partition mappings of one upstream
+    asset in one multi-asset (the repeat customers read four weeks of bookings)."""
+    steps = spark_steps(PlatformPartitions.starting(date(2025, 1, 1)), 120)
+    groups = launch_groups(steps)
+    assert [[step.name for step in group] for group in groups] == [
+        ["raw_snapshots", "curated_listings", "raw__source_changes"],
+        ["raw_daily", "curated_daily"],
+        ["kpis_weekly"],
+        ["kpis_weekly_repeat_customers"],
+        ["kpis_monthly"],
+    ]
+    assets = spark_multi_assets(steps, one_launch_per_job=True)
+    assert [a.node_def.name for a in assets] == [launch_name(group) for group in groups]
+    assert len(spark_multi_assets(steps, one_launch_per_job=False)) == len(steps) == 8

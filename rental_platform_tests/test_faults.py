@@ -12,8 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -314,18 +312,6 @@ def test_a_run_killed_inside_the_warehouse_transaction(
 # --- the disk refuses a write ---------------------------------------------------------------
 
 
-@contextmanager
-def _refusing_writes(folder: Path) -> Iterator[None]:
-    """The folder refuses every new entry, also to root (whom a read-only mode does not stop:
-    the tests run as root): the immutable attribute, `chattr +i`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["chattr", "+i", str(folder)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-
-
 # The data of a table, and the commit log itself; `make chaos` adds a raw table.
 REFUSING_FOLDERS = ["curated/bookings", "_lake/commits"] + (
     ["raw/bookings"] if chaos.full_matrix() else []
@@ -340,7 +326,7 @@ def test_a_lake_folder_that_refuses_writes(
     the folder takes writes again the re-run ends as an undisturbed run."""
     platform = example_platform
     root = Path(platform.settings.lake_root)
-    with _refusing_writes(root / folder), pytest.raises(RangeRunError) as error:
+    with chaos.refusing_writes(root / folder), pytest.raises(RangeRunError) as error:
         platform.run(START, END)
     injected_at = time.monotonic()
     assert folder in str(error.value)

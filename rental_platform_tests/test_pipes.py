@@ -12,7 +12,7 @@ import dagster as dg
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key, check_specs, to_check_result
 from rental_platform.contract import SourceConnection, StepReport, StepRequest
-from rental_platform.spark.entrypoint import REQUEST_EXTRA
+from rental_platform.spark.entrypoint import REQUESTS_EXTRA
 from rental_platform_tests import worked_example as example
 from rental_platform_tests.harness import Platform
 
@@ -53,12 +53,12 @@ def test_entrypoint_reports_through_pipes(platform: Platform) -> None:
         invocation = pipes.run(
             command=[sys.executable, "-m", "rental_platform.spark.entrypoint"],
             context=context,
-            extras={REQUEST_EXTRA: request.to_json()},
+            extras={REQUESTS_EXTRA: [request.to_json()]},
             env={"RENTAL_SPARK_MASTER": "local[1]", "RENTAL_MYSQL_PASSWORD": mysql.password},
         )
         reported.extend(invocation.get_results(implicit_materializations=False))
         (message,) = invocation.get_custom_messages()
-        report = StepReport.from_json(message)
+        (report,) = StepReport.from_messages([message])
         for table in report.tables.values():
             yield dg.MaterializeResult(
                 asset_key=asset_key(tables.TABLES[table.table]),

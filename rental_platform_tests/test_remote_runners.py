@@ -173,9 +173,10 @@ def test_every_layer_ran_as_remote_jobs(remote_run: RemoteRun) -> None:
         "weekly_kpis",
         "monthly_kpis",
     ]
-    # raw and curated snapshots and the comparison with the source, raw and curated days, two
-    # weekly KPI steps, one monthly
-    assert len(remote_run.jobs) == 8
+    # One remote job per Dagster run's multi-asset: the snapshots (raw, curated and the
+    # comparison with the source: three steps), the days (raw and curated), the weekly KPIs in
+    # two (one multi-asset cannot read bookings through two partition mappings), the monthly.
+    assert len(remote_run.jobs) == 5
     for job in remote_run.jobs:
         pipes = " ".join(job.argv) + " ".join(job.env)
         assert "dagster-pipes-context" in pipes or "DAGSTER_PIPES_CONTEXT" in pipes
@@ -411,8 +412,83 @@ def test_a_job_that_reports_nothing_fails_its_assets(
         _snapshots(aws_setup, settings)
     after = _committed(settings)
     _record(request, "remote emr_serverless job ends without reporting", before, after, started)
-    assert "without reporting its step through Dagster Pipes" in str(error.value)
+    assert "without reporting its step extract_snapshot through Dagster Pipes" in str(error.value)
     assert after == before
+
+
+def test_a_step_failing_after_others_keeps_what_they_committed(
+    aws_setup: AwsSetup, worker: Worker, tmp_path: Path
+) -> None:
+    """The snapshots run is one remote job of three steps. The second, the curated listings,
+    fails for real: the lake's folder of the curated listings refuses writes. The job fails
+    and the run fails naming the cause; the raw snapshot before it, committed to the lake, is
+    recorded as the run's materialisations, as a local run would have recorded it."""
+    settings = _on_a_lake_of_its_own(aws_setup, tmp_path, "partial")
+    lake, refusing = tmp_path / "lake", "curated/listings"
+    with (
+        chaos.refusing_writes(lake / refusing),
+        RemoteSide("glue", worker, lake) as remote,
+        pytest.raises(RangeRunError) as error,
+    ):
+        _snapshots(aws_setup, settings)
+    assert refusing in str(error.value)
+    (job,) = remote.jobs
+    assert remote.state(job) == "FAILED"
+    run_id = str(error.value).split()[1]
+    materialised = {
+        event.dagster_event.asset_key
+        for event in aws_setup.platform.instance.all_logs(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+    }
+    raw = (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
+    assert materialised == {asset_key(t) for t in raw}
+    committed = {table for table, files in _committed(settings).items() if files}
+    assert committed == {t.id for t in raw}
+
+
+def test_a_rejected_table_ends_the_job_before_the_steps_that_read_it(
+    aws_setup: AwsSetup, worker: Worker, tmp_path: Path
+) -> None:
+    """The source's apartments lose their price column (renamed, for real): the first step of
+    the snapshots job, the raw snapshot, fails its blocking schema check. The job stops there:
+    the curated listings and the comparison with the source never run, the apartments are not
+    committed, and the run fails naming the check."""
+    platform = aws_setup.platform
+    settings = _on_a_lake_of_its_own(aws_setup, tmp_path, "drift")
+    platform.execute("ALTER TABLE apartments CHANGE price asking_price DECIMAL(10,2) NULL")
+    try:
+        with (
+            RemoteSide("glue", worker, tmp_path / "lake") as remote,
+            pytest.raises(RangeRunError) as error,
+        ):
+            _snapshots(aws_setup, settings)
+    finally:
+        platform.execute("ALTER TABLE apartments CHANGE asking_price price DECIMAL(10,2) NULL")
+    (job,) = remote.jobs
+    assert remote.state(job) == "SUCCEEDED"  # it ran what it could, and said so
+    assert "raw/apartments:source_schema_unchanged" in str(error.value)
+    assert "column price is gone" in str(error.value)
+    # The other table of the step passed its checks: it alone is committed and materialised.
+    run_id = str(error.value).split()[1]
+    materialised = platform.instance.all_logs(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    assert [event.dagster_event.asset_key for event in materialised] == [
+        asset_key(tables.RAW_APARTMENT_ATTRIBUTES)
+    ]
+    committed = {table for table, files in _committed(settings).items() if files}
+    assert committed == {tables.RAW_APARTMENT_ATTRIBUTES.id}
+
+
+def _on_a_lake_of_its_own(setup: AwsSetup, folder: Path, name: str) -> Settings:
+    """Glue runner settings whose S3 lake and Glue database no other test writes."""
+    boto3.client("glue").create_database(DatabaseInput={"Name": f"{GLUE_DATABASE}_{name}"})
+    return dataclasses.replace(
+        remote_settings(setup, "glue", folder),
+        lake_root=f"s3://{LAKE_BUCKET}/{name}",
+        glue_database=f"{GLUE_DATABASE}_{name}",
+    )
 
 
 BROKEN_PYSPARK = """

@@ -3,10 +3,8 @@ listing history that every period reads its listings from."""
 
 from __future__ import annotations
 
-import dagster as dg
-
 from rental_platform import tables
-from rental_platform.assets.layer import LayerStep, spark_multi_asset
+from rental_platform.assets.layer import LayerAssets, LayerStep
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.tables import Table
 
@@ -24,9 +22,9 @@ SOURCES: dict[str, tuple[Table, ...]] = {
 }
 
 
-def build_curated_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition]:
+def build_curated_steps(partitions: PlatformPartitions) -> list[LayerAssets]:
     return [
-        spark_multi_asset(
+        LayerAssets(
             LayerStep(
                 "curated_listings",
                 "curate_listings",
@@ -38,7 +36,7 @@ def build_curated_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefini
             None,
             SOURCES,
         ),
-        spark_multi_asset(
+        LayerAssets(
             LayerStep(
                 "curated_daily",
                 "curate_daily",

@@ -1,12 +1,14 @@
-"""One multi-asset per layer and partition grain, each running one Spark step.
+"""Multi-assets running Spark steps: one per layer and partition grain, or, on a remote
+runner, one per job, whose steps run in one remote launch.
 
-The multi-asset describes its tables (from the catalogue), builds a `StepRequest` for the
-selected tables and the run's window, hands it to the Spark runner, optionally publishes the
-result to the warehouse, and turns the step's report into materialisations and check results.
+A step's assets (`LayerAssets`) describe its tables (from the catalogue), build a `StepRequest`
+for the selected tables and the run's window, optionally publish the result to the warehouse,
+and turn the step's report into materialisations and check results.
 """
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import nullcontext
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
@@ -30,12 +32,13 @@ from rental_platform.cycle import (
     plan_of_run,
     planned_days,
 )
-from rental_platform.resources.spark import SparkRunner, StepRun
+from rental_platform.resources.spark import StepRun
 from rental_platform.spark import layout
-from rental_platform.tables import TABLES, Layer, Table
+from rental_platform.tables import TABLES, Grain, Layer, Table
 
 OWNERS = ["team:data-platform"]
 CheckEvent = dg.AssetCheckResult | dg.AssetCheckEvaluation | dg.Output
+StepEvent = CheckEvent | dg.MaterializeResult
 Result = TypeVar("Result")
 MAX_RETRIES = 3
 RETRY_BASE_SECONDS = 10
@@ -100,53 +103,230 @@ def table_schema(table: Table) -> dg.TableSchema:
     )
 
 
-def spark_multi_asset(
-    layer_step: LayerStep,
-    tables: tuple[Table, ...],
-    partitions_def: dg.PartitionsDefinition | None,
-    inputs: Mapping[str, tuple[Table | dg.AssetDep, ...]] | None = None,
-    can_subset: bool = True,
-) -> dg.AssetsDefinition:
-    """`inputs` names, per table name, the tables it is computed from (its upstream assets),
-    as an `AssetDep` where it reads other partitions than its own window's. `can_subset`: a
-    run may materialise some of the tables only."""
-    specs = [
-        dg.AssetSpec(
-            asset_key(table),
-            description=table.description,
-            group_name=GROUPS[table.layer],
-            kinds=set(layer_step.kinds),
-            owners=OWNERS,
-            deps=[
-                upstream if isinstance(upstream, dg.AssetDep) else asset_key(upstream)
-                for upstream in (inputs or {}).get(table.name, ())
-            ],
-            metadata={"dagster/column_schema": table_schema(table), "table": table.id},
-            automation_condition=layer_step.automation,
+class SparkAssets(ABC):
+    """One Spark step and the assets it writes: the specs it declares, the request it sends for
+    a run, and what Dagster records of its report. A multi-asset runs one of them (a local
+    runner), or several of one job in a single remote launch (`spark_multi_assets`)."""
+
+    name: str
+    description: str
+    # What the step writes is of one grain, so of one partitions definition (and of one job).
+    grain: Grain
+    partitions_def: dg.PartitionsDefinition | None
+    resource_keys: frozenset[str]
+    # A run may materialise some of the assets only.
+    can_subset: bool = True
+
+    @abstractmethod
+    def specs(self) -> list[dg.AssetSpec]: ...
+
+    def check_specs(self) -> list[dg.AssetCheckSpec]:
+        return []
+
+    @abstractmethod
+    def request(self, context: AssetExecutionContext) -> StepRequest | None:
+        """The step's request for this run; None when the run selected none of its assets."""
+
+    @abstractmethod
+    def events(self, context: AssetExecutionContext, run: StepRun) -> Iterator[StepEvent]:
+        """What Dagster records of the step's run: materialisations and check results, and a
+        `dg.Failure` when a blocking check rejected a table."""
+
+
+@dataclass(frozen=True)
+class LayerAssets(SparkAssets):
+    """A layer's tables of one partition grain and the step that writes them. `inputs` names,
+    per table name, the tables it is computed from (its upstream assets), as an `AssetDep`
+    where it reads other partitions than its own window's."""
+
+    layer_step: LayerStep
+    tables: tuple[Table, ...]
+    partitions_def: dg.PartitionsDefinition | None
+    inputs: Mapping[str, tuple[Table | dg.AssetDep, ...]] | None = None
+    can_subset: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.layer_step.name
+
+    @property
+    def description(self) -> str:
+        return self.layer_step.description
+
+    @property
+    def grain(self) -> Grain:
+        return self.tables[0].grain
+
+    @property
+    def resource_keys(self) -> frozenset[str]:
+        step = self.layer_step
+        return frozenset(
+            {"spark", "lake", "limits", "catalog"}
+            | ({"source"} if step.reads_source else set())
+            | ({"warehouse"} if step.publishes else set())
         )
-        for table in tables
-    ]
-    resource_keys = {"spark", "lake", "limits", "catalog"}
-    if layer_step.reads_source:
-        resource_keys.add("source")
-    if layer_step.publishes:
-        resource_keys.add("warehouse")
+
+    def specs(self) -> list[dg.AssetSpec]:
+        return [
+            dg.AssetSpec(
+                asset_key(table),
+                description=table.description,
+                group_name=GROUPS[table.layer],
+                kinds=set(self.layer_step.kinds),
+                owners=OWNERS,
+                deps=[
+                    upstream if isinstance(upstream, dg.AssetDep) else asset_key(upstream)
+                    for upstream in (self.inputs or {}).get(table.name, ())
+                ],
+                metadata={"dagster/column_schema": table_schema(table), "table": table.id},
+                automation_condition=self.layer_step.automation,
+            )
+            for table in self.tables
+        ]
+
+    def check_specs(self) -> list[dg.AssetCheckSpec]:
+        return check_specs(self.tables, self.partitions_def)
+
+    def _selected(self, context: AssetExecutionContext) -> list[Table]:
+        return [t for t in self.tables if asset_key(t) in context.selected_asset_keys]
+
+    def request(self, context: AssetExecutionContext) -> StepRequest | None:
+        selected = self._selected(context)
+        if not selected:
+            return None
+        window = _window(context)
+        resources, step = context.resources, self.layer_step
+        return StepRequest(
+            step=step.step,
+            tables=tuple(t.id for t in selected),
+            lake_root=resources.lake.root,
+            window_start=window[0] if window else None,
+            window_end=window[1] if window else None,
+            source=resources.source.connection() if step.reads_source else None,
+            limits=resources.limits.limits(),
+            as_of=as_of_day(context.run.tags) if step.stamped else None,
+            first_day=step.first_day,
+            writer=f"run {context.run.run_id} ({step.name})",
+            only_days=_planned_days(context, selected),
+        )
+
+    def events(self, context: AssetExecutionContext, run: StepRun) -> Iterator[StepEvent]:
+        selected, window = self._selected(context), _window(context)
+        resources, report = context.resources, run.report
+        committed = [t for t in selected if t.id not in report.rejected]
+        if report.committed is not None:
+            ids = [t.id for t in committed]
+            changes = with_retries(
+                context, lambda: resources.catalog.register_commit(report.committed, ids)
+            )
+            for line in changes:
+                context.log.info(line)
+
+        for table in committed:
+            metadata = _metadata(table, report, window) | run.job_metadata
+            for key, figures in report.tables[table.id].partitions.items():
+                context.add_asset_metadata(
+                    _partition_metadata(figures), asset_key=asset_key(table), partition_key=key
+                )
+            if glue_table := resources.catalog.table_name(table):
+                metadata["glue_table"] = glue_table
+            if self.layer_step.publishes and window and report.committed is not None:
+                metadata |= with_retries(
+                    context, lambda t=table: _publish(context, t, window, report.committed)
+                )
+            yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
+        yield from _check_events(context, report, self.check_specs())
+        if report.rejected:
+            raise dg.Failure(
+                description=_rejection(report),
+                metadata={"rejected_versions": dg.MetadataValue.json(report.rejected)},
+            )
+
+
+def spark_multi_assets(
+    steps: Sequence[SparkAssets], one_launch_per_job: bool
+) -> list[dg.AssetsDefinition]:
+    """A multi-asset per step; or, where each step is a remote launch (each billed at least a
+    minute), one per `launch_groups` group, whose steps run in one launch."""
+    if not one_launch_per_job:
+        return [spark_multi_asset([step]) for step in steps]
+    return [spark_multi_asset(group) for group in launch_groups(steps)]
+
+
+def launch_groups(steps: Sequence[SparkAssets]) -> list[list[SparkAssets]]:
+    """The steps of each grain (so of each job) together, in dependency order. Dagster allows
+    a multi-asset one partition mapping per upstream asset: a step whose mappings differ from
+    its group's starts another."""
+    groups: list[list[SparkAssets]] = []
+    for step in steps:
+        group = next((g for g in groups if _fits(g, step)), None)
+        if group is None:
+            groups.append([step])
+        else:
+            group.append(step)
+    return [_in_dependency_order(group) for group in groups]
+
+
+def launch_name(group: Sequence[SparkAssets]) -> str:
+    """The name of the multi-asset running `group`: its step's, or its grain's."""
+    return group[0].name if len(group) == 1 else f"{group[0].grain}_steps"
+
+
+def _fits(group: list[SparkAssets], step: SparkAssets) -> bool:
+    """Whether `step` can join `group`'s multi-asset: the same partitions, and no upstream
+    asset read through another partition mapping."""
+    if group[0].grain is not step.grain:
+        return False
+    mappings = {dep.asset_key: dep.partition_mapping for s in group for dep in _deps(s)}
+    return all(
+        mappings.get(dep.asset_key, dep.partition_mapping) == dep.partition_mapping
+        for dep in _deps(step)
+    )
+
+
+def _deps(step: SparkAssets) -> list[dg.AssetDep]:
+    return [dep for spec in step.specs() for dep in spec.deps]
+
+
+def _in_dependency_order(group: list[SparkAssets]) -> list[SparkAssets]:
+    """The steps, each after those whose assets it reads."""
+    pending, ordered = list(group), []
+    while pending:
+        written_later = {spec.key for step in pending for spec in step.specs()}
+        ready = next(
+            step
+            for step in pending
+            if not {dep.asset_key for dep in _deps(step)}
+            & (written_later - {spec.key for spec in step.specs()})
+        )
+        pending.remove(ready)
+        ordered.append(ready)
+    return ordered
+
+
+def spark_multi_asset(steps: Sequence[SparkAssets]) -> dg.AssetsDefinition:
+    """One multi-asset running `steps` (of one partitions definition) in one call to the
+    Spark runner: a remote runner runs them in one job."""
+    first, name = steps[0], launch_name(steps)
+    description = (
+        first.description
+        if len(steps) == 1
+        else "In one Spark job: " + " ".join(f"{s.name}: {s.description}" for s in steps)
+    )
 
     @dg.multi_asset(
-        name=layer_step.name,
-        description=layer_step.description,
-        specs=specs,
-        check_specs=check_specs(tables, partitions_def),
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
-        can_subset=can_subset,
-        required_resource_keys=resource_keys,
+        name=name,
+        description=description,
+        specs=[spec for step in steps for spec in step.specs()],
+        check_specs=[spec for step in steps for spec in step.check_specs()],
+        partitions_def=first.partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run() if first.partitions_def else None,
+        can_subset=all(step.can_subset for step in steps),
+        required_resource_keys=set().union(*(step.resource_keys for step in steps)),
         pool=LAKE_POOL,
     )
-    def _multi_asset(
-        context: AssetExecutionContext,
-    ) -> Iterator[CheckEvent | dg.MaterializeResult]:
-        yield from _run(context, layer_step, tables)
+    def _multi_asset(context: AssetExecutionContext) -> Iterator[StepEvent]:
+        yield from _run(context, steps)
 
     return _multi_asset
 
@@ -158,59 +338,28 @@ def _window(context: AssetExecutionContext) -> tuple[date, date] | None:
     return window.start.date(), window.end.date()
 
 
-def _run(
-    context: AssetExecutionContext, layer_step: LayerStep, tables: tuple[Table, ...]
-) -> Iterator[CheckEvent | dg.MaterializeResult]:
-    selected = [t for t in tables if asset_key(t) in context.selected_asset_keys]
-    window = _window(context)
-    resources = context.resources
-    request = StepRequest(
-        step=layer_step.step,
-        tables=tuple(t.id for t in selected),
-        lake_root=resources.lake.root,
-        window_start=window[0] if window else None,
-        window_end=window[1] if window else None,
-        source=resources.source.connection() if layer_step.reads_source else None,
-        limits=resources.limits.limits(),
-        as_of=as_of_day(context.run.tags) if layer_step.stamped else None,
-        first_day=layer_step.first_day,
-        writer=f"run {context.run.run_id} ({layer_step.name})",
-        only_days=_planned_days(context, selected),
-    )
-    context.log.info(f"Spark step {request.step} for {', '.join(request.tables)}, window {window}")
-    run = run_with_retries(context, resources.spark, request)
-    report = run.report
-    committed = [t for t in selected if t.id not in report.rejected]
-    if report.committed is not None:
-        ids = [t.id for t in committed]
-        changes = with_retries(
-            context, lambda: resources.catalog.register_commit(report.committed, ids)
+def _run(context: AssetExecutionContext, steps: Sequence[SparkAssets]) -> Iterator[StepEvent]:
+    """The selected steps' requests, run in one call to the runner; each step's events as its
+    run comes back. A step whose blocking check rejected a table fails the run there: the
+    steps after it (which would read it) do not run."""
+    planned = [(step, step.request(context)) for step in steps]
+    planned = [(step, request) for step, request in planned if request is not None]
+    if not planned:
+        return
+    for step, request in planned:
+        context.log.info(
+            f"Spark step {request.step} for {', '.join(request.tables) or step.name}, window "
+            f"{_window(context)}"
         )
-        for line in changes:
-            context.log.info(line)
-
-    for table in committed:
-        metadata = _metadata(table, report, window) | run.job_metadata
-        for key, figures in report.tables[table.id].partitions.items():
-            context.add_asset_metadata(
-                _partition_metadata(figures), asset_key=asset_key(table), partition_key=key
-            )
-        if glue_table := resources.catalog.table_name(table):
-            metadata["glue_table"] = glue_table
-        if layer_step.publishes and window and report.committed is not None:
-            metadata |= with_retries(
-                context, lambda t=table: _publish(context, t, window, report.committed)
-            )
-        yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
-    yield from _check_events(context, report)
-    if report.rejected:
-        raise dg.Failure(
-            description=_rejection(report),
-            metadata={"rejected_versions": dg.MetadataValue.json(report.rejected)},
-        )
+    with retrying(context):
+        runs = context.resources.spark.run_steps(context, [r for _, r in planned])
+        for (step, _), run in zip(planned, runs, strict=False):
+            yield from step.events(context, run)
 
 
-def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterator[CheckEvent]:
+def _check_events(
+    context: AssetExecutionContext, report: StepReport, specs: list[dg.AssetCheckSpec]
+) -> Iterator[CheckEvent]:
     """The step's check results, each recorded against every partition the step wrote: the
     partition's own result where the check judged partitions one by one, else the window's.
     Every selected check needs a result for each partition of the run (else Dagster lists it
@@ -222,7 +371,7 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
     partitioned = context.assets_def.partitions_def is not None
     # What each partition's evaluation targets: this run's materialisation of it (none for a
     # rejected table, which this run did not materialise).
-    checked = {spec.asset_key for spec in context.assets_def.check_specs}
+    checked = {spec.asset_key for spec in specs}
     rejected = {asset_key(TABLES[table_id]) for table_id in report.rejected}
     targets = {
         key: latest_materializations(context, key, context.partition_keys)
@@ -255,7 +404,7 @@ def _check_events(context: AssetExecutionContext, report: StepReport) -> Iterato
     unchanged = report.skipped or "this run did not rewrite the partition"
     # An unpartitioned table is either rewritten (and checked) or skipped as a whole.
     partitions = context.partition_keys if partitioned else [None] if report.skipped else []
-    for spec in context.assets_def.check_specs:
+    for spec in specs:
         if spec.key not in selected:
             continue
         for partition in partitions:
@@ -328,25 +477,25 @@ def _rejection(report: StepReport) -> str:
     )
 
 
-def run_with_retries(
-    context: AssetExecutionContext, runner: SparkRunner, request: StepRequest
-) -> StepRun:
-    """Run the step; a transient failure (the source connection dropped, a Spark executor
-    lost) is retried with exponential backoff, and the error of the last try fails the run."""
-    return with_retries(context, lambda: runner.run(context, request))
-
-
-def with_retries(context: AssetExecutionContext, work: Callable[[], Result]) -> Result:
-    """`work`, or, if it fails for a reason that goes away by itself, a retry of the whole
-    step after an exponential backoff (the step is idempotent: it replaces what it wrote)."""
+@contextmanager
+def retrying(context: AssetExecutionContext) -> Iterator[None]:
+    """A failure inside that goes away by itself (the source connection dropped, a Spark
+    executor lost) requests a retry of the whole step after an exponential backoff (the step
+    is idempotent: it replaces what it wrote); the error of the last try fails the run."""
     try:
-        return work()
+        yield
     except Exception as error:
         if not is_transient(error):
             raise
         wait = RETRY_BASE_SECONDS * 2**context.retry_number
         context.log.warning(f"Transient failure, retrying in {wait} s: {error}")
         raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from error
+
+
+def with_retries(context: AssetExecutionContext, work: Callable[[], Result]) -> Result:
+    """`work`, retried as `retrying` says."""
+    with retrying(context):
+        return work()
 
 
 def is_transient(error: BaseException) -> bool:

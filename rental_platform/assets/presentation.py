@@ -6,7 +6,7 @@ import dagster as dg
 
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
-from rental_platform.assets.layer import LayerStep, spark_multi_asset
+from rental_platform.assets.layer import LayerAssets, LayerStep
 from rental_platform.assets.reads import INPUTS, LISTINGS
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.tables import Grain, Layer, Table
@@ -51,9 +51,9 @@ KPI_AUTOMATION = (
 ).with_label("a day it reads changed")
 
 
-def build_presentation_assets(partitions: PlatformPartitions) -> list[dg.AssetsDefinition]:
+def build_presentation_steps(partitions: PlatformPartitions) -> list[LayerAssets]:
     return [
-        spark_multi_asset(
+        LayerAssets(
             LayerStep(
                 name,
                 f"kpis_{grain}",

@@ -1,7 +1,10 @@
 """Raw: a faithful, typed copy of the source, plus when each row was extracted; and what
 differs between the source and the lake (`raw/source_changes`)."""
 
-from datetime import timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import ClassVar
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -9,15 +12,16 @@ from dagster import AssetExecutionContext
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.assets.layer import (
-    LAKE_POOL,
     OWNERS,
+    LayerAssets,
     LayerStep,
-    run_with_retries,
-    spark_multi_asset,
+    SparkAssets,
+    StepEvent,
 )
 from rental_platform.contract import StepRequest
 from rental_platform.cycle import SOURCE_CHANGES, Cycle
 from rental_platform.partitions import PlatformPartitions
+from rental_platform.resources.spark import StepRun
 from rental_platform.tables import Grain, Layer
 
 KINDS = frozenset({"spark", "mysql", "parquet"})
@@ -26,11 +30,9 @@ KINDS = frozenset({"spark", "mysql", "parquet"})
 NIGHTLY_GROUP = "nightly"
 
 
-def build_raw_assets(
-    partitions: PlatformPartitions, mutable_days: int
-) -> list[dg.AssetsDefinition]:
+def build_raw_steps(partitions: PlatformPartitions, mutable_days: int) -> list[SparkAssets]:
     return [
-        spark_multi_asset(
+        LayerAssets(
             LayerStep(
                 "raw_snapshots",
                 "extract_snapshot",
@@ -42,7 +44,7 @@ def build_raw_assets(
             tables.tables_of(Layer.RAW, Grain.SNAPSHOT),
             None,
         ),
-        spark_multi_asset(
+        LayerAssets(
             LayerStep(
                 "raw_daily",
                 "extract_daily",
@@ -55,31 +57,46 @@ def build_raw_assets(
             tables.tables_of(Layer.RAW, Grain.DAILY),
             partitions.daily,
         ),
-        source_changes_asset(partitions, mutable_days),
+        SourceChangesAssets(partitions.first_day, mutable_days),
     ]
 
 
-def source_changes_asset(partitions: PlatformPartitions, mutable_days: int) -> dg.AssetsDefinition:
+@dataclass(frozen=True)
+class SourceChangesAssets(SparkAssets):
     """The plan of a nightly run: which days of bookings and views to re-extract (the source's
     fingerprints differ from the lake's, or a row moved) and which to re-curate only."""
 
-    @dg.asset(
-        key=SOURCE_CHANGES,
-        group_name=NIGHTLY_GROUP,
-        kinds={"spark", "mysql"},
-        owners=OWNERS,
-        description="Which source days differ from the lake: compares per-day fingerprints of "
-        f"bookings and views over the mutable horizon (RENTAL_MUTABLE_DAYS, {mutable_days} days "
-        "before the as-of day; every day in an audit). Its metadata is the plan the daily runs "
-        "carry out: each day with why.",
-        deps=[asset_key(tables.CURATED_LISTINGS_HISTORY)],
-        required_resource_keys={"spark", "lake", "limits", "source"},
-        pool=LAKE_POOL,
-    )
-    def source_changes(context: AssetExecutionContext) -> dg.MaterializeResult:
-        cycle = Cycle.from_tags(context.run.tags, mutable_days, partitions.first_day)
+    first_day: date
+    mutable_days: int
+
+    name: ClassVar[str] = SOURCE_CHANGES.to_python_identifier()
+    description: ClassVar[str] = "Compare the source's days with the lake's."
+    grain: ClassVar[Grain] = Grain.SNAPSHOT
+    partitions_def: ClassVar[None] = None
+    resource_keys: ClassVar[frozenset[str]] = frozenset({"spark", "lake", "limits", "source"})
+
+    def specs(self) -> list[dg.AssetSpec]:
+        return [
+            dg.AssetSpec(
+                SOURCE_CHANGES,
+                group_name=NIGHTLY_GROUP,
+                kinds={"spark", "mysql"},
+                owners=OWNERS,
+                description="Which source days differ from the lake: compares per-day "
+                "fingerprints of bookings and views over the mutable horizon "
+                f"(RENTAL_MUTABLE_DAYS, {self.mutable_days} days before the as-of day; every "
+                "day in an audit). Its metadata is the plan the daily runs carry out: each day "
+                "with why.",
+                deps=[asset_key(tables.CURATED_LISTINGS_HISTORY)],
+            )
+        ]
+
+    def request(self, context: AssetExecutionContext) -> StepRequest | None:
+        if SOURCE_CHANGES not in context.selected_asset_keys:
+            return None
+        cycle = self._cycle(context)
         resources = context.resources
-        request = StepRequest(
+        return StepRequest(
             step="detect_changes",
             tables=(),
             lake_root=resources.lake.root,
@@ -87,13 +104,16 @@ def source_changes_asset(partitions: PlatformPartitions, mutable_days: int) -> d
             window_end=cycle.as_of + timedelta(days=1),
             source=resources.source.connection(),
             limits=resources.limits.limits(),
-            first_day=partitions.first_day,
+            first_day=self.first_day,
             force_from=cycle.extract_from,
             writer=f"run {context.run.run_id} (source_changes)",
         )
-        run = run_with_retries(context, resources.spark, request)
+
+    def events(self, context: AssetExecutionContext, run: StepRun) -> Iterator[StepEvent]:
+        cycle = self._cycle(context)
         report, plan = run.report, run.report.plan
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            asset_key=SOURCE_CHANGES,
             metadata={
                 **run.job_metadata,
                 "mode": str(cycle.mode),
@@ -103,7 +123,8 @@ def source_changes_asset(partitions: PlatformPartitions, mutable_days: int) -> d
                 "days_to_curate": {t: len(d) for t, d in plan.get("curate", {}).items()},
                 "plan": dg.MetadataValue.json(plan),
                 "spark_step_seconds": report.duration_seconds,
-            }
+            },
         )
 
-    return source_changes
+    def _cycle(self, context: AssetExecutionContext) -> Cycle:
+        return Cycle.from_tags(context.run.tags, self.mutable_days, self.first_day)

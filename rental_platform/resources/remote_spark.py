@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -21,22 +21,14 @@ from dagster_aws.pipes import (
     PipesS3ContextInjector,
     PipesS3MessageReader,
 )
-from dagster_pipes import PipesParams
+from dagster_pipes import PipesMessage, PipesParams
 
 from rental_platform.contract import StepReport, StepRequest
 from rental_platform.remote_code import code_package
 from rental_platform.remote_runtime import ENVIRONMENT, PYTHON, runtime_archive_name
 from rental_platform.resources.spark import SparkRunner, StepRun
 from rental_platform.settings import RunnerSettings, S3Location
-from rental_platform.spark.entrypoint import CANARY_EXTRA, REQUEST_EXTRA, SECRET_ARN_ARGUMENT
-
-
-def report_from(messages: list[Any], where: str) -> StepReport:
-    """The StepReport a remote job sent back; a job that sent none has not succeeded."""
-    reports = [m for m in messages if isinstance(m, dict) and "checks" in m and "tables" in m]
-    if not reports:
-        raise RuntimeError(f"{where} ended without reporting its step through Dagster Pipes")
-    return StepReport.from_json(reports[-1])
+from rental_platform.spark.entrypoint import CANARY_EXTRA, REQUESTS_EXTRA, SECRET_ARN_ARGUMENT
 
 
 class RemoteSparkRunner(SparkRunner, ABC):
@@ -54,31 +46,50 @@ class RemoteSparkRunner(SparkRunner, ABC):
     # Whether the jobs run under the Python runtime `deploy` ships (the service's is too old).
     ships_python: ClassVar[bool] = False
 
-    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepRun:
-        invocation = self._run_remote(context, {REQUEST_EXTRA: request.to_json()})
-        report = report_from(invocation.get_custom_messages(), self.describe())
-        # dagster-aws's: the job run's id and console URL, for each materialisation.
-        return StepRun(report, dict(invocation.metadata))
+    def run_steps(
+        self, context: dg.AssetExecutionContext, requests: Sequence[StepRequest]
+    ) -> Iterator[StepRun]:
+        """All the steps in one remote job. The reports of the steps that ended come back
+        even when a later one failed the job; then the job's error is raised."""
+        kept: list[Any] = []
+        try:
+            invocation = self._run_remote(
+                context, {REQUESTS_EXTRA: [r.to_json() for r in requests]}, kept
+            )
+        except Exception as error:
+            failure, job_metadata = error, {}
+        else:
+            # dagster-aws's: the job run's id and console URL, for each materialisation.
+            failure, job_metadata = None, dict(invocation.metadata)
+        reports = StepReport.from_messages(kept)
+        for report in reports:
+            yield StepRun(report, job_metadata)
+        if failure is not None:
+            raise failure
+        if len(reports) < len(requests) and not (reports and reports[-1].rejected):
+            missing = requests[len(reports)].step
+            raise RuntimeError(
+                f"{self.describe()} ended without reporting its step {missing} through "
+                "Dagster Pipes"
+            )
 
     def check_runtime(
         self, context: dg.OpExecutionContext, source: dict[str, str] | None
     ) -> dict[str, str]:
         """Run the canary job (`rental-platform deploy --check`): what the remote runtime is,
         and that it reached `source` (its JDBC URL and user) with the password in its secret."""
-        invocation = self._run_remote(context, {CANARY_EXTRA: {"source": source}})
-        facts = [
-            m[CANARY_EXTRA]
-            for m in invocation.get_custom_messages()
-            if isinstance(m, dict) and CANARY_EXTRA in m
-        ]
+        messages: list[Any] = []
+        self._run_remote(context, {CANARY_EXTRA: {"source": source}}, messages)
+        facts = [m[CANARY_EXTRA] for m in messages if isinstance(m, dict) and CANARY_EXTRA in m]
         if not facts:
             raise RuntimeError(f"{self.describe()} ended without reporting through Dagster Pipes")
         return facts[-1]
 
     def _run_remote(
-        self, context: dg.OpExecutionContext, extras: dict[str, Any]
+        self, context: dg.OpExecutionContext, extras: dict[str, Any], kept: list[Any]
     ) -> dg.PipesClientCompletedInvocation:
-        """Start the job with `extras` in its Pipes context, and wait for it."""
+        """Start the job with `extras` in its Pipes context, and wait for it. The job's custom
+        messages go into `kept` as they arrive, so they are there when the job fails too."""
         s3 = boto3.client("s3")
         self._check_deployed(s3)
         # dagster-aws appends a random name to the injector's prefix with no slash between,
@@ -90,6 +101,7 @@ class RemoteSparkRunner(SparkRunner, ABC):
         # into the step's logs: on every runner, and before anything of the platform imports.
         reader = PrefixedS3MessageReader(
             prefix=self.pipes_prefix,
+            kept=kept,
             bucket=self.pipes_bucket,
             client=s3,
             interval=min(self.poll_seconds, 5.0),
@@ -157,16 +169,39 @@ class RemoteSparkRunner(SparkRunner, ABC):
 
 
 class PrefixedS3MessageReader(PipesS3MessageReader):
-    """dagster-aws's S3 message reader, with each run's messages under `prefix/`."""
+    """dagster-aws's S3 message reader, with each run's messages under `prefix/`, and each
+    custom message also kept in `kept` (Dagster's client returns them only from a job that
+    succeeded; a job's steps that ended before one failed have reports to record)."""
 
-    def __init__(self, *, prefix: str, **kwargs: Any) -> None:
+    def __init__(self, *, prefix: str, kept: list[Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prefix = prefix.strip("/")
+        self.kept = kept
+
+    @contextmanager
+    def read_messages(self, handler: dg.PipesMessageHandler) -> Iterator[PipesParams]:
+        with super().read_messages(_KeepingCustomMessages(handler, self.kept)) as params:
+            yield params
 
     @contextmanager
     def get_params(self) -> Iterator[PipesParams]:
         with super().get_params() as params:
             yield {**params, "key_prefix": f"{self.prefix}/{params['key_prefix']}"}
+
+
+class _KeepingCustomMessages:
+    """A Pipes message handler that also keeps each custom message's payload in `kept`."""
+
+    def __init__(self, handler: dg.PipesMessageHandler, kept: list[Any]) -> None:
+        self._handler, self._kept = handler, kept
+
+    def handle_message(self, message: PipesMessage) -> None:
+        self._handler.handle_message(message)
+        if message["method"] == "report_custom_message":
+            self._kept.append(message["params"]["payload"])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
 
 
 class PollingGlueClient(PipesGlueClient):

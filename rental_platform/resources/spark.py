@@ -9,7 +9,7 @@ to import, which every local run would pay before its first step.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +29,15 @@ class StepRun:
 
 
 class SparkRunner(dg.ConfigurableResource, ABC):
-    """Runs one Spark step."""
+    """Runs Spark steps."""
 
     @abstractmethod
-    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepRun: ...
+    def run_steps(
+        self, context: dg.AssetExecutionContext, requests: Sequence[StepRequest]
+    ) -> Iterator[StepRun]:
+        """Run `requests` in order, each step's run yielded as it ends. The caller stops at a
+        report that rejects a table (the steps after it read it); a step that fails raises,
+        after the runs of the steps before it."""
 
 
 class LocalSparkRunner(SparkRunner):
@@ -46,9 +51,12 @@ class LocalSparkRunner(SparkRunner):
     # RENTAL_LOCAL_OFF: the parts of rental_platform.local switched off.
     local_off: list[str] = Field(default_factory=list)
 
-    def run(self, context: dg.AssetExecutionContext, request: StepRequest) -> StepRun:
+    def run_steps(
+        self, context: dg.AssetExecutionContext, requests: Sequence[StepRequest]
+    ) -> Iterator[StepRun]:
         from rental_platform.local.session import local_session
         from rental_platform.spark.steps import run_step
 
-        session = local_session(self.conf, self.local_off, request.days)
-        return StepRun(run_step(session, request))
+        for request in requests:
+            session = local_session(self.conf, self.local_off, request.days)
+            yield StepRun(run_step(session, request))

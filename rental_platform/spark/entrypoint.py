@@ -3,7 +3,8 @@
 It opens Pipes before it imports anything else of the platform (Spark, the steps), so that a
 job whose runtime cannot import them (another Python, a missing library) still sends its
 traceback, and its driver's output, to the Dagster run. Hence only the standard library and
-dagster_pipes here. `pipes_step` then runs the step the Pipes context asks for.
+dagster_pipes here. `pipes_step` then runs the steps the Pipes context asks for, in one
+SparkSession: a job's steps are one launch, not one each.
 
 The source password never travels with the request: it comes from RENTAL_MYSQL_PASSWORD or
 from AWS Secrets Manager (the secret's ARN in the job argument `--rental-mysql-secret-arn`, or
@@ -33,7 +34,8 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
-REQUEST_EXTRA = "step_request"
+# The StepRequests to run, in order.
+REQUESTS_EXTRA = "step_requests"
 # Instead of a step: `rental-platform deploy --check`'s canary, with the source to reach.
 CANARY_EXTRA = "canary"
 # A job argument naming the Secrets Manager secret that holds the source password.
@@ -134,14 +136,14 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     with open_dagster_pipes(**_pipes_channels(argv)) as pipes:
         # Imported inside Pipes: an import that fails is reported to Dagster with its traceback.
-        from rental_platform.spark.pipes_step import run_requested_step, runtime_facts
+        from rental_platform.spark.pipes_step import run_requested_steps, runtime_facts
 
         if CANARY_EXTRA in pipes.extras:
             canary = pipes.get_extra(CANARY_EXTRA)
             facts = runtime_facts(canary, source_password(argv), password_origin(argv))
             pipes.report_custom_message({CANARY_EXTRA: facts})
         else:
-            run_requested_step(pipes, pipes.get_extra(REQUEST_EXTRA), source_password(argv))
+            run_requested_steps(pipes, pipes.get_extra(REQUESTS_EXTRA), source_password(argv))
 
 
 if __name__ == "__main__":

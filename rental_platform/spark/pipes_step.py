@@ -1,8 +1,8 @@
-"""The step a remote job runs, once `entrypoint` has opened Dagster Pipes: it reads the
-`StepRequest` from the Pipes context, runs the very step function the local runner runs, and
-sends back its `StepReport`, whole, as one message: the Dagster side gets exactly what a local
-run returns. Or, for `rental-platform deploy --check`, the canary: what this runtime is and
-can reach."""
+"""The steps a remote job runs, once `entrypoint` has opened Dagster Pipes: it reads the
+`StepRequest`s from the Pipes context and runs each with the very step function the local
+runner runs, in one SparkSession, sending back each `StepReport`, whole, as one message as soon
+as it is made: the Dagster side gets exactly what a local run returns. Or, for
+`rental-platform deploy --check`, the canary: what this runtime is and can reach."""
 
 from __future__ import annotations
 
@@ -25,12 +25,23 @@ def _session() -> SparkSession:
     return get_or_create_session(os.environ.get("RENTAL_SPARK_MASTER"))
 
 
-def run_requested_step(pipes: PipesContext, request_json: dict[str, Any], password: str) -> None:
-    request = StepRequest.from_json(request_json, password)
-    pipes.log.info(f"Spark step {request.step} for {', '.join(request.tables)}")
-    # One message, the whole report: the Dagster side makes of it what a local run's report
-    # makes, materialisations and check results alike.
-    pipes.report_custom_message(run_step(_session(), request).to_json())
+def run_requested_steps(
+    pipes: PipesContext, requests_json: list[dict[str, Any]], password: str
+) -> None:
+    """Each step in order. After a report that rejects a table the job ends: the steps after
+    it would read the rejected table. A step that fails fails the job, after the reports of
+    the steps before it went back."""
+    session = _session()
+    for index, request_json in enumerate(requests_json):
+        request = StepRequest.from_json(request_json, password)
+        pipes.log.info(f"Spark step {request.step} for {', '.join(request.tables)}")
+        report = run_step(session, request)
+        # One message, the whole report: the Dagster side makes of it what a local run's
+        # report makes, materialisations and check results alike.
+        pipes.report_custom_message(report.as_message(index))
+        if report.rejected:
+            pipes.log.warning(f"{request.step} rejected {', '.join(report.rejected)}: stopping")
+            return
 
 
 def runtime_facts(canary: dict[str, Any], password: str, password_origin: str) -> dict[str, str]:
