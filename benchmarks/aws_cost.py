@@ -7,16 +7,17 @@ Prices the step times `benchmarks/run.py` measured (`backfill.steps_s`, `nightly
 on Glue (and Glue Flex), EMR Serverless and EMR on EC2 at the platform's default sizes
 (`rental_platform.settings`), with AWS's on-demand list prices for us-east-1 (`PRICES`). Writes
 `aws_cost.md` and `aws_cost.json` beside the input (`aws_cost_{scale}.*` for another scale than
-`large`). Three ways of cutting the work into remote
-jobs are priced: one job per Spark step (what the platform does), one per Dagster run, one per
-command (a whole nightly or backfill).
+`large`). Four ways of cutting the work into remote
+jobs are priced: one job per Spark step (what the platform did before), one per multi-asset (what
+it does: a remote runner runs a job's steps in one launch, `assets/layer.py` `launch_groups`),
+one per Dagster run, one per command (a whole nightly or backfill).
 
 Assumptions:
 
-- Each `job/step` key of `steps_s` is one remote job launch. Every step of the four jobs hands
-  one StepRequest to the Spark runner (`assets/layer.py` for the layer steps, `assets/raw.py` for
-  `raw/source_changes`), and a remote runner starts one Glue or EMR Serverless job run, or one
-  transient EMR cluster, per request (`resources/remote_spark.py`). A job run more than once in
+- The `job/step` keys of `steps_s` are the local runner's multi-assets, one Spark step each. On a
+  remote runner the steps of one `launch_groups` group are one multi-asset, and its StepRequests
+  go to one remote launch: one Glue or EMR Serverless job run, or one transient EMR cluster
+  (`resources/remote_spark.py`), whose work is the sum of its steps'. A job run more than once in
   a command adds up its steps' times (`benchmarks.run.dagster_runs`): the output says whether
   each job ran once.
 - A step's Spark work takes as long remotely as measured on the benchmark's machine; each launch
@@ -42,8 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.run import HISTORIES, RESULTS, markdown_table
+from rental_platform.assets.layer import launch_groups, launch_name
+from rental_platform.definitions import spark_steps
 from rental_platform.deploy import GLUE_VERSION
-from rental_platform.settings import EmrCluster, GlueJob
+from rental_platform.partitions import PlatformPartitions
+from rental_platform.settings import EmrCluster, GlueJob, Settings
 
 REGION = "us-east-1"
 PRICES_READ_ON = "2026-12-02"
@@ -210,13 +214,22 @@ def runners(prices: Prices = PRICES) -> list[Runner]:
     ]
 
 
+def remote_launches() -> dict[str, str]:
+    """The multi-asset a remote runner runs each step in (by the step's name): its launch."""
+    settings = Settings.from_env({})
+    steps = spark_steps(PlatformPartitions.starting(settings.partitions_start), 0)
+    return {step.name: launch_name(group) for group in launch_groups(steps) for step in group}
+
+
+REMOTE_LAUNCHES = remote_launches()
 # How the work is cut into remote jobs: the launch a `job/step` key's work goes to.
 GROUPINGS: dict[str, Callable[[str], str]] = {
     "one job per step": lambda key: key,
+    "one job per multi-asset": lambda key: REMOTE_LAUNCHES[key.split("/")[1]],
     "one job per Dagster run": lambda key: key.split("/")[0],
     "one job per command": lambda key: "",
 }
-TODAY = "one job per step"
+TODAY = "one job per multi-asset"
 
 
 @dataclass(frozen=True)
@@ -360,42 +373,38 @@ def findings(priced: Mapping[str, Any]) -> str:
     """A few sentences on where the launches dominate, from the figures (the longer history)."""
     night = f"nightly, {list(HISTORIES)[-1]}"
     names = ("Glue", "EMR Serverless", "EMR on EC2")
-    by_name = {r["name"]: r for r in priced["runners"]}
-    steps = priced["workloads"][night]["steps"].values()
     bills = {name: priced["bills"][name][night] for name in names}
     today = {name: bills[name][TODAY] for name in names}
+    before = {name: bills[name]["one job per step"] for name in names}
     ratio = {name: b["cost_usd"] / b["work_only_usd"] for name, b in today.items()}
-    at_minimum = {
-        name: sum(by_name[name]["startup_s"] + w <= by_name[name]["minimum_s"] for w in steps)
-        for name in names
-    }
+    saved = {n: 1 - today[n]["cost_usd"] / before[n]["cost_usd"] for n in names}
     per_run = {
         n: 1 - bills[n]["one job per Dagster run"]["cost_usd"] / today[n]["cost_usd"] for n in names
     }
     per_command = [usd(bills[n]["one job per command"]["cost_usd"]) for n in names]
-    runs = bills["Glue"]["one job per Dagster run"]["launches"]
     yearly = [b[night][TODAY]["cost_usd"] * NIGHTS_PER_YEAR for b in priced["bills"].values()]
     glue, emr = today["Glue"], today["EMR on EC2"]
-    lead = "Launches dominate on every runner" if min(ratio.values()) >= 2 else "Launches weigh"
+    lead = "Launches still dominate" if min(ratio.values()) >= 2 else "Launches weigh"
     return " ".join(
         [
-            f"{lead}: a nightly ({night.split(', ')[1]} of history) bills {glue['billed_s']} s on "
-            f"Glue for {glue['work_s']:.0f} s of Spark work, {ratio['Glue']:.0f}x what the work "
-            f"alone would cost, {ratio['EMR Serverless']:.0f}x on EMR Serverless, and "
-            f"{emr['billed_s']:,} s on EMR on EC2 ({ratio['EMR on EC2']:.0f}x).",
-            f"On Glue and EMR Serverless it is the 1-minute minimum: {at_minimum['Glue']} of the "
-            f"{glue['launches']} launches on Glue and {at_minimum['EMR Serverless']} on EMR "
-            f"Serverless bill just the minimum (the longest step takes {max(steps):.0f} s)"
-            "; on EMR on EC2 it is a new "
-            f"cluster per step, about {EMR_EC2_STARTUP_S / 60:.0f} billed minutes each.",
-            f"One remote job per Dagster run ({runs} launches) would cut a nightly's bill by "
-            f"{per_run['Glue']:.0%} on Glue, {per_run['EMR Serverless']:.0%} on EMR Serverless "
-            f"and {per_run['EMR on EC2']:.0%} on EMR on EC2; one job per command, to "
-            f"{per_command[0]}, {per_command[1]} and {per_command[2]} a night.",
-            "That takes a remote entrypoint that runs several StepRequests in one SparkSession "
-            "and reports each (today's Pipes context carries one), and Dagster launching one "
-            "remote job for a run's steps; on EMR on EC2, a cluster kept for the run with each "
-            "step added to it would do the same.",
+            f"Running a job's steps in one launch took a nightly ({night.split(', ')[1]} of "
+            f"history) from {before['Glue']['launches']} launches to {glue['launches']}: "
+            f"{saved['Glue']:.0%} less on Glue, {saved['EMR Serverless']:.0%} on EMR Serverless, "
+            f"{saved['EMR on EC2']:.0%} on EMR on EC2.",
+            f"{lead}: the nightly bills {glue['billed_s']} s on Glue for {glue['work_s']:.0f} s "
+            f"of Spark work, {ratio['Glue']:.0f}x what the work alone would cost, "
+            f"{ratio['EMR Serverless']:.0f}x on EMR Serverless, and {emr['billed_s']:,} s on EMR "
+            f"on EC2 ({ratio['EMR on EC2']:.0f}x: a new cluster per launch, about "
+            f"{EMR_EC2_STARTUP_S / 60:.0f} billed minutes each).",
+            "One remote job per Dagster run would take the weekly KPIs' two multi-assets into "
+            f"one launch (a further {per_run['Glue']:.0%} on Glue, "
+            f"{per_run['EMR Serverless']:.0%} on EMR Serverless, {per_run['EMR on EC2']:.0%} on "
+            "EMR on EC2); Dagster allows a multi-asset one partition mapping per upstream asset, "
+            "and repeat_customer_rate reads four weeks of bookings where the others read their "
+            f"week. One job per command would bring a nightly to {per_command[0]}, "
+            f"{per_command[1]} and {per_command[2]}: that takes one remote job serving the "
+            "Dagster runs of a night one after another (on EMR on EC2, a cluster kept for the "
+            "night, each launch a step on it).",
             f"In absolute terms a year of nightlies costs {usd(min(yearly))} to "
             f"{usd(max(yearly))} at these sizes: the launches, not the data, set the price.",
         ]
@@ -408,7 +417,7 @@ def render(priced: Mapping[str, Any], source: str) -> str:
     steps = loads["backfill"]["steps"]
     once = all(w["one_run_per_job"] for w in loads.values())
     runs_note = (
-        "each job ran once per command (one Dagster run per job), so each step key is one launch"
+        "each job ran once per command (one Dagster run per job), so each multi-asset is one launch"
         if once
         else "some job ran more than once in a command: its steps' times add up several launches, "
         "counted here as one each (a lower bound)"
@@ -421,12 +430,17 @@ def render(priced: Mapping[str, Any], source: str) -> str:
             f"{priced['region']} (sources in `benchmarks/aws_cost.py`). Step times from "
             f"`{source}` ({m['cores']} cores, {m['cpu']}, Spark {m['spark']}): the backfill of a "
             "year in a single run, one nightly over 3 months and over 3 years of history.",
-            f"Launches: {len(steps)} Spark steps in {len({k.split('/')[0] for k in steps})} jobs. "
-            "Every one hands a StepRequest to the Spark runner and so launches one remote job "
-            "(a Glue or EMR Serverless job run, a new EMR cluster): the layer steps through "
-            "`assets/layer.py`, `snapshots/raw__source_changes` (Spark step `detect_changes`) "
-            f"through `assets/raw.py`; no step is local. In the measured commands {runs_note}.",
-            "## One remote job per Spark step (the platform today)",
+            f"Launches: {len(steps)} Spark steps in {len({k.split('/')[0] for k in steps})} jobs, "
+            f"run by a remote runner in {len(set(REMOTE_LAUNCHES.values()))} multi-assets "
+            "(`assets/layer.py` `launch_groups`), each one remote job (a Glue or EMR Serverless "
+            "job run, a new EMR cluster) running its steps' StepRequests in turn in one "
+            "SparkSession: "
+            + "; ".join(
+                f"{name}: {', '.join(s for s, n in REMOTE_LAUNCHES.items() if n == name)}"
+                for name in dict.fromkeys(REMOTE_LAUNCHES.values())
+            )
+            + f". No step is local. In the measured commands {runs_note}.",
+            "## One remote job per multi-asset (the platform today)",
             f"Nightly figures are for {' / '.join(HISTORIES)} of history. Billed seconds: each "
             "launch's "
             "after the minimum, summed (each second bills everything the launch runs on). Wall: "
@@ -447,7 +461,8 @@ def render(priced: Mapping[str, Any], source: str) -> str:
                 runner_rows(priced),
             ),
             "## How much of it is launches",
-            "Cost (launches) if a command's steps ran in one remote job per step, per Dagster run "
+            "Cost (launches) if a command's steps ran in one remote job per step (as before), per "
+            "multi-asset (today), per Dagster run "
             "(the jobs in `steps_s`, the part before `/`), or per command (one job for the whole "
             "nightly or backfill); and the work alone, with no start-up and no minimum.",
             markdown_table(["runner", "workload", *groupings, "work alone"], grouping_rows(priced)),
