@@ -35,8 +35,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[KPI_SENSOR, changed_days],
         resources=build_resources(settings),
         # Local Spark: one process per run, so its steps share one SparkSession (and one JVM
-        # start). Remote Spark: a process per step, so a run's independent steps wait on their
-        # remote jobs side by side.
+        # start). Remote Spark: a process per multi-asset (a job's steps, one remote launch), so a
+        # run's independent multi-assets (the two weekly ones) wait on their jobs side by side.
         executor=dg.multiprocess_executor if settings.runner.remote else dg.in_process_executor,
     )
 

@@ -41,8 +41,9 @@ GLUE_VERSION = "5.0"
 # The S3 object metadata that names the build of Python a runtime archive holds.
 INTERPRETER_METADATA = "interpreter"
 GLUE_TIMEOUT_MINUTES = 120
-# A backfill runs several steps at once, each as its own run of the one job; runs beyond the
-# limit wait in Glue's queue (JobRunQueuingEnabled) instead of failing to start.
+# Runs overlap (a backfill's, the two weekly KPI multi-assets), each its own run of the one job;
+# runs beyond the limit wait in Glue's queue (JobRunQueuingEnabled) instead of failing to start.
+# The timeout covers all the Spark steps of a multi-asset (up to three) together.
 GLUE_MAX_CONCURRENT_RUNS = 10
 # get_job reports these, but Glue refuses them beside WorkerType and NumberOfWorkers.
 GLUE_CAPACITY_FIELDS = frozenset({"MaxCapacity", "AllocatedCapacity"})

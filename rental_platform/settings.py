@@ -125,7 +125,7 @@ class EmrServerlessApp:
 
 @dataclass(frozen=True)
 class EmrCluster:
-    """The EMR cluster started for each step (and terminated when the step ends)."""
+    """The EMR cluster started for each remote job (and terminated when its steps end)."""
 
     release_label: str = "emr-7.5.0"
     instance_type: str = "m5.xlarge"

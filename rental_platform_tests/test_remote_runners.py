@@ -32,6 +32,7 @@ import pytest
 
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
+from rental_platform.cycle import SOURCE_CHANGES
 from rental_platform.deploy import deploy
 from rental_platform.lake_catalog import catalog_table_name
 from rental_platform.remote_code import code_package
@@ -445,6 +446,30 @@ def test_a_step_failing_after_others_keeps_what_they_committed(
     assert materialised == {asset_key(t) for t in raw}
     committed = {table for table, files in _committed(settings).items() if files}
     assert committed == {t.id for t in raw}
+
+
+def test_a_job_failing_after_every_step_reported_fails_the_run(
+    aws_setup: AwsSetup, worker: Worker, tmp_path: Path
+) -> None:
+    """All three steps of the snapshots job ran and reported, and then Glue ended the job
+    FAILED (its driver died on the way out, say): the run fails on the job's state, after
+    recording what the steps committed."""
+    settings = _on_a_lake_of_its_own(aws_setup, tmp_path, "late")
+    with (
+        RemoteSide("glue", worker, tmp_path / "lake", fail=True),
+        pytest.raises(RangeRunError) as error,
+    ):
+        _snapshots(aws_setup, settings)
+    assert "FAILED" in str(error.value)
+    run_id = str(error.value).split()[1]
+    materialised = {
+        event.dagster_event.asset_key
+        for event in aws_setup.platform.instance.all_logs(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+    }
+    snapshots = [t for t in tables.ALL_TABLES if t.grain is tables.Grain.SNAPSHOT]
+    assert materialised == {SOURCE_CHANGES} | {asset_key(t) for t in snapshots}
 
 
 def test_a_rejected_table_ends_the_job_before_the_steps_that_read_it(

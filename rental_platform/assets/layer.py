@@ -69,7 +69,8 @@ TRANSIENT_ERRORS = (
 # ...unless the cause will not go away by itself: a wrong password or database name.
 PERMANENT_ERRORS = ("Access denied", "Unknown database")
 # Every step writes the lake, and the KPI steps also publish: all hold a slot of this pool, which
-# dagster.yaml limits to one, so overlapping runs take turns step by step (one writer at a time).
+# dagster.yaml limits to one, so overlapping runs take turns multi-asset by multi-asset (one
+# writer at a time).
 LAKE_POOL = "lake"
 # Quarantine is a group of its own: beside curated, the graph showed two boxes of each name.
 GROUPS = {
@@ -82,7 +83,7 @@ GROUPS = {
 
 @dataclass(frozen=True)
 class LayerStep:
-    """What a multi-asset needs to know besides its tables."""
+    """What a step needs to know besides its tables."""
 
     name: str
     step: str
@@ -128,9 +129,11 @@ class SparkAssets(ABC):
         """The step's request for this run; None when the run selected none of its assets."""
 
     @abstractmethod
-    def events(self, context: AssetExecutionContext, run: StepRun) -> Iterator[StepEvent]:
-        """What Dagster records of the step's run: materialisations and check results, and a
-        `dg.Failure` when a blocking check rejected a table."""
+    def events(
+        self, context: AssetExecutionContext, request: StepRequest, run: StepRun
+    ) -> Iterator[StepEvent]:
+        """What Dagster records of the step's run of `request`: materialisations and check
+        results, and a `dg.Failure` when a blocking check rejected a table."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,9 @@ class LayerAssets(SparkAssets):
             only_days=_planned_days(context, selected),
         )
 
-    def events(self, context: AssetExecutionContext, run: StepRun) -> Iterator[StepEvent]:
+    def events(
+        self, context: AssetExecutionContext, request: StepRequest, run: StepRun
+    ) -> Iterator[StepEvent]:
         selected, window = self._selected(context), _window(context)
         resources, report = context.resources, run.report
         committed = [t for t in selected if t.id not in report.rejected]
@@ -351,10 +356,18 @@ def _run(context: AssetExecutionContext, steps: Sequence[SparkAssets]) -> Iterat
             f"Spark step {request.step} for {', '.join(request.tables) or step.name}, window "
             f"{_window(context)}"
         )
+    runs = iter(context.resources.spark.run_steps(context, [r for _, r in planned]))
+    for step, request in planned:
+        # Only the runner's failures are retried (the whole call: on a remote runner, every
+        # step of the launch runs again); those of recording the events are the events' own.
+        with retrying(context):
+            run = next(runs)
+        if run.report.step != request.step:
+            raise RuntimeError(f"the report of step {run.report.step} came for {request.step}")
+        yield from step.events(context, request, run)
     with retrying(context):
-        runs = context.resources.spark.run_steps(context, [r for _, r in planned])
-        for (step, _), run in zip(planned, runs, strict=False):
-            yield from step.events(context, run)
+        # A remote job that failed after its last step reported: its error.
+        next(runs, None)
 
 
 def _check_events(
@@ -493,7 +506,7 @@ def retrying(context: AssetExecutionContext) -> Iterator[None]:
 
 
 def with_retries(context: AssetExecutionContext, work: Callable[[], Result]) -> Result:
-    """`work`, retried as `retrying` says."""
+    """`work`, retried as `retrying` says (the whole multi-asset runs again)."""
     with retrying(context):
         return work()
 

@@ -94,7 +94,7 @@ class SourceChangesAssets(SparkAssets):
     def request(self, context: AssetExecutionContext) -> StepRequest | None:
         if SOURCE_CHANGES not in context.selected_asset_keys:
             return None
-        cycle = self._cycle(context)
+        cycle = Cycle.from_tags(context.run.tags, self.mutable_days, self.first_day)
         resources = context.resources
         return StepRequest(
             step="detect_changes",
@@ -109,22 +109,24 @@ class SourceChangesAssets(SparkAssets):
             writer=f"run {context.run.run_id} (source_changes)",
         )
 
-    def events(self, context: AssetExecutionContext, run: StepRun) -> Iterator[StepEvent]:
-        cycle = self._cycle(context)
+    def events(
+        self, context: AssetExecutionContext, request: StepRequest, run: StepRun
+    ) -> Iterator[StepEvent]:
+        # The cycle the request was made for (a run without an as-of tag takes yesterday's,
+        # and the day may have turned since).
+        assert request.window_start and request.window_end
+        mode = Cycle.from_tags(context.run.tags, self.mutable_days, self.first_day).mode
         report, plan = run.report, run.report.plan
         yield dg.MaterializeResult(
             asset_key=SOURCE_CHANGES,
             metadata={
                 **run.job_metadata,
-                "mode": str(cycle.mode),
-                "as_of": cycle.as_of.isoformat(),
-                "compared_from": cycle.compare_from.isoformat(),
+                "mode": str(mode),
+                "as_of": (request.window_end - timedelta(days=1)).isoformat(),
+                "compared_from": request.window_start.isoformat(),
                 "days_to_extract": {t: len(d) for t, d in plan.get("extract", {}).items()},
                 "days_to_curate": {t: len(d) for t, d in plan.get("curate", {}).items()},
                 "plan": dg.MetadataValue.json(plan),
                 "spark_step_seconds": report.duration_seconds,
             },
         )
-
-    def _cycle(self, context: AssetExecutionContext) -> Cycle:
-        return Cycle.from_tags(context.run.tags, self.mutable_days, self.first_day)

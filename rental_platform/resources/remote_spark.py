@@ -190,15 +190,16 @@ class PrefixedS3MessageReader(PipesS3MessageReader):
 
 
 class _KeepingCustomMessages:
-    """A Pipes message handler that also keeps each custom message's payload in `kept`."""
+    """A Pipes message handler that also keeps each custom message's payload in `kept`: it
+    wraps Dagster's, as Dagster's own composite reader wraps it (`_ChildMessageHandler`)."""
 
     def __init__(self, handler: dg.PipesMessageHandler, kept: list[Any]) -> None:
         self._handler, self._kept = handler, kept
 
     def handle_message(self, message: PipesMessage) -> None:
         self._handler.handle_message(message)
-        if message["method"] == "report_custom_message":
-            self._kept.append(message["params"]["payload"])
+        if message.get("method") == "report_custom_message":
+            self._kept.append((message.get("params") or {}).get("payload"))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._handler, name)
@@ -206,7 +207,7 @@ class _KeepingCustomMessages:
 
 class PollingGlueClient(PipesGlueClient):
     """dagster-aws's Glue client, looking at the job run every `poll_seconds` (it waits a fixed
-    5 s), so short steps end when they end."""
+    5 s), so short jobs end when they end."""
 
     # Glue's JobRunState values that never change again (EXPIRED: waited past its timeout).
     TERMINAL_STATES = ("FAILED", "SUCCEEDED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED")
@@ -343,7 +344,8 @@ class PollingEMRClient(PipesEMRClient):
 
 
 class EmrSparkRunner(RemoteSparkRunner):
-    """An EMR cluster started for the step, running it as its only step, then terminated."""
+    """An EMR cluster started for a multi-asset's Spark steps, running them as its only EMR
+    step (the entrypoint runs them in turn), then terminated."""
 
     # Defaults live in settings.EmrCluster; spark_runner passes every field.
     release_label: str

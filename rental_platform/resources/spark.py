@@ -35,9 +35,10 @@ class SparkRunner(dg.ConfigurableResource, ABC):
     def run_steps(
         self, context: dg.AssetExecutionContext, requests: Sequence[StepRequest]
     ) -> Iterator[StepRun]:
-        """Run `requests` in order, each step's run yielded as it ends. The caller stops at a
-        report that rejects a table (the steps after it read it); a step that fails raises,
-        after the runs of the steps before it."""
+        """Run `requests` in order, yielding each step's run (the local runner as each step
+        ends, a remote one when its job ends). The caller stops at a report that rejects a
+        table (the steps after it read it); a step that fails raises, after the runs of the
+        steps before it."""
 
 
 class LocalSparkRunner(SparkRunner):

@@ -95,7 +95,7 @@ class _ClosedLast(PipesMessageWriterChannel):
 
 class OutputFirstS3MessageWriter(PipesS3MessageWriter):
     """dagster-pipes' S3 message writer, sending the driver's last output before "closed"
-    rather than after it (Dagster warns of every message after "closed", so each step would
+    rather than after it (Dagster warns of every message after "closed", so each job would
     warn once)."""
 
     @contextmanager
