@@ -435,16 +435,10 @@ def test_a_step_failing_after_others_keeps_what_they_committed(
     assert refusing in str(error.value)
     (job,) = remote.jobs
     assert remote.state(job) == "FAILED"
-    run_id = str(error.value).split()[1]
-    materialised = {
-        event.dagster_event.asset_key
-        for event in aws_setup.platform.instance.all_logs(
-            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        )
-    }
+    materialised = set(_materialised(aws_setup, error.value))
     raw = (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
     assert materialised == {asset_key(t) for t in raw}
-    committed = {table for table, files in _committed(settings).items() if files}
+    committed = _committed_tables(settings)
     assert committed == {t.id for t in raw}
 
 
@@ -461,13 +455,7 @@ def test_a_job_failing_after_every_step_reported_fails_the_run(
     ):
         _snapshots(aws_setup, settings)
     assert "FAILED" in str(error.value)
-    run_id = str(error.value).split()[1]
-    materialised = {
-        event.dagster_event.asset_key
-        for event in aws_setup.platform.instance.all_logs(
-            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        )
-    }
+    materialised = set(_materialised(aws_setup, error.value))
     snapshots = [t for t in tables.ALL_TABLES if t.grain is tables.Grain.SNAPSHOT]
     assert materialised == {SOURCE_CHANGES} | {asset_key(t) for t in snapshots}
 
@@ -495,15 +483,23 @@ def test_a_rejected_table_ends_the_job_before_the_steps_that_read_it(
     assert "raw/apartments:source_schema_unchanged" in str(error.value)
     assert "column price is gone" in str(error.value)
     # The other table of the step passed its checks: it alone is committed and materialised.
-    run_id = str(error.value).split()[1]
-    materialised = platform.instance.all_logs(
+    assert _materialised(aws_setup, error.value) == [asset_key(tables.RAW_APARTMENT_ATTRIBUTES)]
+    committed = _committed_tables(settings)
+    assert committed == {tables.RAW_APARTMENT_ATTRIBUTES.id}
+
+
+def _materialised(setup: AwsSetup, error: RangeRunError) -> list[dg.AssetKey]:
+    """What the failed run `error` names materialised, in order."""
+    run_id = str(error).split()[1]
+    events = setup.platform.instance.all_logs(
         run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     )
-    assert [event.dagster_event.asset_key for event in materialised] == [
-        asset_key(tables.RAW_APARTMENT_ATTRIBUTES)
-    ]
-    committed = {table for table, files in _committed(settings).items() if files}
-    assert committed == {tables.RAW_APARTMENT_ATTRIBUTES.id}
+    return [event.dagster_event.asset_key for event in events]
+
+
+def _committed_tables(settings: Settings) -> set[str]:
+    """The tables the lake has committed files of."""
+    return {table for table, files in _committed(settings).items() if files}
 
 
 def _on_a_lake_of_its_own(setup: AwsSetup, folder: Path, name: str) -> Settings:

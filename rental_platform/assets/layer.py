@@ -240,7 +240,7 @@ class LayerAssets(SparkAssets):
                     context, lambda t=table: _publish(context, t, window, report.committed)
                 )
             yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
-        yield from _check_events(context, report, self.check_specs())
+        yield from _check_events(context, report, {asset_key(t) for t in self.tables})
         if report.rejected:
             raise dg.Failure(
                 description=_rejection(report),
@@ -371,7 +371,7 @@ def _run(context: AssetExecutionContext, steps: Sequence[SparkAssets]) -> Iterat
 
 
 def _check_events(
-    context: AssetExecutionContext, report: StepReport, specs: list[dg.AssetCheckSpec]
+    context: AssetExecutionContext, report: StepReport, keys: set[dg.AssetKey]
 ) -> Iterator[CheckEvent]:
     """The step's check results, each recorded against every partition the step wrote: the
     partition's own result where the check judged partitions one by one, else the window's.
@@ -384,6 +384,8 @@ def _check_events(
     partitioned = context.assets_def.partitions_def is not None
     # What each partition's evaluation targets: this run's materialisation of it (none for a
     # rejected table, which this run did not materialise).
+    # The checks of the step's own tables (a multi-asset may run several steps).
+    specs = [spec for spec in context.assets_def.check_specs if spec.asset_key in keys]
     checked = {spec.asset_key for spec in specs}
     rejected = {asset_key(TABLES[table_id]) for table_id in report.rejected}
     targets = {
