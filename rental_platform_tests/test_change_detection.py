@@ -242,18 +242,32 @@ def test_every_booking_is_curated_once_in_its_current_day(night: Night) -> None:
 
 
 def test_the_raw_asset_says_what_was_re_extracted(night: Night) -> None:
-    changed = {}
+    changed: dict[str, dict] = {tables.RAW_BOOKINGS.id: {}, tables.RAW_USER_VIEWING.id: {}}
     for outcome in night.outcomes:
         for record in night.platform.instance.all_logs(
             outcome.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ):
             materialization = record.asset_materialization
-            if materialization.asset_key == asset_key(tables.RAW_BOOKINGS):
-                changed |= materialization.metadata["re_extracted"].value["changed_days"]
-    assert changed["2025-01-15"] == {"changed": 1}
-    assert changed["2025-01-17"] == {"removed": 1}
-    assert changed["2025-01-19"] == {"removed": 1}
-    assert changed["2025-01-02"] == {"added": 1}
+            for table in (tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING):
+                if materialization.asset_key == asset_key(table):
+                    changed[table.id] |= materialization.metadata["re_extracted"].value[
+                        "changed_days"
+                    ]
+    assert changed[tables.RAW_BOOKINGS.id] == {
+        "2025-01-15": {"changed": 1},  # confirmed late
+        "2025-01-16": {"added": 1},  # 103, moved in from before the horizon
+        "2025-01-17": {"removed": 1},  # 117, deleted
+        "2025-01-19": {"removed": 1},  # 119, moved out of the horizon
+        "2025-01-02": {"added": 1},  # 119, moved to a day before the horizon
+        "2025-01-03": {"removed": 1},  # 103, moved from
+        "undated": {"added": 1},  # 118, its date set to null
+        "2025-01-18": {"removed": 1},  # 118, moved from
+    }
+    # Views have no key: a row is only added or removed.
+    assert changed[tables.RAW_USER_VIEWING.id] == {
+        "2025-01-14": {"removed": 1},
+        "2025-01-15": {"added": 1},
+    }
 
 
 def test_only_the_changes_older_than_the_horizon_are_left(night: Night) -> None:

@@ -381,45 +381,55 @@ def row_differences(
         return report | {"changed_days": {}}
     columns = [c for c in raw.column_names if c != "_extracted_at"]
     day = F.coalesce(F.to_date(raw.partition_column).cast("string"), F.lit(UNDATED))
-    old = lake.read(raw, changed).select(*columns).withColumn("_day", day)
     changed_days = [k for k in changed if k != UNDATED]
     new = dated.where(F.to_date(raw.partition_column).cast("string").isin(changed_days))
     if UNDATED in changed:
         new = new.unionByName(undated)
-    new = new.select(*columns).withColumn("_day", day)
-    if key is None:
-        kinds = (
-            old.exceptAll(new)
-            .select("_day", F.lit("removed").alias("_kind"))
-            .unionByName(new.exceptAll(old).select("_day", F.lit("added").alias("_kind")))
-        )
-    else:
-        kinds = _keyed_differences(old, new, key, columns)
+    signed = (
+        lake.read(raw, changed)
+        .select(day.alias("_day"), *columns, F.lit(-1).alias("_sign"))
+        .unionByName(new.select(day.alias("_day"), *columns, F.lit(1).alias("_sign")))
+    )
+    # A row in both versions of its day cancels out: what is left of the old version was
+    # removed, what is left of the new one added. One aggregation, where a join of the two
+    # versions (or Spark's exceptAll) shuffles and sorts each of them.
+    left = (
+        signed.groupBy("_day", *columns).agg(F.sum("_sign").alias("_net")).where(F.col("_net") != 0)
+    )
+    kinds = _keyed_differences(left, key) if key else _unkeyed_differences(left)
     counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in kinds.groupBy("_day", "_kind").count().collect():
-        counts[row["_day"]][row["_kind"]] = row["count"]
+    for row in kinds.groupBy("_day", "_kind").agg(F.sum("_rows").alias("_rows")).collect():
+        counts[row["_day"]][row["_kind"]] = row["_rows"]
     return report | {"changed_days": dict(sorted(counts.items()))}
 
 
-def _keyed_differences(old: DataFrame, new: DataFrame, key: str, columns: list[str]) -> DataFrame:
-    """(day, kind) of each difference: a key only in the old rows was removed from its day,
-    only in the new ones added to its day; in both, it moved (removed from one day, added to
-    the other) or, on the same day, changed if any value differs."""
-    joined = old.alias("o").join(new.alias("n"), key, "full_outer")
-    same_values = F.lit(True)
-    for column in columns:
-        if column != key:
-            same_values = same_values & F.col(f"o.{column}").eqNullSafe(F.col(f"n.{column}"))
+def _unkeyed_differences(left: DataFrame) -> DataFrame:
+    """(day, kind, rows): rows without a key are only added or removed."""
+    return left.select(
+        "_day",
+        F.when(F.col("_net") > 0, "added").otherwise("removed").alias("_kind"),
+        F.abs("_net").alias("_rows"),
+    )
+
+
+def _keyed_differences(left: DataFrame, key: str) -> DataFrame:
+    """(day, kind, rows) of each key left over: only in the old version, it was removed from
+    its day; only in the new, added to its day; in both, it moved (removed from one day, added
+    to the other) or, on the same day, changed (some value differs)."""
+    per_key = left.groupBy(key).agg(
+        F.max(F.when(F.col("_net") < 0, F.col("_day"))).alias("_old"),
+        F.max(F.when(F.col("_net") > 0, F.col("_day"))).alias("_new"),
+    )
 
     def at(side: str, what: str) -> Column:
-        return F.struct(F.col(f"{side}._day").alias("day"), F.lit(what).alias("kind"))
+        return F.struct(F.col(side).alias("day"), F.lit(what).alias("kind"))
 
     kind = (
-        F.when(F.col("o._day").isNull(), F.array(at("n", "added")))
-        .when(F.col("n._day").isNull(), F.array(at("o", "removed")))
-        .when(F.col("o._day") != F.col("n._day"), F.array(at("o", "removed"), at("n", "added")))
-        .when(~same_values, F.array(at("n", "changed")))
+        F.when(F.col("_old").isNull(), F.array(at("_new", "added")))
+        .when(F.col("_new").isNull(), F.array(at("_old", "removed")))
+        .when(F.col("_old") != F.col("_new"), F.array(at("_old", "removed"), at("_new", "added")))
+        .otherwise(F.array(at("_new", "changed")))
     )
-    return joined.select(F.explode(kind).alias("_d")).select(
-        F.col("_d.day").alias("_day"), F.col("_d.kind").alias("_kind")
+    return per_key.select(F.explode(kind).alias("_d")).select(
+        F.col("_d.day").alias("_day"), F.col("_d.kind").alias("_kind"), F.lit(1).alias("_rows")
     )

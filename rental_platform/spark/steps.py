@@ -277,7 +277,6 @@ def _check_source_schema(step: _Step, reader: SourceReader, table: Table) -> Che
 
 def extract_daily(step: _Step) -> None:
     reader = _reader(step)
-    start, end = step.window
 
     def extract(table: Table) -> None:
         source_schema = _check_source_schema(step, reader, table)
@@ -286,8 +285,8 @@ def extract_daily(step: _Step) -> None:
         days = step.days_of(table)
         # Fingerprinted before the rows are read: a row changed in between makes the next
         # comparison differ, so the change is picked up then.
-        source = reader.fingerprints(table, start, end)
-        window_rows = sum(f.rows for day, f in source.items() if day in set(days))
+        source = reader.fingerprints_of_days(table, days)
+        window_rows = sum(f.rows for day, f in source.items() if day is not None)
         # The read is split on day boundaries: each day's rows come from one JDBC query.
         key = changes.DAILY_SOURCES[table]
         dated = step.lake.stage_periods(
