@@ -28,8 +28,8 @@ from rental_platform.contract import (
     checks_for,
 )
 from rental_platform.spark import changes, curate, figures, history, kpis, layout, quality
-from rental_platform.spark.extract import NO_ROWS, SourceReader
-from rental_platform.spark.lake import Lake
+from rental_platform.spark.extract import DIGEST_BUCKETS, NO_ROWS, Fingerprint, SourceReader
+from rental_platform.spark.lake import Lake, period_of
 from rental_platform.spark.manifest import UNDATED, WHOLE
 from rental_platform.tables import Grain, Layer, Table
 
@@ -283,19 +283,28 @@ def extract_daily(step: _Step) -> None:
         if not source_schema.passed:
             return
         days = step.days_of(table)
+        held = [day for day in days if step.lake.partition(table, day.isoformat()) is not None]
+        first_time = [day for day in days if day not in set(held)]
         # Fingerprinted before the rows are read: a row changed in between makes the next
         # comparison differ, so the change is picked up then.
-        source = reader.fingerprints_of_days(table, days)
-        window_rows = sum(f.rows for day, f in source.items() if day is not None)
-        # The read is split on day boundaries: each day's rows come from one JDBC query.
+        source = reader.fingerprints_of_days(table, first_time)
+        source_buckets = reader.bucket_fingerprints(table, held) if held else {}
+        source.update((day, _summed_fingerprint(b.values())) for day, b in source_buckets.items())
         key = changes.DAILY_SOURCES[table]
-        dated = step.lake.stage_periods(
-            reader.days(table, days, window_rows),
-            table,
-            days,
-            clustered=True,
-            per_period={"min_key": F.min(key), "max_key": F.max(key)} if key else None,
-        )
+        per_period = {"min_key": F.min(key), "max_key": F.max(key)} if key else None
+        written = []
+        if first_time:
+            # The read is split on day boundaries: each day's rows come from one JDBC query.
+            rows = sum(f.rows for day, f in source.items() if day in set(first_time))
+            read = reader.days(table, first_time, rows)
+            written.append(
+                step.lake.stage_periods(read, table, first_time, True, per_period=per_period)
+            )
+        read_again = 0
+        if held:
+            rows, read_again = _reread(step, reader, table, held, source_buckets)
+            written.append(step.lake.stage_periods(rows, table, held, per_period=per_period))
+        dated = written[0].unionByName(written[1]) if len(written) == 2 else written[0]
         undated = step.land_undated(table, reader.undated(table))
         for day in days:
             step.add_facts(table, day.isoformat(), fingerprint=source.get(day, NO_ROWS).to_json())
@@ -320,6 +329,7 @@ def extract_daily(step: _Step) -> None:
             partitions=len(days),
             undated_rows=lake_counts[UNDATED],
             re_extracted=differences,
+            rows_read_again=read_again,
             **_new_columns(source_schema),
         )
         step.check(quality.row_count_matches_source(table, source_counts, lake_counts))
@@ -330,6 +340,58 @@ def extract_daily(step: _Step) -> None:
         )
 
     step.for_each(_selected(step, tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING), extract)
+
+
+def _reread(
+    step: _Step,
+    reader: SourceReader,
+    table: Table,
+    days: list[date],
+    source_buckets: dict[date, dict[int, Fingerprint]],
+) -> tuple[DataFrame, int]:
+    """The new version of days the lake already holds, and how many rows it read from the
+    source: the lake's rows of each bucket whose fingerprint is the source's, and the source's
+    rows of the buckets that differ. A late change to an old day reads its bucket again, not
+    the day. Rows kept without a digest (written before the lake kept them) are read again."""
+    lake_rows = step.lake.read(table, [day.isoformat() for day in days]).where(
+        F.col(tables.SOURCE_DIGEST.name).isNotNull()
+    )
+    day, bucket = period_of(table), F.col(tables.SOURCE_DIGEST.name) % DIGEST_BUCKETS
+    held: dict[date, dict[int, Fingerprint]] = {}
+    for row in (
+        lake_rows.groupBy(day.alias("day"), bucket.alias("bucket"))
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(tables.SOURCE_DIGEST.name).alias("digest"))
+        .collect()
+    ):
+        held.setdefault(row["day"], {})[row["bucket"]] = Fingerprint(row["n"], str(row["digest"]))
+    differing = {
+        d: sorted(
+            b
+            for b in source_buckets.get(d, {}).keys() | held.get(d, {}).keys()
+            if source_buckets.get(d, {}).get(b) != held.get(d, {}).get(b)
+        )
+        for d in days
+    }
+    stale = step.spark.createDataFrame(
+        [(d, b) for d, chosen in differing.items() for b in chosen], "_day date, _bucket bigint"
+    )
+    kept = lake_rows.join(
+        F.broadcast(stale), (day == stale["_day"]) & (bucket == stale["_bucket"]), "left_anti"
+    )
+    read_again = sum(
+        source_buckets.get(d, {}).get(b, NO_ROWS).rows
+        for d, chosen in differing.items()
+        for b in chosen
+    )
+    if not read_again:
+        return kept, 0
+    return kept.unionByName(reader.buckets_of_days(table, differing)), read_again
+
+
+def _summed_fingerprint(parts: Iterable[Fingerprint]) -> Fingerprint:
+    """The fingerprint of rows whose parts are fingerprinted apart (sums of row digests)."""
+    chosen = list(parts)
+    return Fingerprint(sum(p.rows for p in chosen), str(sum(int(p.digest) for p in chosen)))
 
 
 def detect_changes(step: _Step) -> None:
