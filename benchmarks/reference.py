@@ -163,6 +163,10 @@ def _attached(connection: duckdb.DuckDBPyConnection, source: MySqlSource) -> Ite
         connection.execute(f"DROP TEMPORARY SECRET {secret}")
 
 
+def _source_columns(table: Table) -> list[str]:
+    return [c.name for c in table.columns if c.name != EXTRACTED_AT.name]
+
+
 def _now() -> datetime:
     """The current UTC time as a naive timestamp, as every _extracted_at is stored."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -178,12 +182,12 @@ def _load(
     """Run `create` (e.g. `CREATE TABLE raw.bookings`) AS the source rows of a raw table (the
     source attached, see `_attached`), typed as the catalogue and stamped with `extracted_at`;
     `where` filters at the source."""
-    query = (
-        f"SELECT {', '.join(f'`{c.name}`' for c in table.source_columns)} "
-        f"FROM `{table.name}` {where}"
-    )
+    names = _source_columns(table)
+    query = f"SELECT {', '.join(f'`{n}`' for n in names)} FROM `{table.name}` {where}"
     columns = [
-        f'CAST("{c.name}" AS {duckdb_type(c.type)}) AS "{c.name}"' for c in table.source_columns
+        f'CAST("{c.name}" AS {duckdb_type(c.type)}) AS "{c.name}"'
+        for c in table.columns
+        if c.name in names
     ]
     connection.execute(
         f"{create} AS SELECT {', '.join(columns)}, "

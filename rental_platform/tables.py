@@ -69,11 +69,6 @@ class Table:
         """Daily tables whose partition column may be null keep those rows in a side snapshot."""
         return self.grain is Grain.DAILY and self.layer in (Layer.RAW, Layer.QUARANTINE)
 
-    @property
-    def source_columns(self) -> list[Column]:
-        """The columns a raw table reads from its source: all but those the platform adds."""
-        return [column for column in self.columns if column.name not in PLATFORM_COLUMNS]
-
     def column(self, name: str) -> Column:
         for column in self.columns:
             if column.name == name:
@@ -96,14 +91,6 @@ def _count(name: str, description: str) -> Column:
 EXTRACTED_AT = Column(
     "_extracted_at", "timestamp", "When the platform read this row from the source (UTC)."
 )
-SOURCE_DIGEST = Column(
-    "_source_digest",
-    "bigint",
-    "CRC32 of the row's source values, computed by the source in the query that read the row: "
-    "what a re-extraction compares to read again only the rows that changed.",
-)
-# Columns of raw tables that the platform adds to what it reads from the source.
-PLATFORM_COLUMNS = frozenset({EXTRACTED_AT.name, SOURCE_DIGEST.name})
 REJECT_REASON = Column("reject_reason", "string", "The first curated rule the row breaks.", 64)
 WEEK_START = Column("week_start", "date", "Monday of the ISO week.")
 MONTH_START = Column("month_start", "date", "First day of the month.")
@@ -190,7 +177,7 @@ RAW_BOOKINGS = Table(
     Layer.RAW,
     "bookings",
     "Source `bookings`, one partition per day of `booking_date`.",
-    (*BOOKING_COLUMNS, EXTRACTED_AT, SOURCE_DIGEST),
+    (*BOOKING_COLUMNS, EXTRACTED_AT),
     Grain.DAILY,
     "booking_date",
 )
@@ -198,7 +185,7 @@ RAW_USER_VIEWING = Table(
     Layer.RAW,
     "user_viewing",
     "Source `user_viewing` page views, one partition per day of `viewed_at`.",
-    (*VIEWING_COLUMNS, EXTRACTED_AT, SOURCE_DIGEST),
+    (*VIEWING_COLUMNS, EXTRACTED_AT),
     Grain.DAILY,
     "viewed_at",
 )

@@ -6,20 +6,16 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from rental_platform import tables
-from rental_platform.contract import SourceConnection, StepRequest
+from rental_platform.contract import SourceConnection
 from rental_platform.local.session import local_session
 from rental_platform.seed import SCALES, seed_source
 from rental_platform.spark import extract
 from rental_platform.spark.extract import SourceReader
-from rental_platform.spark.lake import Lake
-from rental_platform.spark.steps import run_step
 from rental_platform_tests.harness import Platform
 
 SCALE = SCALES["tiny"]
@@ -94,61 +90,3 @@ def test_keys_are_looked_up_in_batches_each_found_once(
     assert reader.queries - queries == 5  # 24 keys, 5 to a query
     assert reader.days_of(tables.RAW_BOOKINGS, "booking_id", []) == {}
     assert reader.queries - queries == 5
-
-
-def test_a_day_s_buckets_add_up_to_its_fingerprint_and_read_back_their_rows(
-    reader: SourceReader,
-) -> None:
-    """A re-extraction compares a day bucket by bucket and reads only the buckets that differ:
-    the buckets must add up to the day, and reading some must return exactly their rows, each
-    with the digest its bucket was summed from."""
-    days = [SCALE.start + timedelta(days=n) for n in (1, 2)]
-    whole = reader.fingerprints_of_days(VIEWS, days)
-    buckets = reader.bucket_fingerprints(VIEWS, days)
-    assert set(buckets) == set(days)
-    for day in days:
-        assert len(buckets[day]) > 3
-        assert sum(f.rows for f in buckets[day].values()) == whole[day].rows
-        assert sum(int(f.digest) for f in buckets[day].values()) == int(whole[day].digest)
-    chosen = sorted(buckets[days[0]])[:3]
-    rows = reader.buckets_of_days(VIEWS, {days[0]: chosen, days[1]: []}).select(
-        F.to_date("viewed_at").alias("day"),
-        (F.col("_source_digest") % extract.DIGEST_BUCKETS).alias("bucket"),
-    )
-    assert Counter(tuple(row) for row in rows.collect()) == {
-        (days[0], bucket): buckets[days[0]][bucket].rows for bucket in chosen
-    }
-    digests = reader.days(VIEWS, [days[1]], rows=1).agg(F.sum("_source_digest"))
-    assert str(digests.collect()[0][0]) == whole[days[1]].digest
-
-
-def test_a_day_kept_without_digests_is_read_again_whole(
-    reader: SourceReader, platform: Platform, tmp_path: Path
-) -> None:
-    """A lake written before rows kept their digest: its rows fall in no bucket, so the day is
-    read from the source again, whole, and kept with digests; a day that has them and did not
-    change reads nothing."""
-    days = [SCALE.start + timedelta(days=n) for n in (1, 2)]
-    request = StepRequest(
-        "extract_daily",
-        (VIEWS.id,),
-        str(tmp_path / "lake"),
-        days[0],
-        days[1] + timedelta(days=1),
-        source=reader.source,
-    )
-    assert run_step(reader.spark, request).tables[VIEWS.id].metadata["rows_read_again"] == 0
-    older = Lake(reader.spark, request.lake_root)
-    key = days[0].isoformat()
-    facts = older.partition(VIEWS, key).facts
-    without = older.read(VIEWS, [key]).withColumn("_source_digest", F.lit(None))
-    older.stage_periods(without.localCheckpoint(), VIEWS, [days[0]])
-    older.add_facts(VIEWS, key, **facts)
-    older.commit([VIEWS], "an older release")
-
-    report = run_step(reader.spark, request)
-    day_rows = _count(platform, f"DATE(viewed_at) = '{days[0]}'")
-    assert report.tables[VIEWS.id].metadata["rows_read_again"] == day_rows > 0
-    lake = Lake(reader.spark, request.lake_root)
-    assert _rows(lake.read(VIEWS, [key])) == _rows(reader.days(VIEWS, [days[0]], rows=1))
-    assert run_step(reader.spark, request).tables[VIEWS.id].metadata["rows_read_again"] == 0

@@ -359,19 +359,13 @@ def unknown_apartments(quarantine: DataFrame) -> dict[str, list[int]]:
 
 
 def row_differences(
-    lake: Lake,
-    raw: Table,
-    key: str | None,
-    replaced: DataFrame,
-    replacing: DataFrame,
-    undated: DataFrame,
+    lake: Lake, raw: Table, key: str | None, dated: DataFrame, undated: DataFrame
 ) -> dict[str, Any]:
     """What a re-extraction changed, for the raw asset's metadata: days extracted for the
     first time, days unchanged, and per changed day the rows added, removed and changed
     (by key; a table without one compares whole rows). Only days whose fingerprint differs
-    from the one recorded are compared. `replaced`: the committed rows of the re-extracted
-    days that their new versions did not keep; `replacing`: the rows those versions hold
-    instead (the rows kept would cancel out). `undated`: the rows with no day the step wrote."""
+    from the one recorded are compared, against their committed version. `dated` and
+    `undated` are the rows the step wrote."""
     staged = lake.staged(raw)
     new_days, same, changed = [], 0, []
     for day_key in staged:
@@ -385,15 +379,16 @@ def row_differences(
     report: dict[str, Any] = {"new_days": len(new_days), "unchanged_days": same}
     if not changed:
         return report | {"changed_days": {}}
-    columns = [c.name for c in raw.source_columns]
+    columns = [c for c in raw.column_names if c != "_extracted_at"]
     day = F.coalesce(F.to_date(raw.partition_column).cast("string"), F.lit(UNDATED))
-    changed_days = F.to_date(raw.partition_column).cast("string").isin(changed)
-    old, new = replaced.where(changed_days), replacing.where(changed_days)
+    changed_days = [k for k in changed if k != UNDATED]
+    new = dated.where(F.to_date(raw.partition_column).cast("string").isin(changed_days))
     if UNDATED in changed:
-        old = old.unionByName(lake.read(raw, [UNDATED]))
         new = new.unionByName(undated)
-    signed = old.select(day.alias("_day"), *columns, F.lit(-1).alias("_sign")).unionByName(
-        new.select(day.alias("_day"), *columns, F.lit(1).alias("_sign"))
+    signed = (
+        lake.read(raw, changed)
+        .select(day.alias("_day"), *columns, F.lit(-1).alias("_sign"))
+        .unionByName(new.select(day.alias("_day"), *columns, F.lit(1).alias("_sign")))
     )
     # A row in both versions of its day cancels out: what is left of the old version was
     # removed, what is left of the new one added. One aggregation, where a join of the two

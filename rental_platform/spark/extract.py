@@ -13,11 +13,6 @@ rows and the sum of a CRC32 of each row's values (a sum, not a XOR, so that two 
 not cancel out, nor a change made to both of them). A fingerprint is read before the rows it
 describes, and recorded with them: a row changed after the fingerprint was read makes the next
 comparison differ, never the reverse, so no change is missed for having raced the extraction.
-
-Each raw row keeps its own CRC32, computed in the query that read it. A day the lake already
-holds is compared again bucket by bucket (a row's bucket: its CRC32 modulo `DIGEST_BUCKETS`),
-and only the source's rows of the buckets that differ are read: the lake's rows of the others
-are the source's as they are now.
 """
 
 from __future__ import annotations
@@ -33,7 +28,7 @@ from pyspark.sql import functions as F
 
 from rental_platform.contract import SourceConnection
 from rental_platform.spark.lake import conform
-from rental_platform.tables import EXTRACTED_AT, SOURCE_DIGEST, Table
+from rental_platform.tables import EXTRACTED_AT, Table
 
 # Parallel JDBC reads per window: they overlap the source's and the driver's work; more than
 # the cores can serve only adds load on the source.
@@ -50,18 +45,8 @@ SCAN_READ_PARTITIONS = 2
 KEYS_PER_LOOKUP = 50_000
 
 
-# A day already in the lake is compared with the source in this many buckets of its rows (by
-# their digest): a re-extraction reads again only the buckets that differ.
-DIGEST_BUCKETS = 1024
-
-
 def source_columns(table: Table) -> list[str]:
-    return [c.name for c in table.source_columns]
-
-
-def digested(table: Table) -> bool:
-    """Whether the table keeps each row's source digest (the daily raw tables)."""
-    return SOURCE_DIGEST in table.columns
+    return [c.name for c in table.columns if c.name != EXTRACTED_AT.name]
 
 
 @dataclass(frozen=True)
@@ -143,21 +128,6 @@ class SourceReader:
         ] or ["FALSE"]
         return self._stamp(self._query(table, predicates, scan), table)
 
-    def buckets_of_days(self, table: Table, buckets: dict[date, list[int]]) -> DataFrame:
-        """The rows of the given (day, digest bucket) pairs, through the date index: what a
-        re-extraction reads of days the lake already holds."""
-        column = table.partition_column
-        bucket = f"`{SOURCE_DIGEST.name}` % {DIGEST_BUCKETS}"
-        wanted = [
-            f"({day_ranges_sql(column, [day])} AND {bucket} IN ({', '.join(map(str, chosen))}))"
-            for day, chosen in sorted(buckets.items())
-            if chosen
-        ]
-        parts = max(1, min(len(wanted), MAX_READ_PARTITIONS))
-        bounds = [round(i * len(wanted) / parts) for i in range(parts + 1)]
-        predicates = [" OR ".join(wanted[a:b]) for a, b in pairwise(bounds) if b > a]
-        return self._stamp(self._query(table, predicates or ["FALSE"]), table)
-
     def undated(self, table: Table) -> DataFrame:
         return self._stamp(self._query(table, [f"`{table.partition_column}` IS NULL"]), table)
 
@@ -178,26 +148,6 @@ class SourceReader:
         """As `fingerprints`, of the given days only: a nightly run extracts a few days of its
         window, and checksumming the others would read their rows for nothing."""
         return self._fingerprints(table, day_ranges_sql(table.partition_column, days))
-
-    def bucket_fingerprints(
-        self, table: Table, days: Iterable[date]
-    ) -> dict[date, dict[int, Fingerprint]]:
-        """Per day, the fingerprint of each bucket of its rows (a row's bucket: its digest
-        modulo `DIGEST_BUCKETS`), for the days that have rows: one grouped query through the
-        date index. The buckets of a day add up to its fingerprint."""
-        column = table.partition_column
-        rows = self._sql(
-            f"SELECT day, digest % {DIGEST_BUCKETS} AS bucket, COUNT(*) AS n, "
-            "CAST(SUM(digest) AS CHAR) AS digest FROM ("
-            f"SELECT DATE(`{column}`) AS day, {row_digest_sql(table)} AS digest "
-            f"FROM `{table.name}` WHERE {day_ranges_sql(column, days)}) AS d GROUP BY day, bucket"
-        ).collect()
-        found: dict[date, dict[int, Fingerprint]] = {}
-        for row in rows:
-            # The source's modulo of an unsigned CRC32 comes back as a decimal.
-            bucket = int(row["bucket"])
-            found.setdefault(row["day"], {})[bucket] = Fingerprint(row["n"], row["digest"])
-        return found
 
     def _fingerprints(self, table: Table, days_sql: str) -> dict[date | None, Fingerprint]:
         column = table.partition_column
@@ -257,26 +207,20 @@ class SourceReader:
         return int(rows[0]["n"] or 0) if rows else 0
 
     def _query(self, table: Table, predicates: list[str] | None, scan: bool = False) -> DataFrame:
-        """The table's rows (those of `predicates`, each one JDBC query), with each row's
-        digest computed in the same query where the table keeps it. The source merges this
-        derived table into the outer query, so the predicates still use the date index."""
         self.queries += len(predicates) if predicates else 1
-        columns = [f"`{name}`" for name in source_columns(table)]
-        if digested(table):
-            columns.append(f"{row_digest_sql(table)} AS `{SOURCE_DIGEST.name}`")
-        # `USE INDEX ()`: no index, whatever the source's optimiser would pick.
-        hint = " USE INDEX ()" if scan else ""
-        relation = f"(SELECT {', '.join(columns)} FROM `{table.name}`{hint}) AS source"
+        columns = ", ".join(f"`{name}`" for name in source_columns(table))
+        relation = f"(SELECT {columns} FROM `{table.name}`) AS source"
         if predicates is None:
             return self.spark.read.jdbc(
                 self.source.jdbc_url, relation, properties=self.source.properties()
             )
+        # `USE INDEX ()`: no index, whatever the source's optimiser would pick.
         return self.spark.read.jdbc(
             self.source.jdbc_url,
-            relation,
+            f"`{table.name}`" + (" USE INDEX ()" if scan else ""),
             predicates=predicates,
             properties=self.source.properties(),
-        )
+        ).select(*source_columns(table))
 
     def _sql(self, query: str) -> DataFrame:
         self.queries += 1

@@ -258,7 +258,7 @@ def source_schema_unchanged(table: Table, found: dict[str, Any]) -> CheckResult:
     """The source table against the columns the platform reads from it: each must be there,
     with its contract's type (decimals with their precision and scale). `found`: name ->
     extract.SourceColumn."""
-    read = table.source_columns
+    read = [c for c in table.columns if c.name != tables.EXTRACTED_AT.name]
     missing = [c.name for c in read if c.name not in found]
     retyped = [
         f"{c.name}: {_described(found[c.name])}, the contract has {c.type}"

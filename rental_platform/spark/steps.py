@@ -28,8 +28,8 @@ from rental_platform.contract import (
     checks_for,
 )
 from rental_platform.spark import changes, curate, figures, history, kpis, layout, quality
-from rental_platform.spark.extract import DIGEST_BUCKETS, NO_ROWS, Fingerprint, SourceReader
-from rental_platform.spark.lake import Lake, period_of
+from rental_platform.spark.extract import NO_ROWS, SourceReader
+from rental_platform.spark.lake import Lake
 from rental_platform.spark.manifest import UNDATED, WHOLE
 from rental_platform.tables import Grain, Layer, Table
 
@@ -283,28 +283,19 @@ def extract_daily(step: _Step) -> None:
         if not source_schema.passed:
             return
         days = step.days_of(table)
-        held = [day for day in days if step.lake.partition(table, day.isoformat()) is not None]
-        first_time = [day for day in days if day not in set(held)]
         # Fingerprinted before the rows are read: a row changed in between makes the next
         # comparison differ, so the change is picked up then.
-        source = reader.fingerprints_of_days(table, first_time)
-        source_buckets = reader.bucket_fingerprints(table, held) if held else {}
-        source.update((day, _summed_fingerprint(b.values())) for day, b in source_buckets.items())
+        source = reader.fingerprints_of_days(table, days)
+        window_rows = sum(f.rows for day, f in source.items() if day is not None)
+        # The read is split on day boundaries: each day's rows come from one JDBC query.
         key = changes.DAILY_SOURCES[table]
-        per_period = {"min_key": F.min(key), "max_key": F.max(key)} if key else None
-        replaced, replacing, read_again = _empty(step, table), _empty(step, table), 0
-        if first_time:
-            # The read is split on day boundaries: each day's rows come from one JDBC query.
-            rows = sum(f.rows for day, f in source.items() if day in set(first_time))
-            read = reader.days(table, first_time, rows)
-            step.lake.stage_periods(read, table, first_time, True, per_period=per_period)
-        if held:
-            reread = _reread(step, reader, table, held, source_buckets)
-            written = step.lake.stage_periods(reread.rows, table, held, per_period=per_period)
-            read_again = reread.read_again
-            # Only what the new versions replaced can differ: the rows they kept cancel out.
-            replaced = reread.stale_rows(step.lake.read(table, [d.isoformat() for d in held]))
-            replacing = reread.stale_rows(written)
+        dated = step.lake.stage_periods(
+            reader.days(table, days, window_rows),
+            table,
+            days,
+            clustered=True,
+            per_period={"min_key": F.min(key), "max_key": F.max(key)} if key else None,
+        )
         undated = step.land_undated(table, reader.undated(table))
         for day in days:
             step.add_facts(table, day.isoformat(), fingerprint=source.get(day, NO_ROWS).to_json())
@@ -322,14 +313,13 @@ def extract_daily(step: _Step) -> None:
             for day, f in source.items()
             if day is None or day in set(days)
         }
-        differences = changes.row_differences(step.lake, table, key, replaced, replacing, undated)
+        differences = changes.row_differences(step.lake, table, key, dated, undated)
         step.record(
             table,
             sum(lake_counts.values()),
             partitions=len(days),
             undated_rows=lake_counts[UNDATED],
             re_extracted=differences,
-            rows_read_again=read_again,
             **_new_columns(source_schema),
         )
         step.check(quality.row_count_matches_source(table, source_counts, lake_counts))
@@ -340,81 +330,6 @@ def extract_daily(step: _Step) -> None:
         )
 
     step.for_each(_selected(step, tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING), extract)
-
-
-@dataclass(frozen=True)
-class _Reread:
-    """A new version of days the lake holds (`rows`), and what of them came from the source
-    again: the (day, bucket) pairs in `stale`, `read_again` rows."""
-
-    table: Table
-    rows: DataFrame
-    stale: DataFrame
-    read_again: int
-
-    def stale_rows(self, df: DataFrame) -> DataFrame:
-        """The rows of `df` (of these days) that are not the lake's kept ones: those of a
-        stale bucket, and those without a digest."""
-        digest = F.col(tables.SOURCE_DIGEST.name)
-        return df.join(
-            F.broadcast(self.stale), _in_bucket(self.table, self.stale), "left_semi"
-        ).unionByName(df.where(digest.isNull()))
-
-
-def _in_bucket(table: Table, buckets: DataFrame) -> Column:
-    """A row's (day, digest bucket) is the pair of `buckets` (columns _day, _bucket)."""
-    bucket = F.col(tables.SOURCE_DIGEST.name) % DIGEST_BUCKETS
-    return (period_of(table) == buckets["_day"]) & (bucket == buckets["_bucket"])
-
-
-def _reread(
-    step: _Step,
-    reader: SourceReader,
-    table: Table,
-    days: list[date],
-    source_buckets: dict[date, dict[int, Fingerprint]],
-) -> _Reread:
-    """The new version of days the lake already holds: the lake's rows of each bucket whose
-    fingerprint is the source's, and the source's rows of the buckets that differ. A late
-    change to an old day reads its bucket again, not the day. Rows kept without a digest
-    (written before the lake kept them) fall in no bucket: their day is read again."""
-    lake_rows = step.lake.read(table, [day.isoformat() for day in days]).where(
-        F.col(tables.SOURCE_DIGEST.name).isNotNull()
-    )
-    bucket = F.col(tables.SOURCE_DIGEST.name) % DIGEST_BUCKETS
-    held: dict[date, dict[int, Fingerprint]] = {}
-    for row in (
-        lake_rows.groupBy(period_of(table).alias("day"), bucket.alias("bucket"))
-        .agg(F.count(F.lit(1)).alias("n"), F.sum(tables.SOURCE_DIGEST.name).alias("digest"))
-        .collect()
-    ):
-        held.setdefault(row["day"], {})[row["bucket"]] = Fingerprint(row["n"], str(row["digest"]))
-    differing = {
-        d: sorted(
-            b
-            for b in source_buckets.get(d, {}).keys() | held.get(d, {}).keys()
-            if source_buckets.get(d, {}).get(b) != held.get(d, {}).get(b)
-        )
-        for d in days
-    }
-    stale = step.spark.createDataFrame(
-        [(d, b) for d, chosen in differing.items() for b in chosen], "_day date, _bucket bigint"
-    )
-    kept = lake_rows.join(F.broadcast(stale), _in_bucket(table, stale), "left_anti")
-    read_again = sum(
-        source_buckets.get(d, {}).get(b, NO_ROWS).rows
-        for d, chosen in differing.items()
-        for b in chosen
-    )
-    if read_again:
-        kept = kept.unionByName(reader.buckets_of_days(table, differing))
-    return _Reread(table, kept, stale, read_again)
-
-
-def _summed_fingerprint(parts: Iterable[Fingerprint]) -> Fingerprint:
-    """The fingerprint of rows whose parts are fingerprinted apart (sums of row digests)."""
-    chosen = list(parts)
-    return Fingerprint(sum(p.rows for p in chosen), str(sum(int(p.digest) for p in chosen)))
 
 
 def detect_changes(step: _Step) -> None:
