@@ -16,10 +16,10 @@ demo: setup
 	$(VENV)/rental-platform demo
 
 # `dg dev` (dagster dev is superseded), in the project's environment, as if activated. Ctrl-C
-# stops all of it; so does a SIGTERM to make, which passes it on to dg dev.
+# stops all of it; so does a SIGTERM to make or to all its processes (rental_platform.dev_server).
 PORT ?= 3000
 dev: setup
-	VIRTUAL_ENV=$(CURDIR)/.venv $(VENV)/dg dev --host 127.0.0.1 --port $(PORT)
+	VIRTUAL_ENV=$(CURDIR)/.venv $(VENV)/rental-platform dev --host 127.0.0.1 --port $(PORT)
 
 test: setup browser
 	$(VENV)/pytest

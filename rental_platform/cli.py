@@ -1,5 +1,5 @@
 """`rental-platform`: seed the source, materialise a date range, run the nightly cycle or the
-audit, run the whole demo, or deploy the Spark code for a remote runner."""
+audit, run the whole demo, serve the Dagster UI, or deploy the Spark code for a remote runner."""
 
 from __future__ import annotations
 
@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="seed sample data, run its whole range, summarise")
     demo.set_defaults(command=demo_command)
+
+    dev = commands.add_parser(
+        "dev", help="the Dagster UI and daemon (dg dev); Ctrl-C or a SIGTERM stops all of it"
+    )
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(command=dev_command)
 
     deploy = commands.add_parser(
         "deploy", help="upload the Spark code for a remote runner; create or update its Glue job"
@@ -201,6 +208,12 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     with dg.build_resources({"warehouse": warehouse_for(settings.warehouse)}) as resources:
         print(warehouse_summary(resources.warehouse))
     return 0
+
+
+def dev_command(settings: Settings, args: argparse.Namespace) -> int:
+    from rental_platform.dev_server import serve
+
+    return serve(args.host, args.port)
 
 
 def deploy_command(settings: Settings, args: argparse.Namespace) -> int:

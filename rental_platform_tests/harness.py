@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import dagster as dg
 import duckdb
+import psutil
 import pymysql
 
 from rental_platform import tables
@@ -166,8 +167,8 @@ def running_services(
     commands: Sequence[Sequence[str | Path]], env: dict[str, str], cwd: Path, log: Path
 ) -> Iterator[list[subprocess.Popen]]:
     """Long-running processes (dagster-webserver, dagster-daemon, a code server), each in a
-    process group of its own, their output in `log`; stopped whole on exit (dagster's services
-    ignore SIGTERM from a script)."""
+    process group of its own, their output in `log`; stopped whole on exit, with any
+    descendants in groups of their own (dagster's services ignore SIGTERM from a script)."""
     with log.open("w") as output:
         services = [
             subprocess.Popen(
@@ -184,6 +185,11 @@ def running_services(
             yield services
         finally:
             for service in services:
-                with contextlib.suppress(ProcessLookupError):  # a test may have stopped it
-                    os.killpg(service.pid, signal.SIGKILL)
+                with contextlib.suppress(psutil.NoSuchProcess):  # a test may have stopped it
+                    descendants = psutil.Process(service.pid).children(recursive=True)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(service.pid, signal.SIGKILL)
+                    for descendant in descendants:
+                        with contextlib.suppress(psutil.NoSuchProcess):
+                            descendant.kill()
                 service.wait()

@@ -55,7 +55,14 @@ def test_make_dev_prints_no_warning_and_stops_whole(
     home = tmp_path / "dagster_home"
     port = free_port()
     log = tmp_path / "dev.log"
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # dg dev (dagster._cli.proxy_server_manager) looks for a code server that has exited every
+    # second rather than every five: one stopped ahead of the webserver is then seen, and
+    # restarted with a warning, on every run rather than on some.
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_CODE_SERVER_AUTO_RESTART_INTERVAL": "1",
+    }
     env.pop("VIRTUAL_ENV", None)  # as from a fresh shell: make does what activating would
     command = ["make", "-s", "dev", f"PORT={port}"]
     # Its own process group, as a terminal's foreground job.
