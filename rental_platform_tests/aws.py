@@ -2,10 +2,11 @@
 Manager, CloudWatch Logs), and this process's AWS settings pointing at it.
 
 The server is the one `moto_server` starts, run in a thread of the test process so that tests
-can do what moto's HTTP API cannot: teach it Glue's UpdateJob (moto 5.2.1 has none),
-JobRunQueuingEnabled and an EMR Serverless application's architecture (it drops both), and move
-job states (moto's EMR Serverless jobs are born SUCCESS, its Glue runs end on their own, its
-EMR clusters never finish a step; `remote_side.RemoteSide` ends them as the test says).
+can do what moto's HTTP API cannot: teach it Glue's UpdateJob and EMR Serverless's
+GetDashboardForJobRun (moto 5.2.1 has neither), JobRunQueuingEnabled and an EMR Serverless
+application's architecture (it drops both), and move job states (moto's EMR Serverless jobs are
+born SUCCESS, its Glue runs end on their own, its EMR clusters never finish a step;
+`remote_side.RemoteSide` ends them as the test says).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import requests
 from moto.backends import get_backend
 from moto.core.responses import ActionResult
 from moto.core.utils import camelcase_to_underscores, utcnow
+from moto.emrserverless import urls as emr_serverless_urls
 from moto.emrserverless.responses import EMRServerlessResponse
 from moto.glue.exceptions import InvalidInputException
 from moto.glue.models import FakeJob
@@ -71,6 +73,16 @@ def _create_application(self: EMRServerlessResponse) -> ActionResult:
     return result
 
 
+def _get_dashboard_for_job_run(self: EMRServerlessResponse) -> ActionResult:
+    """EMR Serverless's GetDashboardForJobRun: dagster-aws asks for a job run's Spark UI when
+    it runs and when it ends. A URL of the shape AWS gives; nothing serves it."""
+    job_run = self.emrserverless_backend.get_job_run(
+        application_id=self._get_param("applicationId"), job_run_id=self._get_param("jobRunId")
+    )
+    return ActionResult({"url": f"https://{job_run.id}.dashboard.emr-serverless.example/"})
+
+
+DASHBOARD_PATH = "{0}/applications/(?P<applicationId>[^/]+)/jobruns/(?P<jobRunId>[^/]+)/dashboard$"
 CREATE_JOB, JOB_AS_DICT = GlueResponse.create_job, FakeJob.as_dict
 CREATE_APPLICATION = EMRServerlessResponse.create_application
 
@@ -84,6 +96,13 @@ def aws() -> Iterator[str]:
         patch.setattr(GlueResponse, "create_job", _create_job)
         patch.setattr(FakeJob, "as_dict", _job_as_dict)
         patch.setattr(EMRServerlessResponse, "create_application", _create_application)
+        patch.setattr(
+            EMRServerlessResponse,
+            "get_dashboard_for_job_run",
+            _get_dashboard_for_job_run,
+            raising=False,
+        )
+        patch.setitem(emr_serverless_urls.url_paths, DASHBOARD_PATH, EMRServerlessResponse.dispatch)
         # Glue runs stay STARTING, EMR Serverless ones PENDING, until a test ends them.
         patch.setattr("moto.emrserverless.models.JOB_STATUS", "PENDING")
         state_manager.set_transition("glue::job_run", {"progression": "manual", "times": 10**9})

@@ -63,6 +63,9 @@ class GlueJobs:
     def state(self, job: Job) -> str:
         return job.handle.status
 
+    def run_id(self, job: Job) -> str:
+        return job.handle.job_run_id
+
 
 def spark_submit_conf(parameters: str) -> dict[str, str]:
     """The settings of spark-submit parameters (`--conf NAME=value ...`)."""
@@ -105,6 +108,9 @@ class EmrServerlessJobs:
     def state(self, job: Job) -> str:
         return job.handle.state
 
+    def run_id(self, job: Job) -> str:
+        return job.handle.id
+
 
 class EmrClusters:
     name = "emr"
@@ -143,6 +149,9 @@ class EmrClusters:
 
     def state(self, job: Job) -> str:
         return job.handle.state
+
+    def run_id(self, job: Job) -> str:
+        return job.handle.id
 
 
 SERVICES = {service.name: service for service in (GlueJobs(), EmrServerlessJobs(), EmrClusters())}
@@ -266,3 +275,7 @@ class RemoteSide(threading.Thread):
 
     def state(self, job: Job) -> str:
         return self.service.state(job)
+
+    def run_id(self, job: Job) -> str:
+        """The job's id as the service gives it (the Glue job run's, the cluster's, ...)."""
+        return self.service.run_id(job)

@@ -183,6 +183,12 @@ def test_every_layer_ran_as_remote_jobs(remote_run: RemoteRun) -> None:
         assert "dagster-pipes-context" in pipes or "DAGSTER_PIPES_CONTEXT" in pipes
 
 
+# How each service's failed job shows in the run's error.
+FAILED_STATE = {
+    "glue": "FAILED",
+    "emr_serverless": "EMR Serverless job failed",
+    "emr": "TERMINATED_WITH_ERRORS",
+}
 JOB_RUN_METADATA = {
     "glue": "AWS Glue Job Run ID",
     "emr_serverless": "AWS EMR Serverless Job Run ID",
@@ -398,7 +404,7 @@ def test_a_failed_job_fails_its_assets(
         _snapshots(aws_setup, settings)
     after = _committed(settings)
     _record(request, f"remote {kind} job dies before reporting", before, after, started)
-    assert ("FAILED" if kind == "glue" else "TERMINATED_WITH_ERRORS") in str(error.value)
+    assert FAILED_STATE[kind] in str(error.value)
     assert after == before
 
 
@@ -442,22 +448,31 @@ def test_a_step_failing_after_others_keeps_what_they_committed(
     assert committed == {t.id for t in raw}
 
 
+@pytest.mark.parametrize("kind", RUNNERS)
 def test_a_job_failing_after_every_step_reported_fails_the_run(
-    aws_setup: AwsSetup, worker: Worker, tmp_path: Path
+    aws_setup: AwsSetup, worker: Worker, tmp_path: Path, kind: str
 ) -> None:
-    """All three steps of the snapshots job ran and reported, and then Glue ended the job
-    FAILED (its driver died on the way out, say): the run fails on the job's state, after
-    recording what the steps committed."""
-    settings = _on_a_lake_of_its_own(aws_setup, tmp_path, "late")
+    """All three steps of the snapshots job ran and reported, and then the service ended the
+    job as failed (its driver died on the way out, say): the run fails on the job's state,
+    after recording what the steps committed, each materialisation naming the job run as a
+    successful job's do."""
+    settings = _on_a_lake_of_its_own(aws_setup, tmp_path, f"late_{kind}", kind)
     with (
-        RemoteSide("glue", worker, tmp_path / "lake", fail=True),
+        RemoteSide(kind, worker, tmp_path / "lake", fail=True) as remote,
         pytest.raises(RangeRunError) as error,
     ):
         _snapshots(aws_setup, settings)
-    assert "FAILED" in str(error.value)
-    materialised = set(_materialised(aws_setup, error.value))
+    assert FAILED_STATE[kind] in str(error.value)
+    materialised = _materialisations(aws_setup, error.value)
     snapshots = [t for t in tables.ALL_TABLES if t.grain is tables.Grain.SNAPSHOT]
-    assert materialised == {SOURCE_CHANGES} | {asset_key(t) for t in snapshots}
+    assert {m.asset_key for m in materialised} == {SOURCE_CHANGES} | {
+        asset_key(t) for t in snapshots
+    }
+    (job,) = remote.jobs
+    job_run = JOB_RUN_METADATA[kind]
+    assert [m.metadata[job_run].value for m in materialised] == [remote.run_id(job)] * len(
+        materialised
+    )
 
 
 def test_a_rejected_table_ends_the_job_before_the_steps_that_read_it(
@@ -490,11 +505,16 @@ def test_a_rejected_table_ends_the_job_before_the_steps_that_read_it(
 
 def _materialised(setup: AwsSetup, error: RangeRunError) -> list[dg.AssetKey]:
     """What the failed run `error` names materialised, in order."""
+    return [m.asset_key for m in _materialisations(setup, error)]
+
+
+def _materialisations(setup: AwsSetup, error: RangeRunError) -> list[dg.AssetMaterialization]:
+    """The materialisations of the failed run `error` names, in order."""
     run_id = str(error).split()[1]
     events = setup.platform.instance.all_logs(
         run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     )
-    return [event.dagster_event.asset_key for event in events]
+    return [event.asset_materialization for event in events]
 
 
 def _committed_tables(settings: Settings) -> set[str]:
@@ -502,11 +522,11 @@ def _committed_tables(settings: Settings) -> set[str]:
     return {table for table, files in _committed(settings).items() if files}
 
 
-def _on_a_lake_of_its_own(setup: AwsSetup, folder: Path, name: str) -> Settings:
-    """Glue runner settings whose S3 lake and Glue database no other test writes."""
+def _on_a_lake_of_its_own(setup: AwsSetup, folder: Path, name: str, kind: str = "glue") -> Settings:
+    """Runner settings whose S3 lake and Glue database no other test writes."""
     boto3.client("glue").create_database(DatabaseInput={"Name": f"{GLUE_DATABASE}_{name}"})
     return dataclasses.replace(
-        remote_settings(setup, "glue", folder),
+        remote_settings(setup, kind, folder),
         lake_root=f"s3://{LAKE_BUCKET}/{name}",
         glue_database=f"{GLUE_DATABASE}_{name}",
     )

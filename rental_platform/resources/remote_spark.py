@@ -50,16 +50,18 @@ class RemoteSparkRunner(SparkRunner, ABC):
         self, context: dg.AssetExecutionContext, requests: Sequence[StepRequest]
     ) -> Iterator[StepRun]:
         """All the steps in one remote job. The reports of the steps that ended come back
-        even when a later one failed the job; then the job's error is raised."""
+        even when a later one failed the job, naming the job like the others; then the job's
+        error is raised."""
         kept: list[Any] = []
+        # dagster-aws's: the job run's id and console URL, for each materialisation.
+        job_metadata: dict[str, Any] = {}
         try:
             invocation = self._run_remote(
-                context, {REQUESTS_EXTRA: [r.to_json() for r in requests]}, kept
+                context, {REQUESTS_EXTRA: [r.to_json() for r in requests]}, kept, job_metadata
             )
         except Exception as error:
-            failure, job_metadata = error, {}
+            failure = error
         else:
-            # dagster-aws's: the job run's id and console URL, for each materialisation.
             failure, job_metadata = None, dict(invocation.metadata)
         reports = StepReport.from_messages(kept)
         for report in reports:
@@ -79,17 +81,22 @@ class RemoteSparkRunner(SparkRunner, ABC):
         """Run the canary job (`rental-platform deploy --check`): what the remote runtime is,
         and that it reached `source` (its JDBC URL and user) with the password in its secret."""
         messages: list[Any] = []
-        self._run_remote(context, {CANARY_EXTRA: {"source": source}}, messages)
+        self._run_remote(context, {CANARY_EXTRA: {"source": source}}, messages, {})
         facts = [m[CANARY_EXTRA] for m in messages if isinstance(m, dict) and CANARY_EXTRA in m]
         if not facts:
             raise RuntimeError(f"{self.describe()} ended without reporting through Dagster Pipes")
         return facts[-1]
 
     def _run_remote(
-        self, context: dg.OpExecutionContext, extras: dict[str, Any], kept: list[Any]
+        self,
+        context: dg.OpExecutionContext,
+        extras: dict[str, Any],
+        kept: list[Any],
+        job_metadata: dict[str, Any],
     ) -> dg.PipesClientCompletedInvocation:
         """Start the job with `extras` in its Pipes context, and wait for it. The job's custom
-        messages go into `kept` as they arrive, so they are there when the job fails too."""
+        messages go into `kept` as they arrive, and what names the job run into
+        `job_metadata` once it started, so both are there when the job fails too."""
         s3 = boto3.client("s3")
         self._check_deployed(s3)
         # dagster-aws appends a random name to the injector's prefix with no slash between,
@@ -107,7 +114,7 @@ class RemoteSparkRunner(SparkRunner, ABC):
             interval=min(self.poll_seconds, 5.0),
             include_stdio_in_messages=True,
         )
-        return self._invoke(context, injector, reader, extras)
+        return self._invoke(context, injector, reader, extras, job_metadata)
 
     @abstractmethod
     def _invoke(
@@ -116,8 +123,9 @@ class RemoteSparkRunner(SparkRunner, ABC):
         injector: PipesS3ContextInjector,
         reader: PipesS3MessageReader,
         extras: dict[str, Any],
+        job_metadata: dict[str, Any],
     ) -> dg.PipesClientCompletedInvocation:
-        """Start the job through its Pipes client, and wait for it."""
+        """Start the job through its Pipes client (a `JobRunRecorder`), and wait for it."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -205,7 +213,22 @@ class _KeepingCustomMessages:
         return getattr(self._handler, name)
 
 
-class PollingGlueClient(PipesGlueClient):
+class JobRunRecorder:
+    """For dagster-aws's Pipes clients, which describe the job run (its id, its console URL)
+    only in the invocation a successful job returns: the same description, kept in
+    `job_metadata` each time the client looks at the job, so that the materialisations of a
+    job that then fails name it too."""
+
+    def __init__(self, *, job_metadata: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job_metadata = job_metadata
+
+    def _record(self, response: Any) -> None:
+        # The client's own description (a private method: test_remote_runners pins it).
+        self.job_metadata.update(self._extract_dagster_metadata(response))  # type: ignore[attr-defined]
+
+
+class PollingGlueClient(JobRunRecorder, PipesGlueClient):
     """dagster-aws's Glue client, looking at the job run every `poll_seconds` (it waits a fixed
     5 s), so short jobs end when they end."""
 
@@ -219,6 +242,7 @@ class PollingGlueClient(PipesGlueClient):
     def _wait_for_job_run_completion(self, job_name: str, run_id: str) -> Any:
         while True:
             response = self._client.get_job_run(JobName=job_name, RunId=run_id)
+            self._record(response)
             if response["JobRun"]["JobRunState"] in self.TERMINAL_STATES:
                 return response
             time.sleep(self.poll_seconds)
@@ -234,12 +258,15 @@ class GlueSparkRunner(RemoteSparkRunner):
     def describe(self) -> str:
         return f"Glue job {self.job_name}"
 
-    def _invoke(self, context, injector, reader, extras) -> dg.PipesClientCompletedInvocation:
+    def _invoke(
+        self, context, injector, reader, extras, job_metadata
+    ) -> dg.PipesClientCompletedInvocation:
         client = PollingGlueClient(
             context_injector=injector,
             message_reader=reader,
             client=boto3.client("glue"),
             poll_seconds=self.poll_seconds,
+            job_metadata=job_metadata,
         )
         arguments = {"--extra-py-files": self.archive_uri, "--extra-jars": self.driver_jar_uri}
         if self.mysql_secret_arn:
@@ -255,6 +282,24 @@ class GlueSparkRunner(RemoteSparkRunner):
             extras=extras,
         )
         return invocation
+
+
+class RecordingEMRServerlessClient(JobRunRecorder, PipesEMRServerlessClient):
+    """dagster-aws's EMR Serverless client, describing a job run that failed too."""
+
+    def _wait_for_completion(self, context, start_response) -> Any:
+        try:
+            response = super()._wait_for_completion(context, start_response)
+        except Exception:
+            self._record(
+                self.client.get_job_run(
+                    applicationId=start_response["applicationId"],
+                    jobRunId=start_response["jobRunId"],
+                )
+            )
+            raise
+        self._record(response)
+        return response
 
 
 class EmrServerlessSparkRunner(RemoteSparkRunner):
@@ -281,12 +326,15 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
         }
         return " ".join(f"--conf {name}={value}" for name, value in conf.items())
 
-    def _invoke(self, context, injector, reader, extras) -> dg.PipesClientCompletedInvocation:
-        client = PipesEMRServerlessClient(
+    def _invoke(
+        self, context, injector, reader, extras, job_metadata
+    ) -> dg.PipesClientCompletedInvocation:
+        client = RecordingEMRServerlessClient(
             client=boto3.client("emr-serverless"),
             context_injector=injector,
             message_reader=reader,
             poll_interval=self.poll_seconds,
+            job_metadata=job_metadata,
         )
         invocation = client.run(
             context=context,
@@ -307,7 +355,7 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
         return invocation
 
 
-class PollingEMRClient(PipesEMRClient):
+class PollingEMRClient(JobRunRecorder, PipesEMRClient):
     """dagster-aws's EMR client, waiting by polling every `poll_seconds` (its boto3 waiter
     sleeps 30 s between looks) and failing unless the step completed: its own check lets a
     cluster that ended without finishing its step pass. It does not wait for EMR's logs on S3:
@@ -327,6 +375,7 @@ class PollingEMRClient(PipesEMRClient):
         cluster_id = response["JobFlowId"]
         while True:
             cluster = self._client.describe_cluster(ClusterId=cluster_id)
+            self._record(cluster)
             status = cluster["Cluster"]["Status"]
             if status["State"] in ("TERMINATED", "TERMINATED_WITH_ERRORS"):
                 break
@@ -370,12 +419,15 @@ class EmrSparkRunner(RemoteSparkRunner):
             submit += ["--conf", f"{name}={PYTHON}"]
         return submit
 
-    def _invoke(self, context, injector, reader, extras) -> dg.PipesClientCompletedInvocation:
+    def _invoke(
+        self, context, injector, reader, extras, job_metadata
+    ) -> dg.PipesClientCompletedInvocation:
         client = PollingEMRClient(
             client=boto3.client("emr"),
             context_injector=injector,
             message_reader=reader,
             poll_seconds=self.poll_seconds,
+            job_metadata=job_metadata,
         )
         instances: dict[str, Any] = {
             "InstanceGroups": [
