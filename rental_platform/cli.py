@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from rental_platform import local
-from rental_platform.settings import Settings, SettingsError, parse_date, parse_local_off
+from rental_platform.settings import Settings, SettingsError, parse_date
 
 if TYPE_CHECKING:
     from rental_platform.cycle import Cycle
@@ -23,32 +23,34 @@ DEMO_SCALE = "demo"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-        return args.command(settings, args)
-    except SettingsError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
-        return 2
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return _run(argv)[0]
 
 
 def entry() -> int:
     """The `rental-platform` command: `main`, then an exit without the interpreter's last
     garbage collections (part `gc_freeze` of rental_platform.local)."""
-    code = main()
-    try:
-        off = parse_local_off(os.environ.get("RENTAL_LOCAL_OFF", ""))
-    except SettingsError:  # `main` has reported it
-        off = local.PARTS
-    if local.GC_FREEZE not in off:
+    code, settings = _run(None)
+    if settings is not None and local.GC_FREEZE not in settings.local_off:
         # Those walk every object Dagster and the Spark client made only to free memory that
         # the process's end frees anyway; frozen objects are left out of them.
         gc.freeze()
     return code
+
+
+def _run(argv: list[str] | None) -> tuple[int, Settings | None]:
+    """The command's exit code, and the settings it ran with (None if they were invalid)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = None
+    try:
+        settings = Settings.from_env()
+        return args.command(settings, args), settings
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2, settings
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1, settings
 
 
 def _parser() -> argparse.ArgumentParser:
