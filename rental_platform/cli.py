@@ -30,7 +30,7 @@ def entry() -> int:
     """The `rental-platform` command: `main`, then an exit without the interpreter's last
     garbage collections (part `gc_freeze` of rental_platform.local)."""
     code, settings = _run(None)
-    if settings is not None and local.GC_FREEZE not in settings.local_off:
+    if settings is not None and local.GC_FREEZE not in settings.runner.local_off:
         # Those walk every object Dagster and the Spark client made only to free memory that
         # the process's end frees anyway; frozen objects are left out of them.
         gc.freeze()

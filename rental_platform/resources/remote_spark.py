@@ -6,6 +6,7 @@ clients forward the termination).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 
 import boto3
 import dagster as dg
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster_aws.pipes import (
     PipesEMRClient,
     PipesEMRServerlessClient,
@@ -291,12 +293,14 @@ class RecordingEMRServerlessClient(JobRunRecorder, PipesEMRServerlessClient):
         try:
             response = super()._wait_for_completion(context, start_response)
         except Exception:
-            self._record(
-                self.client.get_job_run(
-                    applicationId=start_response["applicationId"],
-                    jobRunId=start_response["jobRunId"],
+            # The job's own error is the one to raise, whether or not AWS describes the run.
+            with contextlib.suppress(BotoCoreError, ClientError):
+                self._record(
+                    self.client.get_job_run(
+                        applicationId=start_response["applicationId"],
+                        jobRunId=start_response["jobRunId"],
+                    )
                 )
-            )
             raise
         self._record(response)
         return response
