@@ -4,7 +4,6 @@ audit, run the whole demo, serve the Dagster UI, or deploy the Spark code for a 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 from dataclasses import replace
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from rental_platform import local
 from rental_platform.settings import Settings, SettingsError, parse_date
 
 if TYPE_CHECKING:
@@ -23,34 +21,16 @@ DEMO_SCALE = "demo"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _run(argv)[0]
-
-
-def entry() -> int:
-    """The `rental-platform` command: `main`, then an exit without the interpreter's last
-    garbage collections (part `gc_freeze` of rental_platform.local)."""
-    code, settings = _run(None)
-    if settings is not None and local.GC_FREEZE not in settings.runner.local_off:
-        # Those walk every object Dagster and the Spark client made only to free memory that
-        # the process's end frees anyway; frozen objects are left out of them.
-        gc.freeze()
-    return code
-
-
-def _run(argv: list[str] | None) -> tuple[int, Settings | None]:
-    """The command's exit code, and the settings it ran with (None if they were invalid)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    settings = None
     try:
-        settings = Settings.from_env()
-        return args.command(settings, args), settings
+        return args.command(Settings.from_env(), args)
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
-        return 2, settings
+        return 2
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1, settings
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,15 +145,6 @@ def _cycle(settings: Settings, cycle: Cycle) -> int:
     """Run the cycle in this process, through the Dagster instance (the UI shows its runs)."""
     if "DAGSTER_HOME" not in os.environ:
         raise SettingsError("DAGSTER_HOME: must name the folder of the Dagster instance")
-    if not settings.runner.remote and local.EARLY_JVM not in settings.runner.local_off:
-        # Before Dagster is imported: the JVM starts while Python loads it.
-        from rental_platform.local.session import start_local_session_early
-
-        start_local_session_early(
-            settings.runner.spark_conf,
-            settings.runner.local_off,
-            (cycle.as_of - cycle.compare_from).days + 1,
-        )
     from rental_platform.runs import run_cycle
 
     print(
@@ -249,4 +220,4 @@ def class_archive_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(entry())
+    sys.exit(main())

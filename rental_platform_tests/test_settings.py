@@ -114,12 +114,12 @@ def test_a_bad_runner_setting_names_its_variable(variable: str, environment: dic
 
 
 def test_parts_of_the_local_machinery_are_switched_off_by_name() -> None:
-    runner = Settings.from_env({"RENTAL_LOCAL_OFF": " early_jvm,gc_freeze , "}).runner
-    assert runner.local_off == {local.EARLY_JVM, local.GC_FREEZE}
+    runner = Settings.from_env({"RENTAL_LOCAL_OFF": " file_system,quick_compiler , "}).runner
+    assert runner.local_off == {local.FILE_SYSTEM, local.QUICK_COMPILER}
     assert Settings.from_env({}).runner.local_off == frozenset()
     assert build_resources(replace(Settings.from_env({}), runner=runner))["spark"].local_off == [
-        local.EARLY_JVM,
-        local.GC_FREEZE,
+        local.FILE_SYSTEM,
+        local.QUICK_COMPILER,
     ]
 
 

@@ -12,9 +12,6 @@ each part saves (benchmarks/README.md, "Local machinery").
   of Hadoop's, which starts a `chmod` process for each file and folder.
 - `quick_compiler`: a range of `QUICK_COMPILER_MAX_DAYS` or fewer runs with the JVM's quick
   compiler alone (`jvm.py`).
-- `early_jvm`: the command line starts the JVM while Python loads Dagster (`session.py`).
-- `gc_freeze`: the command line exits without the interpreter's last garbage collections
-  (`rental_platform/cli.py`).
 
 The instance's event log (`event_log.py`) is chosen in `instance/dagster.yaml`, as Dagster's
 storage always is: replace its `storage` block with Dagster's `sqlite` one to go without it.
@@ -25,6 +22,4 @@ from __future__ import annotations
 CLASS_ARCHIVE = "class_archive"
 FILE_SYSTEM = "file_system"
 QUICK_COMPILER = "quick_compiler"
-EARLY_JVM = "early_jvm"
-GC_FREEZE = "gc_freeze"
-PARTS = (CLASS_ARCHIVE, FILE_SYSTEM, QUICK_COMPILER, EARLY_JVM, GC_FREEZE)
+PARTS = (CLASS_ARCHIVE, FILE_SYSTEM, QUICK_COMPILER)
