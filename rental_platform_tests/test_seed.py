@@ -17,7 +17,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from rental_platform.seed import SCALES, fill, generate, seed_source
+from rental_platform.seed import SCALES, fill, generate, load, seed_source
 from rental_platform.seed.load import (
     APARTMENT_COLUMNS,
     ATTRIBUTE_COLUMNS,
@@ -140,6 +140,24 @@ def test_same_seed_same_tables_other_seed_differs(counts: dict[str, int], db: An
     assert all(other[table] != first[table] for table in SOURCE_TABLES)
     seed_source(KWARGS, SCALE, seed=42)  # leave the module's data as the other tests expect
     assert checksums(db) == first
+
+
+def test_the_rows_do_not_depend_on_the_parts_views_are_loaded_in(
+    counts: dict[str, int], db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = checksums(db)  # CHECKSUM TABLE sums the rows' checksums: their order is left out
+    monkeypatch.setattr(load, "BROWSE_PARTS", 1)
+    assert seed_source(KWARGS, SCALE, seed=42) == counts
+    assert checksums(db) == first
+
+
+def test_row_ranges_cover_each_row_once() -> None:
+    assert fill.row_ranges(10, 4) == [(1, 2), (3, 5), (6, 7), (8, 10)]
+    for rows, parts in [(1, 16), (3, 16), (17, 16), (1_000_003, 16)]:
+        ranges = fill.row_ranges(rows, parts)
+        assert len(ranges) == min(rows, parts)
+        rows_of = [n for low, high in ranges for n in range(low, high + 1)]
+        assert rows_of == list(range(1, rows + 1))
 
 
 # A currency that is a three-letter code after upper/trim (kpis.md, "Conventions").

@@ -9,6 +9,7 @@ contract's.
 
 from __future__ import annotations
 
+import queue
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,9 @@ BOOKING_COLUMNS = (
 VIEW_COLUMNS = ("user_id", "apartment_id", "viewed_at", "is_wishlisted", "call_to_action")
 # Tables whose secondary index is built after the load.
 _DEFERRED_INDEX_TABLES = ("bookings", "user_viewing")
+# Parts the browsing views are generated in (see `seed_source`): small enough that the two
+# connections finish within a part's time of each other.
+BROWSE_PARTS = 16
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -122,6 +126,19 @@ def seed_source(
         adds = ", ".join(f"ADD KEY `{key}` ({columns})" for key, columns in keys)
         step(cursor, f"index {table}", f"ALTER TABLE `{table}` {adds}")
 
+    def on_connections(*works: Callable[[Any], None]) -> None:
+        """Each work on a connection of its own, all at the same time."""
+
+        def run(work: Callable[[Any], None]) -> None:
+            with _connect(connect_kwargs) as connection, connection.cursor() as cursor:
+                connection.select_db(database)
+                _session(cursor)
+                work(cursor)
+
+        with ThreadPoolExecutor(max_workers=len(works)) as pool:
+            for future in [pool.submit(run, work) for work in works]:
+                future.result()
+
     with _connect(connect_kwargs) as connection, connection.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
         connection.select_db(database)
@@ -135,61 +152,70 @@ def seed_source(
             if table in _DEFERRED_INDEX_TABLES:
                 for key, _columns in secondary_keys(statements[table]):
                     cursor.execute(f"ALTER TABLE `{table}` DROP KEY `{key}`")
-
-        began = time.perf_counter()
-        listings = generate_listings(scale, seed)
-        cursor.executemany(
-            insert_sql("apartments", APARTMENT_COLUMNS), [item.apartment for item in listings]
-        )
-        cursor.executemany(
-            insert_sql("apartment_attributes", ATTRIBUTE_COLUMNS),
-            [item.attributes for item in listings if item.attributes is not None],
-        )
-        say(f"apartments + apartment_attributes: {time.perf_counter() - began:.1f}s")
         cursor.execute(fill.funnel_views_count_sql(scale, seed))
         funnel = int(cursor.fetchone()[0])
         if funnel > scale.views // 2:
             raise ValueError(f"scale has too few views for its bookings ({funnel} funnel views)")
+    listings = generate_listings(scale, seed)
 
-    # Two connections (each with its own temporary pick tables) load bookings and the browsing
-    # views at the same time; each table is written by one statement at a time, so the row
-    # order stays deterministic: browsing views first, then the funnel views.
-    def load_bookings() -> None:
-        with _connect(connect_kwargs) as connection, connection.cursor() as cursor:
-            connection.select_db(database)
-            _session(cursor)
-            listing_slots, hour_slots = _create_pick_tables(cursor, scale, listings)
-            step(cursor, "bookings", fill.bookings_sql(scale, seed, listing_slots, hour_slots))
-            add_keys(cursor, "bookings")
+    # Two connections, each with its own temporary pick tables, load at the same time: one the
+    # bookings, then the funnel views (which read them) and the bookings' index; the other the
+    # browsing views. Those are generated in parts, ranges of row numbers, and whichever
+    # connection is free takes the next part, so that neither core waits for the other. Each
+    # row is a function of its row number, so the rows are the same on every run; their
+    # physical order is not, and nothing reads the tables in it.
+    browse = scale.views - funnel
+    parts: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+    for part in fill.row_ranges(browse, BROWSE_PARTS):
+        parts.put(part)
+    counts: dict[str, int] = {}
+    browsed: list[tuple[int, float]] = []
 
-    def load_browsing_views() -> None:
-        with _connect(connect_kwargs) as connection, connection.cursor() as cursor:
-            connection.select_db(database)
-            _session(cursor)
-            listing_slots, hour_slots = _create_pick_tables(cursor, scale, listings)
-            browse = scale.views - funnel
-            step(
-                cursor,
-                "user_viewing (browsing)",
-                fill.browse_views_sql(scale, seed, browse, listing_slots, hour_slots),
+    def load_browsing_views(cursor: Any, listing_slots: int, hour_slots: int) -> None:
+        while True:
+            try:
+                part = parts.get_nowait()
+            except queue.Empty:
+                return
+            began = time.perf_counter()
+            cursor.execute(
+                fill.browse_views_sql(scale, seed, browse, listing_slots, hour_slots, part)
             )
+            browsed.append((int(cursor.rowcount), time.perf_counter() - began))
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for future in [pool.submit(load_bookings), pool.submit(load_browsing_views)]:
-            future.result()
-
-    with _connect(connect_kwargs) as connection, connection.cursor() as cursor:
-        connection.select_db(database)
-        _session(cursor)
+    def load_bookings_then_browsing_views(cursor: Any) -> None:
+        listing_slots, hour_slots = _create_pick_tables(cursor, scale, listings)
+        counts["bookings"] = step(
+            cursor, "bookings", fill.bookings_sql(scale, seed, listing_slots, hour_slots)
+        )
         inserted = step(cursor, "user_viewing (funnel)", fill.funnel_views_sql(scale, seed))
         if inserted != funnel:
             raise RuntimeError(f"expected {funnel} funnel views, inserted {inserted}")
-        add_keys(cursor, "user_viewing")
-        counts: dict[str, int] = {}
-        for table in SOURCE_TABLES:
-            cursor.execute(f"SELECT COUNT(*) FROM `{table}`")
-            counts[table] = int(cursor.fetchone()[0])
-    return counts
+        add_keys(cursor, "bookings")
+        load_browsing_views(cursor, listing_slots, hour_slots)
+
+    def load_only_browsing_views(cursor: Any) -> None:
+        load_browsing_views(cursor, *_create_pick_tables(cursor, scale, listings))
+
+    began = time.perf_counter()
+    on_connections(load_bookings_then_browsing_views, load_only_browsing_views)
+    say(f"user_viewing (browsing, {len(browsed)} parts): {sum(t for _, t in browsed):.1f}s")
+    say(f"bookings and views on two connections: {time.perf_counter() - began:.1f}s")
+    counts["user_viewing"] = funnel + sum(rows for rows, _ in browsed)
+
+    # The listings, which nothing above reads from the server, while the views are indexed.
+    def load_listings(cursor: Any) -> None:
+        began = time.perf_counter()
+        attributes = [item.attributes for item in listings if item.attributes is not None]
+        cursor.executemany(
+            insert_sql("apartments", APARTMENT_COLUMNS), [item.apartment for item in listings]
+        )
+        cursor.executemany(insert_sql("apartment_attributes", ATTRIBUTE_COLUMNS), attributes)
+        counts.update(apartments=len(listings), apartment_attributes=len(attributes))
+        say(f"apartments + apartment_attributes: {time.perf_counter() - began:.1f}s")
+
+    on_connections(lambda cursor: add_keys(cursor, "user_viewing"), load_listings)
+    return {table: counts[table] for table in SOURCE_TABLES}
 
 
 # Below these, the guaranteed "at least one of each kind of dirt" would crowd out clean rows.
