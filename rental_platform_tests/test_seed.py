@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -418,3 +419,44 @@ def test_rejects_bad_input_before_touching_the_server() -> None:
         seed_source({**KWARGS, "database": "x`; DROP DATABASE mysql; --"}, SCALE)
     with pytest.raises(ValueError, match="bookings"):
         seed_source(KWARGS, dataclasses.replace(SCALE, bookings=10))
+
+
+def test_a_killed_load_stops_the_other_connection_at_its_next_part() -> None:
+    """KILL the connection loading the bookings: seeding fails with the server's error, and
+    the connection loading views stops at its next part instead of loading the rest."""
+    scale = SCALES["small"]
+    database = f"{DATABASE}_killed"
+    outcome: dict[str, BaseException] = {}
+
+    def seed() -> None:
+        try:
+            seed_source({**KWARGS, "database": database}, scale)
+        except BaseException as error:  # the test reads it below
+            outcome["error"] = error
+
+    seeding = threading.Thread(target=seed)
+    seeding.start()
+    try:
+        with (
+            pymysql.connect(**_server_kwargs(), autocommit=True) as connection,
+            connection.cursor() as cursor,
+        ):
+            loader = None
+            while loader is None and seeding.is_alive():
+                cursor.execute(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s"
+                    " AND INFO LIKE '%%INSERT INTO bookings%%' AND ID != CONNECTION_ID()",
+                    (database,),
+                )
+                row = cursor.fetchone()
+                loader = row[0] if row else None
+            assert loader is not None, "the bookings were never seen loading"
+            cursor.execute(f"KILL {int(loader)}")
+            seeding.join()
+            assert isinstance(outcome.get("error"), pymysql.err.OperationalError)
+            cursor.execute(f"SELECT COUNT(*) FROM `{database}`.user_viewing")
+            assert cursor.fetchone()[0] < scale.views // 2
+    finally:
+        seeding.join()
+        with pymysql.connect(**_server_kwargs()) as connection, connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -126,14 +127,21 @@ def seed_source(
         adds = ", ".join(f"ADD KEY `{key}` ({columns})" for key, columns in keys)
         step(cursor, f"index {table}", f"ALTER TABLE `{table}` {adds}")
 
+    failed = threading.Event()
+
     def on_connections(*works: Callable[[Any], None]) -> None:
-        """Each work on a connection of its own, all at the same time."""
+        """Each work on a connection of its own, all at the same time. When one fails, `failed`
+        tells the others to stop at their next part."""
 
         def run(work: Callable[[Any], None]) -> None:
-            with _connect(connect_kwargs) as connection, connection.cursor() as cursor:
-                connection.select_db(database)
-                _session(cursor)
-                work(cursor)
+            try:
+                with _connect(connect_kwargs) as connection, connection.cursor() as cursor:
+                    connection.select_db(database)
+                    _session(cursor)
+                    work(cursor)
+            except BaseException:
+                failed.set()
+                raise
 
         with ThreadPoolExecutor(max_workers=len(works)) as pool:
             for future in [pool.submit(run, work) for work in works]:
@@ -172,7 +180,7 @@ def seed_source(
     browsed: list[tuple[int, float]] = []
 
     def load_browsing_views(cursor: Any, listing_slots: int, hour_slots: int) -> None:
-        while True:
+        while not failed.is_set():
             try:
                 part = parts.get_nowait()
             except queue.Empty:
