@@ -16,6 +16,8 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from itertools import accumulate
+from typing import Generic, TypeVar
 
 from rental_platform.seed.scales import SeedScale
 
@@ -127,8 +129,31 @@ class Listing:
         return int(str(self.apartment[0]))
 
 
-def _weighted(rng: random.Random, items: tuple[tuple[str, float], ...]) -> str:
-    return rng.choices([name for name, _ in items], weights=[w for _, w in items])[0]
+_Item = TypeVar("_Item")
+
+
+@dataclass(frozen=True)
+class _Weighted(Generic[_Item]):
+    """Items and their running weight totals, summed once: `random.choices` with `cum_weights`
+    draws exactly what it draws with `weights`, without summing them again on every call."""
+
+    items: tuple[_Item, ...]
+    cumulative: tuple[float, ...]
+
+    @classmethod
+    def of(cls, pairs: tuple[tuple[_Item, float], ...]) -> _Weighted[_Item]:
+        return cls(tuple(item for item, _ in pairs), tuple(accumulate(w for _, w in pairs)))
+
+    def draw(self, rng: random.Random) -> _Item:
+        return rng.choices(self.items, cum_weights=self.cumulative)[0]
+
+
+_CITY = _Weighted.of(tuple((city, city.popularity) for city in CITIES))
+_BEDROOMS = _Weighted.of(((0, 12), (1, 38), (2, 32), (3, 14), (4, 4)))
+_CURRENCY = _Weighted.of(tuple((currency, currency[3]) for currency in CURRENCIES))
+_SOURCE = _Weighted.of(SOURCES)
+_PETS = _Weighted.of((("Cats,Dogs", 40), ("Cats", 10), ("Dogs", 5), ("None", 30), (None, 15)))
+_HAS_PHOTO = _Weighted.of((("Yes", 70), ("Thumbnail", 20), ("No", 10)))
 
 
 def listing_dirt_counts(listings: int) -> dict[str, int]:
@@ -161,19 +186,18 @@ def generate_listings(scale: SeedScale, seed: int) -> list[Listing]:
     start = datetime.combine(scale.start, datetime.min.time())
     end = datetime.combine(scale.end, datetime.min.time())
     range_seconds = int((end - start).total_seconds())
-    city_weights = [c.popularity for c in CITIES]
     # A stream of its own: a new kind of dirt moves which listings are dirty, not their fields.
     dirt = _dirt_assignment(random.Random(f"{seed}:listing_dirt"), n, reserved=len(CITIES))
     listings: list[Listing] = []
     location_nulls = invalid_currencies = 0
     for i in range(n):
         listing_id = LISTING_ID_BASE + i + 1
-        city = CITIES[i] if i < len(CITIES) else rng.choices(CITIES, weights=city_weights)[0]
+        city = CITIES[i] if i < len(CITIES) else _CITY.draw(rng)
         kind = dirt.get(i)
-        bedrooms = rng.choices((0, 1, 2, 3, 4), weights=(12, 38, 32, 14, 4))[0]
+        bedrooms = _BEDROOMS.draw(rng)
         bathrooms = rng.choice(BATHROOMS[bedrooms])
         square_feet = int(380 + 330 * bedrooms + rng.gauss(0, 90))
-        code, rate, symbol, _ = rng.choices(CURRENCIES, weights=[c[3] for c in CURRENCIES])[0]
+        code, rate, symbol, _ = _CURRENCY.draw(rng)
         size_factor = 0.65 + 0.35 * bedrooms if bedrooms else 0.72
         monthly_usd = city.monthly_rent_usd * size_factor * rng.lognormvariate(0.0, 0.18)
         weekly = rng.random() < 0.05
@@ -213,14 +237,14 @@ def generate_listings(scale: SeedScale, seed: int) -> list[Listing]:
         word = BEDROOM_WORDS[bedrooms]
         street = f"{rng.randrange(1, 9999)} {rng.choice(STREETS)} {rng.choice(STREET_KINDS)}"
         title = f"{word} apartment in {city.name}, {street}" if bedrooms else f"Studio on {street}"
-        source = _weighted(rng, SOURCES)
+        source = _SOURCE.draw(rng)
         apartment = (listing_id, title, source, price, currency, created_on, is_active, modified)
 
         attributes: tuple[object, ...] | None = None
         if kind != "no_attributes":
             amenities = sorted(rng.sample(AMENITIES, rng.randrange(0, 6)))
-            pets = rng.choices(("Cats,Dogs", "Cats", "Dogs", "None", None), (40, 10, 5, 30, 15))[0]
-            has_photo = rng.choices(("Yes", "Thumbnail", "No"), (70, 20, 10))[0]
+            pets = _PETS.draw(rng)
+            has_photo = _HAS_PHOTO.draw(rng)
             display = f"{symbol}{amount:,.0f}" + (" Weekly" if weekly else "")
             cityname: str | None = city.name
             state: str | None = city.state
