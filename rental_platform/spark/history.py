@@ -74,7 +74,10 @@ def apply_snapshot(history: DataFrame, snapshot: DataFrame, stamp: date) -> Hist
         .when(_same("old", "new"), "same")
         .otherwise("changed")
     )
-    judged = pairs.withColumn("_kind", kind)
+    # Judged once, eagerly: the collect of who changed and the history's write both read it,
+    # where each would otherwise compute the join again (listings are few, so the pass is
+    # plan-bound). Held in block storage (memory, then disk) until the frame is dropped.
+    judged = pairs.withColumn("_kind", kind).localCheckpoint()
     kept_open = judged.where(F.col("_kind") == "same").select(
         *[F.col(f"old.{c}").alias(c) for c in HISTORY_COLUMNS]
     )
