@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -102,49 +103,14 @@ def detect(
     `first_day` on, the lake's first), and the curated days that are stale."""
     plan = ChangePlan()
     queries_before = reader.queries
-    compared = 0
-    for raw, key in DAILY_SOURCES.items():
-        if not source_schema_unchanged(raw, reader.columns(raw)).passed:
-            # Its checksums cannot be computed: extract the as-of day only, whose extraction
-            # fails the table's source_schema_unchanged check, naming the column.
-            plan.extract[raw.id][(end - timedelta(days=1)).isoformat()] = "source schema changed"
-            continue
-        # Days from `force_from` on are extracted whatever their fingerprints say: only those
-        # before it (and the rows with no day) are checksummed.
-        checksummed_end = max(start, min(end, force_from)) if force_from else end
-        source = reader.fingerprints(raw, start, checksummed_end)
-        compared += sum(f.rows for f in source.values())
-        committed = lake.state.table(raw.id).partitions
-        differing: dict[date, str] = {}
-        for day in _days(start, end):
-            recorded = committed.get(day.isoformat())
-            if force_from is not None and day >= force_from:
-                differing[day] = "new" if recorded is None else "asked for"
-                continue
-            fingerprint = (
-                Fingerprint.from_json(recorded.facts.get("fingerprint")) if recorded else None
-            )
-            reason = _difference(fingerprint, source.get(day, NO_ROWS))
-            if reason:
-                differing[day] = reason
-        undated = committed.get(UNDATED)
-        undated_changed = undated is None or Fingerprint.from_json(
-            undated.facts.get("fingerprint")
-        ) != source.get(None, NO_ROWS)
-        if undated_changed:
-            plan.extract[raw.id][UNDATED] = "rows with no day changed"
-        for day, reason in differing.items():
-            plan.extract[raw.id][day.isoformat()] = reason
-        # A moved key can leave a stale copy only in a partition the plan keeps: with none kept
-        # (a first backfill, a range over the whole lake) there is nothing to look for.
-        kept = [
-            k
-            for k in committed
-            if k not in plan.extract[raw.id]
-            and (k == UNDATED or date.fromisoformat(k) >= first_day)
-        ]
-        if key is not None and (differing or undated_changed) and kept:
-            _follow_moves(lake, reader, raw, key, set(differing), undated_changed, plan, first_day)
+
+    def compare(source: tuple[Table, str | None]) -> int:
+        return _compare_table(lake, reader, *source, start, end, force_from, first_day, plan)
+
+    # The tables side by side, each planning its own days only: each is mostly a wait on the
+    # source's checksum query, which the source runs on one core, and on small Spark jobs.
+    with ThreadPoolExecutor(len(DAILY_SOURCES), thread_name_prefix="detect") as pool:
+        compared = sum(pool.map(compare, DAILY_SOURCES.items()))
     _stale_curation(lake, plan)
     _pending_listing_effects(lake, plan)
     plan.cost = {
@@ -152,6 +118,59 @@ def detect(
         "source_rows_checksummed": compared,
     }
     return plan
+
+
+def _compare_table(
+    lake: Lake,
+    reader: SourceReader,
+    raw: Table,
+    key: str | None,
+    start: date,
+    end: date,
+    force_from: date | None,
+    first_day: date,
+    plan: ChangePlan,
+) -> int:
+    """Plan one daily table's differing days (and the days its moved keys touch); return the
+    source rows its checksums read."""
+    if not source_schema_unchanged(raw, reader.columns(raw)).passed:
+        # Its checksums cannot be computed: extract the as-of day only, whose extraction
+        # fails the table's source_schema_unchanged check, naming the column.
+        plan.extract[raw.id][(end - timedelta(days=1)).isoformat()] = "source schema changed"
+        return 0
+    # Days from `force_from` on are extracted whatever their fingerprints say: only those
+    # before it (and the rows with no day) are checksummed.
+    checksummed_end = max(start, min(end, force_from)) if force_from else end
+    source = reader.fingerprints(raw, start, checksummed_end)
+    committed = lake.state.table(raw.id).partitions
+    differing: dict[date, str] = {}
+    for day in _days(start, end):
+        recorded = committed.get(day.isoformat())
+        if force_from is not None and day >= force_from:
+            differing[day] = "new" if recorded is None else "asked for"
+            continue
+        fingerprint = Fingerprint.from_json(recorded.facts.get("fingerprint")) if recorded else None
+        reason = _difference(fingerprint, source.get(day, NO_ROWS))
+        if reason:
+            differing[day] = reason
+    undated = committed.get(UNDATED)
+    undated_changed = undated is None or Fingerprint.from_json(
+        undated.facts.get("fingerprint")
+    ) != source.get(None, NO_ROWS)
+    if undated_changed:
+        plan.extract[raw.id][UNDATED] = "rows with no day changed"
+    for day, reason in differing.items():
+        plan.extract[raw.id][day.isoformat()] = reason
+    # A moved key can leave a stale copy only in a partition the plan keeps: with none kept
+    # (a first backfill, a range over the whole lake) there is nothing to look for.
+    kept = [
+        k
+        for k in committed
+        if k not in plan.extract[raw.id] and (k == UNDATED or date.fromisoformat(k) >= first_day)
+    ]
+    if key is not None and (differing or undated_changed) and kept:
+        _follow_moves(lake, reader, raw, key, set(differing), undated_changed, plan, first_day)
+    return sum(f.rows for f in source.values())
 
 
 def _follow_moves(

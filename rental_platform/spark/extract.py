@@ -17,6 +17,7 @@ comparison differ, never the reverse, so no change is missed for having raced th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -108,8 +109,10 @@ class SourceReader:
         self.spark = spark
         self.source = source
         self.extracted_at = extracted_at
-        # Queries sent to the source (each JDBC read of a query, or of a partitioned window).
+        # Queries sent to the source (each JDBC read of a query, or of a partitioned window),
+        # counted under a lock: a step reads tables from several threads.
         self.queries = 0
+        self._counting = threading.Lock()
 
     def snapshot(self, table: Table) -> DataFrame:
         return self._stamp(self._query(table, None), table)
@@ -207,7 +210,7 @@ class SourceReader:
         return int(rows[0]["n"] or 0) if rows else 0
 
     def _query(self, table: Table, predicates: list[str] | None, scan: bool = False) -> DataFrame:
-        self.queries += len(predicates) if predicates else 1
+        self._count(len(predicates) if predicates else 1)
         columns = ", ".join(f"`{name}`" for name in source_columns(table))
         relation = f"(SELECT {columns} FROM `{table.name}`) AS source"
         if predicates is None:
@@ -222,8 +225,12 @@ class SourceReader:
             properties=self.source.properties(),
         ).select(*source_columns(table))
 
+    def _count(self, queries: int) -> None:
+        with self._counting:
+            self.queries += queries
+
     def _sql(self, query: str) -> DataFrame:
-        self.queries += 1
+        self._count(1)
         return self.spark.read.jdbc(
             self.source.jdbc_url, f"({query}) AS q", properties=self.source.properties()
         )
