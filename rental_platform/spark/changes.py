@@ -104,13 +104,17 @@ def detect(
     plan = ChangePlan()
     queries_before = reader.queries
 
-    def compare(source: tuple[Table, str | None]) -> int:
-        return _compare_table(lake, reader, *source, start, end, force_from, first_day, plan)
+    def compare(source: tuple[Table, str | None]) -> tuple[dict[str, str], int]:
+        return _compare_table(lake, reader, *source, start, end, force_from, first_day)
 
-    # The tables side by side, each planning its own days only: each is mostly a wait on the
-    # source's checksum query, which the source runs on one core, and on small Spark jobs.
+    # The tables side by side: each is mostly a wait on the source's checksum query, which the
+    # source runs on one core, and on small Spark jobs.
     with ThreadPoolExecutor(len(DAILY_SOURCES), thread_name_prefix="detect") as pool:
-        compared = sum(pool.map(compare, DAILY_SOURCES.items()))
+        compared = 0
+        outcomes = pool.map(compare, DAILY_SOURCES.items())
+        for raw, (planned, rows) in zip(DAILY_SOURCES, outcomes, strict=True):
+            plan.extract[raw.id].update(planned)
+            compared += rows
     _stale_curation(lake, plan)
     _pending_listing_effects(lake, plan)
     plan.cost = {
@@ -129,15 +133,13 @@ def _compare_table(
     end: date,
     force_from: date | None,
     first_day: date,
-    plan: ChangePlan,
-) -> int:
-    """Plan one daily table's differing days (and the days its moved keys touch); return the
-    source rows its checksums read."""
+) -> tuple[dict[str, str], int]:
+    """One daily table's days to re-extract, with their reasons (the differing days and the
+    days its moved keys touch), and the source rows its checksums read."""
     if not source_schema_unchanged(raw, reader.columns(raw)).passed:
         # Its checksums cannot be computed: extract the as-of day only, whose extraction
         # fails the table's source_schema_unchanged check, naming the column.
-        plan.extract[raw.id][(end - timedelta(days=1)).isoformat()] = "source schema changed"
-        return 0
+        return {(end - timedelta(days=1)).isoformat(): "source schema changed"}, 0
     # Days from `force_from` on are extracted whatever their fingerprints say: only those
     # before it (and the rows with no day) are checksummed.
     checksummed_end = max(start, min(end, force_from)) if force_from else end
@@ -157,20 +159,18 @@ def _compare_table(
     undated_changed = undated is None or Fingerprint.from_json(
         undated.facts.get("fingerprint")
     ) != source.get(None, NO_ROWS)
-    if undated_changed:
-        plan.extract[raw.id][UNDATED] = "rows with no day changed"
-    for day, reason in differing.items():
-        plan.extract[raw.id][day.isoformat()] = reason
+    planned = {UNDATED: "rows with no day changed"} if undated_changed else {}
+    planned.update((day.isoformat(), reason) for day, reason in differing.items())
     # A moved key can leave a stale copy only in a partition the plan keeps: with none kept
     # (a first backfill, a range over the whole lake) there is nothing to look for.
     kept = [
         k
         for k in committed
-        if k not in plan.extract[raw.id] and (k == UNDATED or date.fromisoformat(k) >= first_day)
+        if k not in planned and (k == UNDATED or date.fromisoformat(k) >= first_day)
     ]
     if key is not None and (differing or undated_changed) and kept:
-        _follow_moves(lake, reader, raw, key, set(differing), undated_changed, plan, first_day)
-    return sum(f.rows for f in source.values())
+        _follow_moves(lake, reader, raw, key, set(differing), undated_changed, planned, first_day)
+    return planned, sum(f.rows for f in source.values())
 
 
 def _follow_moves(
@@ -180,12 +180,11 @@ def _follow_moves(
     key: str,
     days: set[date],
     undated: bool,
-    plan: ChangePlan,
+    planned: dict[str, str],
     first: date,
 ) -> None:
-    """Add to the plan the days a moved key left or reached outside `days`, from `first` on:
-    a booking moved before the lake's first day has left the lake's scope."""
-    planned = plan.extract[raw.id]
+    """Add to the table's `planned` days those a moved key left or reached outside `days`,
+    from `first` on: a booking moved before the lake's first day has left the lake's scope."""
     for _ in range(MOVE_ROUNDS):
         lake_keys = _lake_keys(lake, raw, key, [d.isoformat() for d in days], undated)
         source_keys = reader.keys_by_day(raw, key, days, undated)
