@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from rental_platform import tables
+from rental_platform.spark.concurrency import map_concurrently
 from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.manifest import UNDATED
@@ -109,17 +109,14 @@ def detect(
 
     # The tables side by side: each is mostly a wait on the source's checksum query, which the
     # source runs on one core, and on small Spark jobs.
-    with ThreadPoolExecutor(len(DAILY_SOURCES), thread_name_prefix="detect") as pool:
-        compared = 0
-        outcomes = pool.map(compare, DAILY_SOURCES.items())
-        for raw, (planned, rows) in zip(DAILY_SOURCES, outcomes, strict=True):
-            plan.extract[raw.id].update(planned)
-            compared += rows
+    outcomes = map_concurrently(compare, DAILY_SOURCES.items(), name="detect")
+    for raw, (planned, _) in zip(DAILY_SOURCES, outcomes, strict=True):
+        plan.extract[raw.id].update(planned)
     _stale_curation(lake, plan)
     _pending_listing_effects(lake, plan)
     plan.cost = {
         "source_queries": reader.queries - queries_before,
-        "source_rows_checksummed": compared,
+        "source_rows_checksummed": sum(rows for _, rows in outcomes),
     }
     return plan
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -28,6 +27,7 @@ from rental_platform.contract import (
     checks_for,
 )
 from rental_platform.spark import changes, curate, figures, history, kpis, layout, quality
+from rental_platform.spark.concurrency import map_concurrently
 from rental_platform.spark.extract import NO_ROWS, SourceReader
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.manifest import UNDATED, WHOLE
@@ -37,11 +37,6 @@ from rental_platform.tables import Grain, Layer, Table
 class StepInputsMissing(RuntimeError):
     """A step's inputs are not all committed (or are older than their own inputs): computing
     from them would publish wrong numbers, so the step stops and names them."""
-
-
-# Tables of a step landed at once (see `_Step.for_each`).
-CONCURRENT_TABLES = 2
-Item = TypeVar("Item")
 
 
 def commit_group(table: Table) -> str:
@@ -81,15 +76,6 @@ class _Step:
             return days
         asked = set(self.request.only_days.get(table.id, ()))
         return [day for day in days if day in asked]
-
-    def for_each(self, items: list[Item], work: Callable[[Item], None]) -> None:
-        """`work` on every item (a table, or a pair of them), `CONCURRENT_TABLES` at once: each
-        is a chain of small Spark jobs whose driver-side work (planning, committing files)
-        would leave the cores idle if the tables went one after the other. The first failure
-        is raised once all have ended."""
-        with ThreadPoolExecutor(CONCURRENT_TABLES, thread_name_prefix="table") as pool:
-            for _ in pool.map(work, items):
-                pass
 
     def record(self, table: Table, rows: int, **metadata: Any) -> None:
         self.report.tables[table.id] = TableReport(table.id, rows, metadata)
@@ -262,7 +248,9 @@ def extract_snapshot(step: _Step) -> None:
             )
         )
 
-    step.for_each(_selected(step, tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES), extract)
+    map_concurrently(
+        extract, _selected(step, tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
+    )
 
 
 def _check_source_schema(step: _Step, reader: SourceReader, table: Table) -> CheckResult:
@@ -329,7 +317,7 @@ def extract_daily(step: _Step) -> None:
             quality.freshness(table, newest, datetime.now(UTC), step.request.limits.freshness_hours)
         )
 
-    step.for_each(_selected(step, tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING), extract)
+    map_concurrently(extract, _selected(step, tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING))
 
 
 def detect_changes(step: _Step) -> None:
@@ -554,9 +542,9 @@ def curate_daily(step: _Step) -> None:
             _curate_undated(step, pair, lineage),
         )
 
-    step.for_each(
-        [pair for pair in pairs if step.selected(pair.curated) or step.selected(pair.quarantine)],
+    map_concurrently(
         curate_pair,
+        [pair for pair in pairs if step.selected(pair.curated) or step.selected(pair.quarantine)],
     )
 
 
@@ -629,7 +617,7 @@ def _publishable(
         for check in [*checks, quality.schema_matches(table, step.lake.stored_schema(table))]:
             step.check(check)
 
-    step.for_each(_selected(step, *builders), land)
+    map_concurrently(land, _selected(step, *builders))
 
 
 def _empty(step: _Step, table: Table) -> DataFrame:
