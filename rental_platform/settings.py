@@ -125,7 +125,10 @@ class EmrServerlessApp:
 
 @dataclass(frozen=True)
 class EmrCluster:
-    """The EMR cluster started for each remote job (and terminated when its steps end)."""
+    """The EMR cluster the remote jobs of a night share: started by the first job that finds
+    none of these settings, each job an EMR step on it, ended by EMR once idle for
+    `idle_minutes`: long enough to bridge the gaps between a night's runs (seconds, or a run
+    worker's start), short because its idle minutes are billed as much as its start."""
 
     release_label: str = "emr-7.5.0"
     instance_type: str = "m5.xlarge"
@@ -134,6 +137,7 @@ class EmrCluster:
     instance_profile: str = "EMR_EC2_DefaultRole"
     subnet_id: str | None = None
     log_uri: str | None = None
+    idle_minutes: int = 5
 
 
 @dataclass(frozen=True)
@@ -457,6 +461,10 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
         ).strip(),
         subnet_id=_optional(env, "RENTAL_EMR_SUBNET_ID"),
         log_uri=log_uri and parse_s3_location("RENTAL_EMR_LOG_URI", log_uri).uri + "/",
+        # EMR's auto-termination takes 1 minute to 7 days of idleness.
+        idle_minutes=parse_count(
+            env, "RENTAL_EMR_IDLE_MINUTES", EmrCluster.idle_minutes, 1, 7 * 24 * 60
+        ),
     )
     return replace(runner, emr=cluster)
 

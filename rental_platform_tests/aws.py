@@ -2,11 +2,12 @@
 Manager, CloudWatch Logs), and this process's AWS settings pointing at it.
 
 The server is the one `moto_server` starts, run in a thread of the test process so that tests
-can do what moto's HTTP API cannot: teach it Glue's UpdateJob and EMR Serverless's
-GetDashboardForJobRun (moto 5.2.1 has neither), JobRunQueuingEnabled and an EMR Serverless
-application's architecture (it drops both), and move job states (moto's EMR Serverless jobs are
-born SUCCESS, its Glue runs end on their own, its EMR clusters never finish a step;
-`remote_side.RemoteSide` ends them as the test says).
+can do what moto's HTTP API cannot: teach it Glue's UpdateJob, EMR Serverless's
+GetDashboardForJobRun and EMR's CancelSteps and GetAutoTerminationPolicy (moto 5.2.1 has none
+of them), JobRunQueuingEnabled, an EMR Serverless application's architecture and an EMR
+cluster's AutoTerminationPolicy (it drops all three), and move job states (moto's EMR
+Serverless jobs are born SUCCESS, its Glue runs end on their own, its EMR clusters never finish
+a step; `remote_side.RemoteSide` ends them as the test says).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import requests
 from moto.backends import get_backend
 from moto.core.responses import ActionResult
 from moto.core.utils import camelcase_to_underscores, utcnow
+from moto.emr.responses import ElasticMapReduceResponse
 from moto.emrserverless import urls as emr_serverless_urls
 from moto.emrserverless.responses import EMRServerlessResponse
 from moto.glue.exceptions import InvalidInputException
@@ -82,9 +84,41 @@ def _get_dashboard_for_job_run(self: EMRServerlessResponse) -> ActionResult:
     return ActionResult({"url": f"https://{job_run.id}.dashboard.emr-serverless.example/"})
 
 
+def _run_job_flow(self: ElasticMapReduceResponse) -> ActionResult:
+    """EMR's RunJobFlow, keeping the cluster's AutoTerminationPolicy (moto 5.2.1 drops it)."""
+    result = RUN_JOB_FLOW(self)
+    cluster = self.backend.describe_cluster(result.result["JobFlowId"])  # type: ignore[index]
+    cluster.auto_termination_policy = self._get_param("AutoTerminationPolicy")
+    return result
+
+
+def _get_auto_termination_policy(self: ElasticMapReduceResponse) -> ActionResult:
+    """EMR's GetAutoTerminationPolicy: what RunJobFlow was given."""
+    cluster = self.backend.describe_cluster(self._get_param("ClusterId"))
+    return ActionResult(
+        {"AutoTerminationPolicy": getattr(cluster, "auto_termination_policy", None) or {}}
+    )
+
+
+def _cancel_steps(self: ElasticMapReduceResponse) -> ActionResult:
+    """EMR's CancelSteps: each pending or running step ends CANCELLED (AWS passes through
+    CANCEL_PENDING while the interrupt reaches the step); an ended one cannot be."""
+    cluster = self.backend.describe_cluster(self._get_param("ClusterId"))
+    steps = {step.id: step for step in cluster.steps}
+    infos = []
+    for step_id in self._get_param("StepIds", []):
+        step = steps[step_id]
+        cancelled = step.state in ("PENDING", "RUNNING")
+        if cancelled:
+            step.state = "CANCELLED"
+        infos.append({"StepId": step_id, "Status": "SUBMITTED" if cancelled else "FAILED"})
+    return ActionResult({"CancelStepsInfoList": infos})
+
+
 DASHBOARD_PATH = "{0}/applications/(?P<applicationId>[^/]+)/jobruns/(?P<jobRunId>[^/]+)/dashboard$"
 CREATE_JOB, JOB_AS_DICT = GlueResponse.create_job, FakeJob.as_dict
 CREATE_APPLICATION = EMRServerlessResponse.create_application
+RUN_JOB_FLOW = ElasticMapReduceResponse.run_job_flow
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +136,12 @@ def aws() -> Iterator[str]:
             _get_dashboard_for_job_run,
             raising=False,
         )
+        patch.setattr(ElasticMapReduceResponse, "run_job_flow", _run_job_flow)
+        for name, action in (
+            ("get_auto_termination_policy", _get_auto_termination_policy),
+            ("cancel_steps", _cancel_steps),
+        ):
+            patch.setattr(ElasticMapReduceResponse, name, action, raising=False)
         patch.setitem(emr_serverless_urls.url_paths, DASHBOARD_PATH, EMRServerlessResponse.dispatch)
         # Glue runs stay STARTING, EMR Serverless ones PENDING, until a test ends them.
         patch.setattr("moto.emrserverless.models.JOB_STATUS", "PENDING")

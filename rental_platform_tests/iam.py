@@ -165,8 +165,10 @@ def requests_for(call: dict[str, Any]) -> list[Request]:
                 cluster = f"arn:aws:elasticmapreduce:{region}:{ACCOUNT}:cluster/new"
                 requests.append(Request("elasticmapreduce:AddTags", cluster, (), where))
             return requests
+        if operation == "ListClusters":  # no resource type: any cluster it may list
+            return [Request("elasticmapreduce:ListClusters", "*", (), where)]
         cluster = f"arn:aws:elasticmapreduce:{region}:{ACCOUNT}:cluster/"
-        ids = params.get("JobFlowIds") or [params["ClusterId"]]
+        ids = params.get("JobFlowIds") or [params.get("ClusterId") or params["JobFlowId"]]
         return [Request(f"elasticmapreduce:{operation}", cluster + i, (), where) for i in ids]
     if service == "secretsmanager" and operation == "GetSecretValue":
         return [Request("secretsmanager:GetSecretValue", params["SecretId"], (), where)]

@@ -113,45 +113,49 @@ class EmrServerlessJobs:
 
 
 class EmrClusters:
+    """Steps on EMR clusters: a step is the job. Like EMR, a cluster runs its steps one at a
+    time (its first pending one starts when the one before ends) and waits once none is
+    left."""
+
     name = "emr"
 
     def new_jobs(self, seen: set[str]) -> list[Job]:
         jobs = []
         for cluster in list(backend("emr").clusters.values()):
-            if cluster.id not in seen and cluster.steps:
-                seen.add(cluster.id)
-                env = {}
-                for configuration in cluster.configurations:
-                    if configuration.get("Classification") == "spark-defaults":
-                        for name, value in configuration.get("Properties", {}).items():
-                            env[name.removeprefix("spark.yarn.appMasterEnv.")] = value
-                (step,) = cluster.steps
+            for step in list(cluster.steps):
+                if step.id in seen:
+                    continue
+                seen.add(step.id)
                 # spark-submit [options] <entry script> <its arguments>
                 args = step.args
                 script = next(i for i, a in enumerate(args) if a.endswith(".py"))
                 archive, jar = args[args.index("--py-files") + 1], args[args.index("--jars") + 1]
                 runtime = args[args.index("--archives") + 1] if "--archives" in args else None
                 master_env = "spark.yarn.appMasterEnv."
-                for name, value in spark_submit_conf(" ".join(args[:script])).items():
-                    if name.startswith(master_env):
-                        env[name.removeprefix(master_env)] = value
+                env = {
+                    name.removeprefix(master_env): value
+                    for name, value in spark_submit_conf(" ".join(args[:script])).items()
+                    if name.startswith(master_env)
+                }
                 command = (args[script], archive, jar, runtime)
-                jobs.append(Job(args[script + 1 :], env, cluster, *command))
+                jobs.append(Job(args[script + 1 :], env, (cluster, step), *command))
         return jobs
 
     def end(self, job: Job, succeeded: bool) -> None:
-        cluster = job.handle
-        (step,) = cluster.steps
-        step.state = "COMPLETED" if succeeded else "FAILED"
-        cluster.terminate()
-        if not succeeded:
-            cluster.state = "TERMINATED_WITH_ERRORS"
+        cluster, step = job.handle
+        if step.state in ("PENDING", "RUNNING"):  # not cancelled meanwhile
+            step.state = "COMPLETED" if succeeded else "FAILED"
+        pending = [s for s in cluster.steps if s.state == "PENDING"]
+        if pending:
+            pending[0].state = "RUNNING"
+        elif not any(s.state == "RUNNING" for s in cluster.steps):
+            cluster.state = "WAITING"
 
     def state(self, job: Job) -> str:
-        return job.handle.state
+        return job.handle[1].state
 
     def run_id(self, job: Job) -> str:
-        return job.handle.id
+        return job.handle[0].id
 
 
 SERVICES = {service.name: service for service in (GlueJobs(), EmrServerlessJobs(), EmrClusters())}

@@ -54,8 +54,9 @@ UNSCOPABLE_ACTIONS = {
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeVpcEndpoints",
     "ec2:DescribeRouteTables",
-    # No resource type: the cluster it starts does not exist yet.
+    # No resource type: the cluster it starts does not exist yet; the clusters it lists.
     "elasticmapreduce:RunJobFlow",
+    "elasticmapreduce:ListClusters",
 }
 # Job arguments Glue 5.0 no longer takes (it logs every job to CloudWatch as it runs).
 GLUE_4_ONLY_ARGUMENTS = {
@@ -323,12 +324,14 @@ def test_policies_grant_no_wildcard_action_or_resource() -> None:
 def test_actions_without_a_resource_type_are_granted_on_every_resource() -> None:
     """IAM ignores a resource ARN for an action that supports no resource type, so such a
     grant allows nothing: RunJobFlow scoped to `cluster/*` denied every EMR step."""
+    without = {"elasticmapreduce:RunJobFlow", "elasticmapreduce:ListClusters"}
     statements = [
         statement
         for _, statement in _statements(_template())
-        if "elasticmapreduce:RunJobFlow" in _as_list(statement["Action"])
+        if without & set(_as_list(statement["Action"]))
     ]
-    assert statements and all(_as_list(s["Resource"]) == ["*"] for s in statements)
+    assert {action for s in statements for action in _as_list(s["Action"])} >= without
+    assert all(_as_list(s["Resource"]) == ["*"] for s in statements)
 
 
 def test_the_glue_job_takes_only_glue_5_arguments() -> None:

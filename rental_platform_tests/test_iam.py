@@ -55,8 +55,8 @@ NEEDED_WITHOUT_A_RECORDED_CALL = {
     ("DagsterProcessPolicy", "EmrServerlessRuns", "emr-serverless:GetDashboardForJobRun"): (
         "dagster-aws links the job run's Spark UI in the run's log on real EMR Serverless"
     ),
-    ("DagsterProcessPolicy", "EmrClusters", "elasticmapreduce:TerminateJobFlows"): "cancelling "
-    "a run terminates its cluster",
+    ("DagsterProcessPolicy", "EmrClusters", "elasticmapreduce:CancelSteps"): "cancelling a "
+    "run cancels its step (test_remote_runners' interrupt test, in another process)",
     ("DagsterProcessPolicy", "ArtifactsList"): "deploy and the runners ask with HeadObject "
     "whether the code is uploaded: for a missing key S3 answers 404 only to a role with "
     "s3:ListBucket, 403 to others (the tests' code is always there when they ask)",

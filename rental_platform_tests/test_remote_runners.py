@@ -144,6 +144,9 @@ class RemoteRun:
     instance: dg.DagsterInstance
     outcomes: list[RunOutcome]
     jobs: list[Job]
+    # Each job's launch, as the service names it: the Glue or EMR Serverless job run, the EMR
+    # cluster its step ran on.
+    launches: list[str]
     worker_log: Path
 
 
@@ -163,7 +166,9 @@ def remote_run(request, aws_setup: AwsSetup, worker: Worker, tmp_path_factory) -
     settings = remote_settings(aws_setup, kind, folder)
     with RemoteSide(kind, worker, folder / "lake") as remote:
         outcomes = materialize_range(settings, aws_setup.platform.instance, START, END)
-    return RemoteRun(kind, settings, aws_setup.platform.instance, outcomes, remote.jobs, worker.log)
+    launches = [remote.run_id(job) for job in remote.jobs]
+    instance = aws_setup.platform.instance
+    return RemoteRun(kind, settings, instance, outcomes, remote.jobs, launches, worker.log)
 
 
 def test_every_layer_ran_as_remote_jobs(remote_run: RemoteRun) -> None:
@@ -178,6 +183,9 @@ def test_every_layer_ran_as_remote_jobs(remote_run: RemoteRun) -> None:
     # comparison with the source: three steps), the days (raw and curated), the weekly KPIs in
     # two (one multi-asset cannot read bookings through two partition mappings), the monthly.
     assert len(remote_run.jobs) == 5
+    # A launch each on Glue and EMR Serverless; on EMR, the first job's cluster takes the
+    # others' steps, each run's job after the one before.
+    assert len(set(remote_run.launches)) == (1 if remote_run.kind == "emr" else 5)
     for job in remote_run.jobs:
         pipes = " ".join(job.argv) + " ".join(job.env)
         assert "dagster-pipes-context" in pipes or "DAGSTER_PIPES_CONTEXT" in pipes
@@ -187,7 +195,7 @@ def test_every_layer_ran_as_remote_jobs(remote_run: RemoteRun) -> None:
 FAILED_STATE = {
     "glue": "FAILED",
     "emr_serverless": "EMR Serverless job failed",
-    "emr": "TERMINATED_WITH_ERRORS",
+    "emr": "ended FAILED",
 }
 JOB_RUN_METADATA = {
     "glue": "AWS Glue Job Run ID",
@@ -587,6 +595,41 @@ def test_code_that_was_not_deployed_does_not_run(aws_setup: AwsSetup, tmp_path: 
     assert "run `rental-platform deploy`" in str(error.value)
 
 
+def _clusters_of_a_run(setup: AwsSetup, settings: Settings) -> set[str]:
+    """The EMR clusters a run's steps went to (no worker plays them: they end without a
+    report, which fails the run)."""
+    with RemoteSide("emr") as remote, pytest.raises(RangeRunError):
+        _snapshots(setup, settings)
+    return {remote.run_id(job) for job in remote.jobs}
+
+
+def test_an_emr_step_goes_to_a_live_cluster_of_its_settings(
+    aws_setup: AwsSetup, tmp_path: Path
+) -> None:
+    """A job adds its step to the cluster that jobs of the same settings started, while it is
+    up; it starts one when that cluster has ended, or was started with other settings. The
+    cluster it starts waits for the next step, and EMR ends it after the idle time."""
+    emr = boto3.client("emr")
+    live = emr.list_clusters(ClusterStates=["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"])
+    if live["Clusters"]:  # earlier tests' clusters
+        emr.terminate_job_flows(JobFlowIds=[c["Id"] for c in live["Clusters"]])
+    settings = remote_settings(aws_setup, "emr", tmp_path)
+    (first,) = _clusters_of_a_run(aws_setup, settings)
+    assert _clusters_of_a_run(aws_setup, settings) == {first}
+    bigger = dataclasses.replace(settings.runner.emr, instance_type="m5.2xlarge")
+    other = dataclasses.replace(settings, runner=dataclasses.replace(settings.runner, emr=bigger))
+    (second,) = _clusters_of_a_run(aws_setup, other)
+    emr.terminate_job_flows(JobFlowIds=[first])
+    (third,) = _clusters_of_a_run(aws_setup, settings)
+    assert len({first, second, third}) == 3
+    cluster = emr.describe_cluster(ClusterId=third)["Cluster"]
+    assert (cluster["Status"]["State"], cluster["AutoTerminate"]) == ("WAITING", False)
+    policy = emr.get_auto_termination_policy(ClusterId=third)["AutoTerminationPolicy"]
+    assert policy == {"IdleTimeout": EmrCluster.idle_minutes * 60}
+    steps = emr.list_steps(ClusterId=first)["Steps"]
+    assert [s["ActionOnFailure"] for s in steps] == ["CONTINUE"] * len(steps) != []
+
+
 def cli_env(setup: AwsSetup, kind: str, folder: Path) -> dict[str, str]:
     """The environment of `rental-platform` with the `kind` runner on moto, its instance in
     `folder`."""
@@ -692,11 +735,15 @@ def test_deploy_check_fails_with_the_jobs_own_error(aws_setup: AwsSetup, tmp_pat
     assert "not-the-password" not in result.stdout + result.stderr
 
 
-def test_interrupting_a_run_cancels_its_remote_job(aws_setup: AwsSetup, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["emr_serverless", "emr"])
+def test_interrupting_a_run_cancels_its_remote_job(
+    aws_setup: AwsSetup, tmp_path: Path, kind: str
+) -> None:
     """What the UI's Terminate does to a run worker (an interrupt), done to `rental-platform
-    run`: the EMR Serverless job it started is cancelled."""
-    env = cli_env(aws_setup, "emr_serverless", tmp_path)
-    with RemoteSide("emr_serverless", hold=True) as remote:
+    run`: the EMR Serverless job it started is cancelled; on EMR, its step (the cluster stays
+    for the steps of other runs)."""
+    env = cli_env(aws_setup, kind, tmp_path)
+    with RemoteSide(kind, hold=True) as remote:
         run = subprocess.Popen(
             [
                 Path(sys.executable).parent / "rental-platform",
@@ -717,9 +764,9 @@ def test_interrupting_a_run_cancels_its_remote_job(aws_setup: AwsSetup, tmp_path
             assert time.monotonic() < deadline, "no job was started"
             time.sleep(0.2)
         (job,) = remote.jobs
-        assert remote.state(job) == "PENDING"
-        # dagster-aws's client forwards an interrupt once it waits on the job, not while it is
-        # still starting it (it polls every 0.2 s here).
+        assert remote.state(job) in ("PENDING", "RUNNING")
+        # The clients forward an interrupt once they wait on the job, not while they are still
+        # starting it (they poll every 0.2 s here).
         time.sleep(2)
         run.send_signal(signal.SIGINT)
         output, _ = run.communicate(timeout=120)

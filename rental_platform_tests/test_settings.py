@@ -96,6 +96,15 @@ AWS = {
             "RENTAL_EMR_CORE_INSTANCES",
             {**AWS, "RENTAL_SPARK_RUNNER": "emr", "RENTAL_EMR_CORE_INSTANCES": "1.5"},
         ),
+        # EMR's auto-termination takes 1 minute to 7 days.
+        (
+            "RENTAL_EMR_IDLE_MINUTES",
+            {**AWS, "RENTAL_SPARK_RUNNER": "emr", "RENTAL_EMR_IDLE_MINUTES": "0"},
+        ),
+        (
+            "RENTAL_EMR_IDLE_MINUTES",
+            {**AWS, "RENTAL_SPARK_RUNNER": "emr", "RENTAL_EMR_IDLE_MINUTES": "10081"},
+        ),
         # Spark on AWS cannot see this machine's folders.
         (
             "RENTAL_LAKE_ROOT",
@@ -142,9 +151,12 @@ def test_remote_runners_are_configured_from_the_environment() -> None:
             "RENTAL_SPARK_RUNNER": "emr",
             "RENTAL_EMR_SUBNET_ID": "subnet-1",
             "RENTAL_EMR_LOG_URI": "s3://ops/logs",
+            "RENTAL_EMR_IDLE_MINUTES": "45",
         }
     )
-    assert emr.runner.emr == EmrCluster(subnet_id="subnet-1", log_uri="s3://ops/logs/")
+    assert emr.runner.emr == EmrCluster(
+        subnet_id="subnet-1", log_uri="s3://ops/logs/", idle_minutes=45
+    )
     local_s3 = Settings.from_env(
         {
             "RENTAL_LAKE_ROOT": "s3://lake/prefix",

@@ -7,6 +7,7 @@ clients forward the termination).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,6 @@ import boto3
 import dagster as dg
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster_aws.pipes import (
-    PipesEMRClient,
     PipesEMRServerlessClient,
     PipesGlueClient,
     PipesS3ContextInjector,
@@ -127,7 +127,9 @@ class RemoteSparkRunner(SparkRunner, ABC):
         extras: dict[str, Any],
         job_metadata: dict[str, Any],
     ) -> dg.PipesClientCompletedInvocation:
-        """Start the job through its Pipes client (a `JobRunRecorder`), and wait for it."""
+        """Start the job through a Pipes client (a `JobRunRecorder`, or on EMR a Pipes session
+        of the runner's own), and wait for it; what names the job run goes into
+        `job_metadata` as soon as it is known."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -359,46 +361,18 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
         return invocation
 
 
-class PollingEMRClient(JobRunRecorder, PipesEMRClient):
-    """dagster-aws's EMR client, waiting by polling every `poll_seconds` (its boto3 waiter
-    sleeps 30 s between looks) and failing unless the step completed: its own check lets a
-    cluster that ended without finishing its step pass. It does not wait for EMR's logs on S3:
-    EMR writes them to LogUri minutes after the cluster ends; they stay there to read."""
-
-    def __init__(self, *, poll_seconds: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.poll_seconds = poll_seconds
-
-    def _add_log_readers(self, context, response) -> None:
-        pass
-
-    def _read_application_logs(self, context, session, response) -> None:
-        pass
-
-    def _wait_for_completion(self, context, response) -> Any:
-        cluster_id = response["JobFlowId"]
-        while True:
-            cluster = self._client.describe_cluster(ClusterId=cluster_id)
-            self._record(cluster)
-            status = cluster["Cluster"]["Status"]
-            if status["State"] in ("TERMINATED", "TERMINATED_WITH_ERRORS"):
-                break
-            time.sleep(self.poll_seconds)
-        steps = self._client.list_steps(ClusterId=cluster_id)["Steps"]
-        unfinished = [s["Name"] for s in steps if s["Status"]["State"] != "COMPLETED"]
-        if status["State"] != "TERMINATED" or unfinished:
-            reason = status.get("StateChangeReason", {}).get("Message", "")
-            raise RuntimeError(
-                f"EMR cluster {cluster_id} ended {status['State']} with steps {unfinished} "
-                f"not completed: {reason}"
-            )
-        context.log.info(f"[pipes] EMR cluster {cluster_id} completed its step")
-        return cluster
+# The runner's clusters: its name, and a tag naming their settings.
+CLUSTER_NAME = "rental-platform"
+CLUSTER_TAG = "rental-platform:cluster-settings"
+LIVE_CLUSTER_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
+ENDED_STEP_STATES = ("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED")
 
 
 class EmrSparkRunner(RemoteSparkRunner):
-    """An EMR cluster started for a multi-asset's Spark steps, running them as its only EMR
-    step (the entrypoint runs them in turn), then terminated."""
+    """A multi-asset's Spark steps as one EMR step (the entrypoint runs them in turn) on a
+    cluster the night's jobs share: a cluster takes minutes to start and bills them, so a job
+    adds its step to a live cluster of the same settings, and starts one only when there is
+    none. The cluster stays up between steps and EMR ends it once idle for `idle_minutes`."""
 
     # Defaults live in settings.EmrCluster; spark_runner passes every field.
     release_label: str
@@ -406,6 +380,7 @@ class EmrSparkRunner(RemoteSparkRunner):
     core_instances: int
     service_role: str
     instance_profile: str
+    idle_minutes: int
     subnet_id: str | None = None
     log_uri: str | None = None
 
@@ -414,25 +389,104 @@ class EmrSparkRunner(RemoteSparkRunner):
     def describe(self) -> str:
         return f"EMR cluster ({self.release_label})"
 
-    def spark_submit(self) -> list[str]:
+    def spark_submit(self, driver_env: dict[str, str]) -> list[str]:
         """spark-submit with the code, and the Python it runs under (EMR 7 runs Python 3.9):
-        the runtime archive, which YARN unpacks in each container's working folder."""
+        the runtime archive, which YARN unpacks in each container's working folder. The
+        driver's environment (the Pipes bootstrap) is the step's own: the cluster is shared."""
         submit = ["spark-submit", "--deploy-mode", "cluster", "--py-files", self.archive_uri]
         submit += ["--jars", self.driver_jar_uri, "--archives", self.runtime_uri]
-        for name in ("spark.yarn.appMasterEnv.PYSPARK_PYTHON", "spark.executorEnv.PYSPARK_PYTHON"):
-            submit += ["--conf", f"{name}={PYTHON}"]
+        conf = {
+            "spark.yarn.appMasterEnv.PYSPARK_PYTHON": PYTHON,
+            "spark.executorEnv.PYSPARK_PYTHON": PYTHON,
+        }
+        conf |= {f"spark.yarn.appMasterEnv.{name}": value for name, value in driver_env.items()}
+        for name, value in conf.items():
+            submit += ["--conf", f"{name}={value}"]
         return submit
+
+    def cluster_tag(self) -> dict[str, str]:
+        """What marks a cluster started with these settings: the one a later job may reuse."""
+        settings = (
+            self.release_label,
+            self.instance_type,
+            str(self.core_instances),
+            self.service_role,
+            self.instance_profile,
+            self.subnet_id or "",
+            self.log_uri or "",
+        )
+        digest = hashlib.sha256("\n".join(settings).encode()).hexdigest()[:16]
+        return {"Key": CLUSTER_TAG, "Value": digest}
 
     def _invoke(
         self, context, injector, reader, extras, job_metadata
     ) -> dg.PipesClientCompletedInvocation:
-        client = PollingEMRClient(
-            client=boto3.client("emr"),
-            context_injector=injector,
-            message_reader=reader,
-            poll_seconds=self.poll_seconds,
-            job_metadata=job_metadata,
-        )
+        emr = boto3.client("emr")
+        with dg.open_pipes_session(
+            context=context, context_injector=injector, message_reader=reader, extras=extras
+        ) as session:
+            step = {
+                "Name": f"rental-platform {context.run.run_id[:8]} "
+                f"{context.op_execution_context.op_handle}",
+                "ActionOnFailure": "CONTINUE",
+                "HadoopJarStep": {
+                    "Jar": "command-runner.jar",
+                    "Args": [
+                        *self.spark_submit(session.get_bootstrap_env_vars()),
+                        self.entry_script_uri,
+                        *self.secret_arguments(),
+                    ],
+                },
+            }
+            cluster_id, step_id = self._add_step(context, emr, step)
+            job_metadata.update(_emr_step_metadata(emr, cluster_id, step_id))
+            try:
+                self._wait_for_step(context, emr, cluster_id, step_id)
+            except dg.DagsterExecutionInterruptedError:
+                context.log.warning(f"[pipes] interrupted: cancelling EMR step {step_id}")
+                try:
+                    emr.cancel_steps(
+                        ClusterId=cluster_id,
+                        StepIds=[step_id],
+                        StepCancellationOption="SEND_INTERRUPT",
+                    )
+                except (BotoCoreError, ClientError) as error:  # the interrupt is what to raise
+                    context.log.error(f"[pipes] EMR step {step_id} not cancelled: {error}")
+                raise
+            return dg.PipesClientCompletedInvocation(session, metadata=job_metadata)
+
+    def _add_step(
+        self, context: dg.OpExecutionContext, emr: Any, step: dict[str, Any]
+    ) -> tuple[str, str]:
+        """The step on a live cluster of these settings, else on a cluster started for it:
+        its cluster's id and its own."""
+        cluster_id = self._live_cluster(emr)
+        if cluster_id is not None:
+            try:
+                added = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])
+            except ClientError as error:  # it ended between the look and the step
+                context.log.info(f"[pipes] EMR cluster {cluster_id} took no step: {error}")
+            else:
+                context.log.info(f"[pipes] EMR step added to the running cluster {cluster_id}")
+                return cluster_id, added["StepIds"][0]
+        cluster_id = emr.run_job_flow(**self._cluster_params(), Steps=[step])["JobFlowId"]
+        context.log.info(f"[pipes] EMR cluster {cluster_id} started for the step")
+        (started,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
+        return cluster_id, started["Id"]
+
+    def _live_cluster(self, emr: Any) -> str | None:
+        """A cluster that is starting, running or waiting, and bears this runner's tag."""
+        tag = self.cluster_tag()
+        for page in emr.get_paginator("list_clusters").paginate(ClusterStates=LIVE_CLUSTER_STATES):
+            for summary in page["Clusters"]:
+                if summary["Name"] != CLUSTER_NAME:
+                    continue
+                cluster = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
+                if tag in cluster.get("Tags", []):
+                    return summary["Id"]
+        return None
+
+    def _cluster_params(self) -> dict[str, Any]:
         instances: dict[str, Any] = {
             "InstanceGroups": [
                 {"InstanceRole": "MASTER", "InstanceType": self.instance_type, "InstanceCount": 1},
@@ -442,37 +496,59 @@ class EmrSparkRunner(RemoteSparkRunner):
                     "InstanceCount": self.core_instances,
                 },
             ],
-            "KeepJobFlowAliveWhenNoSteps": False,
+            "KeepJobFlowAliveWhenNoSteps": True,
         }
         if self.subnet_id:
             instances["Ec2SubnetId"] = self.subnet_id
         params: dict[str, Any] = {
-            "Name": f"rental-platform {context.op_execution_context.op_handle}",
+            "Name": CLUSTER_NAME,
             "ReleaseLabel": self.release_label,
             "Applications": [{"Name": "Spark"}],
             "Instances": instances,
-            "Steps": [
-                {
-                    "Name": str(context.op_execution_context.op_handle),
-                    "ActionOnFailure": "TERMINATE_CLUSTER",
-                    "HadoopJarStep": {
-                        "Jar": "command-runner.jar",
-                        "Args": [
-                            *self.spark_submit(),
-                            self.entry_script_uri,
-                            *self.secret_arguments(),
-                        ],
-                    },
-                }
-            ],
+            "AutoTerminationPolicy": {"IdleTimeout": self.idle_minutes * 60},
+            "Tags": [self.cluster_tag()],
             "ServiceRole": self.service_role,
             "JobFlowRole": self.instance_profile,
             "VisibleToAllUsers": True,
         }
         if self.log_uri:
             params["LogUri"] = self.log_uri
-        invocation = client.run(context=context, run_job_flow_params=params, extras=extras)
-        return invocation
+        return params
+
+    def _wait_for_step(
+        self, context: dg.OpExecutionContext, emr: Any, cluster_id: str, step_id: str
+    ) -> None:
+        """Poll the step every `poll_seconds` until it ends; fail unless it completed."""
+        while True:
+            step = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
+            status = step["Status"]
+            if status["State"] in ENDED_STEP_STATES:
+                break
+            time.sleep(self.poll_seconds)
+        if status["State"] != "COMPLETED":
+            failure = status.get("FailureDetails", {})
+            reason = (
+                failure.get("Message")
+                or status.get("StateChangeReason", {}).get("Message")
+                or "no reason given"
+            )
+            raise RuntimeError(
+                f"EMR step {step_id} on cluster {cluster_id} ended {status['State']}: {reason}"
+                + (f" (log: {failure['LogFile']})" if failure.get("LogFile") else "")
+            )
+        context.log.info(f"[pipes] EMR step {step_id} on cluster {cluster_id} completed")
+
+
+def _emr_step_metadata(emr: Any, cluster_id: str, step_id: str) -> dict[str, Any]:
+    """What names the step in each materialisation: the cluster (as dagster-aws names it) and
+    the step, with the console's page of the cluster."""
+    region = emr.meta.region_name
+    console = f"https://{region}.console.aws.amazon.com/emr/home?region={region}"
+    return {
+        "AWS EMR Cluster ID": cluster_id,
+        "AWS EMR Step ID": step_id,
+        "AWS EMR Cluster": dg.MetadataValue.url(f"{console}#/clusterDetails/{cluster_id}"),
+    }
 
 
 def remote_spark_runner(settings: RunnerSettings) -> RemoteSparkRunner:
@@ -508,5 +584,6 @@ def remote_spark_runner(settings: RunnerSettings) -> RemoteSparkRunner:
         instance_profile=cluster.instance_profile,
         subnet_id=cluster.subnet_id,
         log_uri=cluster.log_uri,
+        idle_minutes=cluster.idle_minutes,
         **common,
     )
