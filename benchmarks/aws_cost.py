@@ -16,10 +16,10 @@ Assumptions:
 
 - The `job/step` keys of `steps_s` are the local runner's multi-assets, one Spark step each. On a
   remote runner the steps of one `launch_groups` group are one multi-asset, and its StepRequests
-  go to one remote launch: one Glue or EMR Serverless job run, or one transient EMR cluster
-  (`resources/remote_spark.py`), whose work is the sum of its steps'. A job run more than once in
-  a command adds up its steps' times (`benchmarks.run.dagster_runs`): the output says whether
-  each job ran once.
+  go to one remote launch: one Glue or EMR Serverless job run, or one EMR step on the cluster a
+  command's launches share (`resources/remote_spark.py`), whose work is the sum of its steps'.
+  A job run more than once in a command adds up its steps' times (`benchmarks.run.dagster_runs`):
+  the output says whether each job ran once.
 - A step's Spark work takes as long remotely as measured on the benchmark's machine; each launch
   adds its runner's start-up (`*_STARTUP_S`, billed) and waits before billing starts (`*_WAIT_S`,
   not billed; counted in the wall-time estimate only). The measured step also includes what
@@ -134,16 +134,20 @@ GLUE_FLEX_WAIT_S = 120.0
 # starts again, unbilled, once a night: not counted.
 EMR_SERVERLESS_STARTUP_S = 30.0
 EMR_SERVERLESS_WAIT_S = 30.0
-# EMR on EC2: a new cluster per step (RunJobFlow, KeepJobFlowAliveWhenNoSteps=False). Instances
-# are billed from the cluster's BOOTSTRAPPING on (docs.aws.amazon.com/ElasticMapReduce/latest/
-# DeveloperGuide/ProcessingCycle.html), EMR's fee from the request to termination (EMR FAQ above).
-# A transient cluster takes "~10 minutes to provision" (https://www.leadfeeder.com/blog/
-# marketing-analytics/emr-data-processing/). Assumption: 7 minutes billed from the instances
-# running to the step's Spark work (bootstrap, Hadoop and Spark, YARN, spark-submit in cluster
-# mode with the runtime archive) and 1 minute shutting down: 480 s; 60 s of EC2 provisioning
-# before, unbilled.
+# EMR on EC2. Instances are billed from the cluster's BOOTSTRAPPING on (docs.aws.amazon.com/
+# ElasticMapReduce/latest/DeveloperGuide/ProcessingCycle.html), EMR's fee from the request to
+# termination (EMR FAQ above). A cluster takes "~10 minutes to provision" (https://
+# www.leadfeeder.com/blog/marketing-analytics/emr-data-processing/). Assumption: 7 minutes billed
+# from the instances running to the first step's Spark work (bootstrap, Hadoop and Spark, YARN,
+# the first spark-submit) and 1 minute shutting down: 480 s; 60 s of EC2 provisioning before,
+# unbilled.
 EMR_EC2_STARTUP_S = 480.0
 EMR_EC2_WAIT_S = 60.0
+# The runner keeps one cluster for the launches of a command (remote_spark.EmrSparkRunner): the
+# cluster's start once, then per launch a step (spark-submit in cluster mode: YARN's application
+# master, the runtime archive unpacked, the SparkSession; an assumption: 30 s), and at the end
+# the idle time before EMR's auto-termination ends it (EmrCluster.idle_minutes), billed.
+EMR_EC2_STEP_STARTUP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,14 @@ class Runner:
     # Everything one launch runs on, together.
     usd_per_second: float
     minimum_s: float
+    # Per launch: billed start-up, and the wait before it.
     startup_s: float
     wait_s: float
+    # Once per command, for a cluster its launches share: billed start-up (in the wall too),
+    # billed idle time after the last launch, and the wait before billing starts.
+    shared_startup_s: float = 0.0
+    shared_idle_s: float = 0.0
+    shared_wait_s: float = 0.0
 
     def billed_seconds(self, work_s: float) -> int:
         return math.ceil(max(self.minimum_s, self.startup_s + work_s))
@@ -205,13 +215,28 @@ def runners(prices: Prices = PRICES) -> list[Runner]:
         Runner(
             "EMR on EC2",
             f"{instances} x {EmrCluster.instance_type} (1 primary + {EmrCluster.core_instances} "
-            f"core), {EmrCluster.release_label}",
+            f"core), {EmrCluster.release_label}, one cluster a command, a step a launch",
+            instances * instance_hour / 3600,
+            0.0,  # the cluster's minute is far exceeded by its start
+            EMR_EC2_STEP_STARTUP_S,
+            0.0,
+            shared_startup_s=EMR_EC2_STARTUP_S,
+            shared_idle_s=EmrCluster.idle_minutes * 60.0,
+            shared_wait_s=EMR_EC2_WAIT_S,
+        ),
+        Runner(
+            EMR_PER_LAUNCH,
+            f"the same, a cluster a launch (the {EMR_PER_LAUNCH_UNTIL} runner)",
             instances * instance_hour / 3600,
             prices.emr_minimum_s,
             EMR_EC2_STARTUP_S,
             EMR_EC2_WAIT_S,
         ),
     ]
+
+
+EMR_PER_LAUNCH = "EMR on EC2, a cluster a launch"
+EMR_PER_LAUNCH_UNTIL = "2026-12-04"
 
 
 def remote_launches() -> dict[str, str]:
@@ -255,7 +280,8 @@ def launch_work(steps: Mapping[str, float], grouping: Callable[[str], str]) -> l
 
 
 def bill(runner: Runner, launches: list[float]) -> Bill:
-    billed = sum(runner.billed_seconds(work) for work in launches)
+    shared = math.ceil(runner.shared_startup_s + runner.shared_idle_s)
+    billed = shared + sum(runner.billed_seconds(work) for work in launches)
     work = sum(launches)
     return Bill(
         launches=len(launches),
@@ -263,7 +289,9 @@ def bill(runner: Runner, launches: list[float]) -> Bill:
         billed_s=billed,
         cost_usd=billed * runner.usd_per_second,
         work_only_usd=work * runner.usd_per_second,
-        wall_s=sum(runner.wait_s + runner.startup_s + w for w in launches),
+        wall_s=runner.shared_wait_s
+        + runner.shared_startup_s
+        + sum(runner.wait_s + runner.startup_s + w for w in launches),
     )
 
 
@@ -364,6 +392,9 @@ def assumption_rows(priced: Mapping[str, Any]) -> list[list[str]]:
             f"{r['minimum_s']:.0f} s",
             f"{r['startup_s']:.0f} s",
             f"{r['wait_s']:.0f} s",
+            f"{r['shared_startup_s']:.0f} s + {r['shared_idle_s']:.0f} s idle"
+            if r["shared_startup_s"]
+            else "-",
         ]
         for r in priced["runners"]
     ]
@@ -372,39 +403,42 @@ def assumption_rows(priced: Mapping[str, Any]) -> list[list[str]]:
 def findings(priced: Mapping[str, Any]) -> str:
     """A few sentences on where the launches dominate, from the figures (the longer history)."""
     night = f"nightly, {list(HISTORIES)[-1]}"
-    names = ("Glue", "EMR Serverless", "EMR on EC2")
-    bills = {name: priced["bills"][name][night] for name in names}
-    today = {name: bills[name][TODAY] for name in names}
-    before = {name: bills[name]["one job per step"] for name in names}
+    jobs = ("Glue", "EMR Serverless")
+    bills = {name: b[night] for name, b in priced["bills"].items()}
+    today = {name: b[TODAY] for name, b in bills.items()}
+    before = {name: bills[name]["one job per step"] for name in jobs}
     ratio = {name: b["cost_usd"] / b["work_only_usd"] for name, b in today.items()}
-    saved = {n: 1 - today[n]["cost_usd"] / before[n]["cost_usd"] for n in names}
+    saved = {n: 1 - today[n]["cost_usd"] / before[n]["cost_usd"] for n in jobs}
     per_run = {
-        n: 1 - bills[n]["one job per Dagster run"]["cost_usd"] / today[n]["cost_usd"] for n in names
+        n: 1 - bills[n]["one job per Dagster run"]["cost_usd"] / today[n]["cost_usd"] for n in jobs
     }
-    per_command = [usd(bills[n]["one job per command"]["cost_usd"]) for n in names]
-    yearly = [b[night][TODAY]["cost_usd"] * NIGHTS_PER_YEAR for b in priced["bills"].values()]
-    glue, emr = today["Glue"], today["EMR on EC2"]
+    per_command = [usd(bills[n]["one job per command"]["cost_usd"]) for n in jobs]
+    yearly = [b["cost_usd"] * NIGHTS_PER_YEAR for n, b in today.items() if n != EMR_PER_LAUNCH]
+    glue, shared, separate = today["Glue"], today["EMR on EC2"], today[EMR_PER_LAUNCH]
     lead = "Launches still dominate" if min(ratio.values()) >= 2 else "Launches weigh"
     return " ".join(
         [
             f"Running a job's steps in one launch took a nightly ({night.split(', ')[1]} of "
             f"history) from {before['Glue']['launches']} launches to {glue['launches']}: "
-            f"{saved['Glue']:.0%} less on Glue, {saved['EMR Serverless']:.0%} on EMR Serverless, "
-            f"{saved['EMR on EC2']:.0%} on EMR on EC2.",
+            f"{saved['Glue']:.0%} less on Glue, {saved['EMR Serverless']:.0%} on EMR "
+            "Serverless.",
             f"{lead}: the nightly bills {glue['billed_s']} s on Glue for {glue['work_s']:.0f} s "
-            f"of Spark work, {ratio['Glue']:.0f}x what the work alone would cost, "
-            f"{ratio['EMR Serverless']:.0f}x on EMR Serverless, and {emr['billed_s']:,} s on EMR "
-            f"on EC2 ({ratio['EMR on EC2']:.0f}x: a new cluster per launch, about "
-            f"{EMR_EC2_STARTUP_S / 60:.0f} billed minutes each).",
+            f"of Spark work, {ratio['Glue']:.0f}x what the work alone would cost, and "
+            f"{ratio['EMR Serverless']:.0f}x on EMR Serverless.",
+            f"On EMR on EC2 the night's {shared['launches']} launches are steps on one cluster: "
+            f"{shared['billed_s']:,} s billed ({ratio['EMR on EC2']:.0f}x the work: the "
+            f"cluster's start, about {EMR_EC2_STARTUP_S / 60:.0f} minutes, and "
+            f"{EmrCluster.idle_minutes} idle minutes before it ends itself), against "
+            f"{separate['billed_s']:,} s with a new cluster per launch "
+            f"({ratio[EMR_PER_LAUNCH]:.0f}x), {1 - shared['cost_usd'] / separate['cost_usd']:.0%} "
+            "less.",
             "One remote job per Dagster run would take the weekly KPIs' two multi-assets into "
             f"one launch (a further {per_run['Glue']:.0%} on Glue, "
-            f"{per_run['EMR Serverless']:.0%} on EMR Serverless, {per_run['EMR on EC2']:.0%} on "
-            "EMR on EC2); Dagster allows a multi-asset one partition mapping per upstream asset, "
-            "and repeat_customer_rate reads four weeks of bookings where the others read their "
-            f"week. One job per command would bring a nightly to {per_command[0]}, "
-            f"{per_command[1]} and {per_command[2]}: that takes one remote job serving the "
-            "Dagster runs of a night one after another (on EMR on EC2, a cluster kept for the "
-            "night, each launch a step on it).",
+            f"{per_run['EMR Serverless']:.0%} on EMR Serverless); Dagster allows a multi-asset "
+            "one partition mapping per upstream asset, and repeat_customer_rate reads four weeks "
+            "of bookings where the others read their week. One job per command would bring a "
+            f"nightly to {per_command[0]} on Glue and {per_command[1]} on EMR Serverless: that "
+            "takes one remote job serving the Dagster runs of a night one after another.",
             f"In absolute terms a year of nightlies costs {usd(min(yearly))} to "
             f"{usd(max(yearly))} at these sizes: the launches, not the data, set the price.",
         ]
@@ -433,8 +467,8 @@ def render(priced: Mapping[str, Any], source: str) -> str:
             f"Launches: {len(steps)} Spark steps in {len({k.split('/')[0] for k in steps})} jobs, "
             f"run by a remote runner in {len(set(REMOTE_LAUNCHES.values()))} multi-assets "
             "(`assets/layer.py` `launch_groups`), each one remote job (a Glue or EMR Serverless "
-            "job run, a new EMR cluster) running its steps' StepRequests in turn in one "
-            "SparkSession: "
+            "job run, an EMR step on the cluster the command's launches share) running its "
+            "steps' StepRequests in turn in one SparkSession: "
             + "; ".join(
                 f"{name}: {', '.join(s for s, n in REMOTE_LAUNCHES.items() if n == name)}"
                 for name in dict.fromkeys(REMOTE_LAUNCHES.values())
@@ -468,10 +502,19 @@ def render(priced: Mapping[str, Any], source: str) -> str:
             markdown_table(["runner", "workload", *groupings, "work alone"], grouping_rows(priced)),
             "## Billing per launch",
             "A launch bills max(minimum, start-up + work) seconds at the rate of everything it "
-            "runs on; the wait before billing starts only adds wall time. Start-up and wait are "
-            "assumptions (see the constants); work is the measured step time.",
+            "runs on; the wait before billing starts only adds wall time. A cluster the launches "
+            "of a command share (EMR on EC2) bills its start and its idle time before it ends "
+            "itself once per command. Start-up and wait are assumptions (see the constants); "
+            "work is the measured step time.",
             markdown_table(
-                ["runner", "rate per hour", "minimum", "start-up (billed)", "wait (unbilled)"],
+                [
+                    "runner",
+                    "rate per hour",
+                    "minimum",
+                    "start-up (billed)",
+                    "wait (unbilled)",
+                    "once per command (billed)",
+                ],
                 assumption_rows(priced),
             ),
             findings(priced),
