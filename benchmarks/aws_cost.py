@@ -226,7 +226,7 @@ def runners(prices: Prices = PRICES) -> list[Runner]:
         ),
         Runner(
             EMR_PER_LAUNCH,
-            f"the same, a cluster a launch (the {EMR_PER_LAUNCH_UNTIL} runner)",
+            f"the same, a cluster a launch (the runner until {EMR_PER_LAUNCH_UNTIL})",
             instances * instance_hour / 3600,
             prices.emr_minimum_s,
             EMR_EC2_STARTUP_S,
