@@ -148,8 +148,8 @@ class EmrClusters:
         pending = [s for s in cluster.steps if s.state == "PENDING"]
         if pending:
             pending[0].state = "RUNNING"
-        elif not any(s.state == "RUNNING" for s in cluster.steps):
-            cluster.state = "WAITING"
+        elif cluster.state == "RUNNING" and not any(s.state == "RUNNING" for s in cluster.steps):
+            cluster.state = "WAITING"  # not one the test terminated meanwhile
 
     def state(self, job: Job) -> str:
         return job.handle[1].state

@@ -36,7 +36,7 @@ from rental_platform.cycle import SOURCE_CHANGES
 from rental_platform.deploy import deploy
 from rental_platform.lake_catalog import catalog_table_name
 from rental_platform.remote_code import code_package
-from rental_platform.resources.remote_spark import remote_spark_runner
+from rental_platform.resources.remote_spark import LIVE_CLUSTER_STATES, remote_spark_runner
 from rental_platform.runs import RangeRunError, RunOutcome, materialize_range
 from rental_platform.settings import (
     EmrCluster,
@@ -610,7 +610,7 @@ def test_an_emr_step_goes_to_a_live_cluster_of_its_settings(
     up; it starts one when that cluster has ended, or was started with other settings. The
     cluster it starts waits for the next step, and EMR ends it after the idle time."""
     emr = boto3.client("emr")
-    live = emr.list_clusters(ClusterStates=["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"])
+    live = emr.list_clusters(ClusterStates=LIVE_CLUSTER_STATES)
     if live["Clusters"]:  # earlier tests' clusters
         emr.terminate_job_flows(JobFlowIds=[c["Id"] for c in live["Clusters"]])
     settings = remote_settings(aws_setup, "emr", tmp_path)
