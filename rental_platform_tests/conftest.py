@@ -14,10 +14,17 @@ import dagster as dg
 import psycopg
 import pymysql
 import pytest
+import yaml
 
 from rental_platform.seed.load import SOURCE_TABLES, schema_statements
 from rental_platform.settings import Settings, parse_mysql_url
-from rental_platform_tests.harness import POSTGRES_SERVER, SERVER_URL, Platform, next_name
+from rental_platform_tests.harness import (
+    LOCAL_INSTANCE,
+    POSTGRES_SERVER,
+    SERVER_URL,
+    Platform,
+    next_name,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +61,13 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             cursor.execute(f"GRANT SELECT ON `{name}`.`{table}` TO '{reader}'@'%'")
     try:
         # As in production, the definitions take the source's password from the environment.
-        with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
+        # The instance users run (instance/dagster.yaml: its batching event log, its pools),
+        # in a temporary home.
+        local = yaml.safe_load(LOCAL_INSTANCE.read_text())
+        with (
+            pytest.MonkeyPatch.context() as env,
+            dg.instance_for_test(overrides=local) as instance,
+        ):
             platform = Platform(settings, instance, source, owner)
             env.setenv("RENTAL_MYSQL_URL", platform.mysql_url)
             yield platform

@@ -34,6 +34,8 @@ from rental_platform.tables import Table
 from rental_platform_tests import worked_example as example
 
 REPO = Path(__file__).resolve().parents[1]
+# The local Dagster instance `make` installs in DAGSTER_HOME.
+LOCAL_INSTANCE = REPO / "instance" / "dagster.yaml"
 BIN = Path(sys.executable).parent
 SERVER_URL = os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
 POSTGRES_SERVER = os.environ.get(
@@ -123,7 +125,7 @@ class Platform:
     def cli_env(self, home: Path) -> dict[str, str]:
         """The environment of `rental-platform` in a subprocess on this platform (its source,
         lake and warehouse) with a Dagster instance of its own in `home`, as `make` sets up."""
-        shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
         return {
             **os.environ,
             "DAGSTER_HOME": str(home),
