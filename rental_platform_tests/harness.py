@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import dagster as dg
 import duckdb
 import psutil
+import psycopg
 import pymysql
 
 from rental_platform import tables
@@ -42,6 +43,28 @@ POSTGRES_SERVER = os.environ.get(
     "RENTAL_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
 )
 _names = itertools.count()
+
+
+@contextmanager
+def dagster_postgres_database(name: str) -> Iterator[dict[str, str]]:
+    """A fresh database on the PostgreSQL server for a Dagster instance; yields the
+    DAGSTER_PG_* settings that reach it (deploy/dagster.yaml reads them)."""
+    server = urlsplit(POSTGRES_SERVER)
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {
+            "DAGSTER_PG_HOST": server.hostname or "127.0.0.1",
+            "DAGSTER_PG_PORT": str(server.port or 5432),
+            "DAGSTER_PG_USER": unquote(server.username or "postgres"),
+            # Trust auth: set, and empty (the config reads it from the environment regardless).
+            "DAGSTER_PG_PASSWORD": unquote(server.password or ""),
+            "DAGSTER_PG_DB": name,
+        }
+    finally:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def next_name(prefix: str) -> str:

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import boto3
 import dagster as dg
@@ -21,11 +20,15 @@ import psycopg
 import pytest
 import yaml
 from cfnlint.decode import cfn_yaml
+from dagster_postgres.event_log import PostgresEventLogStorage
 
 from rental_platform.deploy import glue_job_definition
+from rental_platform.event_batching import BATCH_SIZE, BATCH_SIZE_VARIABLE
 from rental_platform.remote_code import code_package
 from rental_platform.settings import GlueJob, S3Location, parse_warehouse_url
 from rental_platform_tests.aws import aws  # noqa: F401
+from rental_platform_tests.harness import POSTGRES_SERVER, dagster_postgres_database
+from rental_platform_tests.test_event_log import DAYS, TABLES, _run, _stored
 
 pytestmark = pytest.mark.fast
 
@@ -34,9 +37,6 @@ TEMPLATE = ROOT / "deploy" / "rental-platform.yaml"
 DAGSTER_YAML = ROOT / "deploy" / "dagster.yaml"
 LOCAL_DAGSTER_YAML = ROOT / "instance" / "dagster.yaml"
 GUIDE = ROOT / "docs" / "aws.md"
-POSTGRES_SERVER = os.environ.get(
-    "RENTAL_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
-)
 
 # Parameters and properties that hold, or are, a secret.
 SECRET_PARAMETER = re.compile(r"(?i)password|secret|token|credential")
@@ -401,24 +401,8 @@ def test_outputs_give_the_variables_the_guide_documents() -> None:
 
 @pytest.fixture
 def dagster_database() -> Iterator[dict[str, str]]:
-    """A fresh PostgreSQL database; yields the DAGSTER_PG_* settings that reach it."""
-    server = urlsplit(POSTGRES_SERVER)
-    name = f"dagster_deploy_test_{os.getpid()}"
-    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {
-            "DAGSTER_PG_HOST": server.hostname or "127.0.0.1",
-            "DAGSTER_PG_PORT": str(server.port or 5432),
-            "DAGSTER_PG_USER": unquote(server.username or "postgres"),
-            # Trust auth: set, and empty (the config reads it from the environment regardless).
-            "DAGSTER_PG_PASSWORD": unquote(server.password or ""),
-            "DAGSTER_PG_DB": name,
-        }
-    finally:
-        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with dagster_postgres_database(f"dagster_deploy_test_{os.getpid()}") as settings:
+        yield settings
 
 
 def test_production_dagster_yaml_opens_a_postgres_instance(
@@ -433,6 +417,7 @@ def test_production_dagster_yaml_opens_a_postgres_instance(
     events of a run."""
     for variable, value in dagster_database.items():
         monkeypatch.setenv(variable, value)
+    monkeypatch.delenv(BATCH_SIZE_VARIABLE, raising=False)
     boto3.client("s3").create_bucket(Bucket="rental-artifacts")
     monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_BUCKET", "rental-artifacts")
     monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_PREFIX", "compute-logs")
@@ -445,6 +430,7 @@ def test_production_dagster_yaml_opens_a_postgres_instance(
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
         assert instance.telemetry_enabled is False
+        assert os.environ[BATCH_SIZE_VARIABLE] == str(BATCH_SIZE)
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
         result = dg.materialize([probe], instance=instance)
@@ -475,7 +461,7 @@ def test_production_and_local_instances_share_the_pool_limits() -> None:
     assert production["concurrency"] == local["concurrency"]
     assert production["telemetry"] == {"enabled": False}
     # Only environment references: no host, user or password written in the file.
-    assert production["storage"]["postgres"]["postgres_db"] == {
+    assert production["storage"]["custom"]["config"]["postgres_db"] == {
         "hostname": {"env": "DAGSTER_PG_HOST"},
         "port": {"env": "DAGSTER_PG_PORT"},
         "username": {"env": "DAGSTER_PG_USER"},
@@ -483,3 +469,47 @@ def test_production_and_local_instances_share_the_pool_limits() -> None:
         "db_name": {"env": "DAGSTER_PG_DB"},
         "scheme": "postgresql+psycopg2",
     }
+
+
+def test_the_production_instance_stores_a_backfills_events_in_batches(
+    dagster_database: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/dagster.yaml's storage has Dagster hand a range run's events over in batches, and
+    dagster-postgres stores the materialisations of a batch together; what the UI reads back
+    (events, partitions' status, latest materialisation, check executions) is what
+    dagster-postgres stores one event at a time."""
+    production = yaml.safe_load(DAGSTER_YAML.read_text())
+    instances = {
+        "one by one": {"storage": {"postgres": production["storage"]["custom"]["config"]}},
+        "batched": {"storage": production["storage"]},
+    }
+    batches: list[int] = []
+    store_batch = PostgresEventLogStorage.store_event_batch
+
+    def counting(storage, events):
+        batches.append(len(events))
+        store_batch(storage, events)
+
+    monkeypatch.setattr(PostgresEventLogStorage, "store_event_batch", counting)
+    monkeypatch.delenv(BATCH_SIZE_VARIABLE, raising=False)
+    stored = {}
+    with dagster_postgres_database(f"dagster_deploy_one_by_one_{os.getpid()}") as one_by_one:
+        for label, config in instances.items():
+            home = tmp_path / label.replace(" ", "_")
+            home.mkdir()
+            (home / "dagster.yaml").write_text(
+                yaml.safe_dump({**config, "telemetry": {"enabled": False}})
+            )
+            database = one_by_one if label == "one by one" else dagster_database
+            for variable, value in database.items():
+                monkeypatch.setenv(variable, value)
+            instance = dg.DagsterInstance.from_config(str(home))
+            try:
+                stored[label] = _stored(instance, [_run(instance, True), _run(instance, False)])
+            finally:
+                instance.dispose()
+            if label == "one by one":
+                assert batches == []
+    assert stored["batched"] == stored["one by one"]
+    # The materialisations of every table and day went over in one batch.
+    assert max(batches) >= len(TABLES) * len(DAYS.get_partition_keys())

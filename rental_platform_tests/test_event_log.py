@@ -13,12 +13,9 @@ import pytest
 from dagster import AssetExecutionContext
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
+from rental_platform.event_batching import BATCH_SIZE_VARIABLE
 from rental_platform.local import event_log
-from rental_platform.local.event_log import (
-    BATCH_SIZE_VARIABLE,
-    BatchingSqliteEventLogStorage,
-    BatchingSqliteStorage,
-)
+from rental_platform.local.event_log import BatchingSqliteEventLogStorage, BatchingSqliteStorage
 
 pytestmark = pytest.mark.fast
 

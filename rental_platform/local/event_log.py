@@ -29,7 +29,6 @@ added by migrations and never dropped, so this one keeps a yes and asks again af
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -55,10 +54,8 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-# Dagster hands events to `store_event_batch` only while this is above 0; a batch is stored
-# when it ends or reaches this size (a year of one daily asset's materialisations is 365).
-BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
-BATCH_SIZE = 5000
+from rental_platform.event_batching import BATCH_SIZE, turn_on_event_batching
+
 # Engines kept: the index and the databases of the runs a process last wrote or read.
 CACHED_ENGINES = 16
 
@@ -210,13 +207,12 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
 class BatchingSqliteStorage(DagsterSqliteStorage):
     """`storage: custom:` in dagster.yaml: Dagster's SQLite storage in the same files, with the
-    batching event log. It turns Dagster's event batching on in every process that opens the
-    instance (the CLI, the webserver, the daemon, a run's worker)."""
+    batching event log; it turns Dagster's event batching on (`event_batching.py`)."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data=inst_data)
         self._event_log_storage = BatchingSqliteEventLogStorage(_event_logs_directory(base_dir))
-        os.environ.setdefault(BATCH_SIZE_VARIABLE, str(BATCH_SIZE))
+        turn_on_event_batching()
 
     @classmethod
     def from_config_value(
