@@ -13,7 +13,9 @@ on a fresh instance of each kind:
   transaction, check evaluations included (rental_platform/local/event_log.py);
 - Dagster's own with `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` (one planned event per
   asset; the platform does not set it: Dagster then cannot show a failed single-run backfill's
-  partitions as failed, nor its running ones as in progress, which automation relies on).
+  partitions as failed, nor its running ones as in progress, which automation relies on);
+- PostgreSQL (the local server), as dagster-postgres stores events one by one, and with the
+  production instance's storage (deploy/dagster.yaml: Dagster's event batching on).
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
+import yaml
+
+from rental_platform_tests.harness import dagster_postgres_database
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2026-01-01")
 TABLES = [f"table_{i}" for i in range(6)]
 SUBSET_PLANNED = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-# Set in the child that opens an instance with the repository's dagster.yaml.
-PLATFORM_STORAGE = "RENTAL_BENCH_PLATFORM_STORAGE"
+# Set in the child: the instance's dagster.yaml, "local" or "production" (the repository's),
+# "postgres" (dagster-postgres's own storage); Dagster's default SQLite storage if unset.
+INSTANCE = "RENTAL_BENCH_INSTANCE"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -67,8 +73,15 @@ def six_daily_tables(context):
 def time_one_year(home: Path) -> tuple[float, float]:
     """Seconds from creating the run to its start (planned events), and of the run itself."""
     home.mkdir(parents=True)
-    if os.environ.get(PLATFORM_STORAGE):
+    kind = os.environ.get(INSTANCE)
+    if kind == "local":
         shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
+    elif kind in ("production", "postgres"):
+        storage = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())["storage"]
+        if kind == "postgres":
+            storage = {"postgres": storage["custom"]["config"]}
+        config = {"telemetry": {"enabled": False}, "storage": storage}
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     else:
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
@@ -101,13 +114,18 @@ def main() -> int:
     print(f"{'instance':<58}{'before the run':>16}{'the run':>10}")
     for label, extra in (
         ("SQLite (Dagster's default)", {}),
-        ("SQLite, the platform's batching event log", {PLATFORM_STORAGE: "1"}),
+        ("SQLite, the platform's batching event log", {INSTANCE: "local"}),
         (f"SQLite, {SUBSET_PLANNED}", {SUBSET_PLANNED: "1"}),
+        ("PostgreSQL, dagster-postgres one event at a time", {INSTANCE: "postgres"}),
+        ("PostgreSQL, the production instance (batching on)", {INSTANCE: "production"}),
     ):
-        with tempfile.TemporaryDirectory() as scratch:
+        with (
+            tempfile.TemporaryDirectory() as scratch,
+            dagster_postgres_database(f"rental_bench_events_{os.getpid()}") as database,
+        ):
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks.dagster_events", f"{scratch}/home"],
-                env=os.environ | extra,
+                env=os.environ | database | extra,
                 capture_output=True,
                 text=True,
                 check=True,
