@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,16 @@ import psycopg
 import pytest
 import yaml
 from cfnlint.decode import cfn_yaml
-from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster._core.events import DagsterEventType
 
 from rental_platform.deploy import glue_job_definition
 from rental_platform.event_batching import BATCH_SIZE, BATCH_SIZE_VARIABLE
+from rental_platform.postgres_storage import BatchingPostgresEventLogStorage
 from rental_platform.remote_code import code_package
 from rental_platform.settings import GlueJob, S3Location, parse_warehouse_url
 from rental_platform_tests.aws import aws  # noqa: F401
 from rental_platform_tests.harness import POSTGRES_SERVER, dagster_postgres_database
-from rental_platform_tests.test_event_log import DAYS, TABLES, _run, _stored
+from rental_platform_tests.test_event_log import DAYS, _run, _stored
 
 pytestmark = pytest.mark.fast
 
@@ -425,7 +427,7 @@ def test_production_dagster_yaml_opens_a_postgres_instance(
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.event_log_storage).__name__ == "BatchingPostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
@@ -474,23 +476,22 @@ def test_production_and_local_instances_share_the_pool_limits() -> None:
 def test_the_production_instance_stores_a_backfills_events_in_batches(
     dagster_database: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """deploy/dagster.yaml's storage has Dagster hand a range run's events over in batches, and
-    dagster-postgres stores the materialisations of a batch together; what the UI reads back
-    (events, partitions' status, latest materialisation, check executions) is what
-    dagster-postgres stores one event at a time."""
+    """deploy/dagster.yaml's event log stores a range run's events in batches, check
+    evaluations included; what the UI reads back (events, partitions' status, latest
+    materialisation, check executions) is what dagster-postgres stores one event at a time."""
     production = yaml.safe_load(DAGSTER_YAML.read_text())
     instances = {
         "one by one": {"storage": {"postgres": production["storage"]["custom"]["config"]}},
         "batched": {"storage": production["storage"]},
     }
-    batches: list[int] = []
-    store_batch = PostgresEventLogStorage.store_event_batch
+    batches: list[Counter] = []
+    store_together = BatchingPostgresEventLogStorage._store_together
 
     def counting(storage, events):
-        batches.append(len(events))
-        store_batch(storage, events)
+        batches.append(Counter(event.dagster_event_type for event in events))
+        store_together(storage, events)
 
-    monkeypatch.setattr(PostgresEventLogStorage, "store_event_batch", counting)
+    monkeypatch.setattr(BatchingPostgresEventLogStorage, "_store_together", counting)
     monkeypatch.delenv(BATCH_SIZE_VARIABLE, raising=False)
     stored = {}
     with dagster_postgres_database(f"dagster_deploy_one_by_one_{os.getpid()}") as one_by_one:
@@ -511,5 +512,12 @@ def test_the_production_instance_stores_a_backfills_events_in_batches(
             if label == "one by one":
                 assert batches == []
     assert stored["batched"] == stored["one by one"]
-    # The materialisations of every table and day went over in one batch.
-    assert max(batches) >= len(TABLES) * len(DAYS.get_partition_keys())
+    # Each table's planned events, its materialisations, and each check's evaluations went over
+    # in a batch of every day, not one by one.
+    days = len(DAYS.get_partition_keys())
+    for kind, least in (
+        (DagsterEventType.ASSET_MATERIALIZATION_PLANNED, days),
+        (DagsterEventType.ASSET_MATERIALIZATION, days),
+        (DagsterEventType.ASSET_CHECK_EVALUATION, days),
+    ):
+        assert max(batch[kind] for batch in batches) >= least, (kind, batches)

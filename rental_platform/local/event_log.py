@@ -6,14 +6,8 @@ before it starts, and one materialisation per asset and day at its end: thousand
 which Dagster hands over in batches. Dagster's SQLite event log stores a batch one event at a
 time, each in a connection and transaction of its own (about 9 ms apiece here); this one
 stores it in two transactions, one in the run's database and one in the index. The rows are
-the same, in the same order. `deploy/dagster.yaml` (PostgreSQL) does not use it.
-
-Dagster does not batch check evaluations: a partitioned check's evaluation per partition and
-check (thousands in a backfill) would each be stored in three transactions of their own. This
-one holds a run's evaluations until the run's next other event (a step always logs one after
-its checks: the checks' outputs, then its success or failure), and stores them together. A
-process killed in between loses the evaluations of a step that then never succeeded, as
-Dagster's own batching would lose its batch's events.
+the same, in the same order. It holds a run's check evaluations for a batch too (three
+transactions each in Dagster's): `event_batching.py`.
 
 Every event, batched or not, also pays for a new SQLAlchemy engine: Dagster's SQLite event log
 makes one per connection, and so compiles each statement again and sets up the dialect anew.
@@ -31,16 +25,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import groupby
 
-from dagster._core.events import (
-    ASSET_CHECK_EVENTS,
-    ASSET_EVENTS,
-    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
-    DagsterEventType,
-)
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
@@ -54,42 +43,20 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-from rental_platform.event_batching import BATCH_SIZE, turn_on_event_batching
+from rental_platform.event_batching import EventBatching, turn_on_event_batching
 
 # Engines kept: the index and the databases of the runs a process last wrote or read.
 CACHED_ENGINES = 16
 
 
-def _batchable(event: EventLogEntry) -> bool:
-    """Events this storage writes in a batch: all but run status changes, which Dagster mirrors
-    in the runs table, and runless check evaluations; those are stored one by one, in order."""
-    if not event.is_dagster_event:
-        return True
-    kind = event.dagster_event_type
-    if kind in ASSET_CHECK_EVENTS:
-        return bool(event.run_id)
-    return kind not in EVENT_TYPE_TO_PIPELINE_RUN_STATUS
-
-
-def _held(event: EventLogEntry) -> bool:
-    """A run's check evaluation, which Dagster hands over on its own: held for a batch."""
-    return (
-        event.is_dagster_event
-        and event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-        and bool(event.run_id)
-    )
-
-
-class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
+class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
     """Dagster's SQLite event log, storing each batch in one transaction per database, through
     an engine kept per database."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data=inst_data)
         self._engines: OrderedDict[str, Engine] = OrderedDict()
-        # Keeps the events of the process's threads in the order they were handed over.
-        self._order_lock = threading.RLock()
-        self._held_checks: list[EventLogEntry] = []
+        self._start_batching()
         # The connection each thread has open per database, for the writes Dagster makes
         # through `index_connection` within a batch's own transaction.
         self._open = threading.local()
@@ -141,38 +108,6 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         if not known and super()._has_asset_key_col_on_connection(conn, column_name):
             self._asset_key_columns_present.add(column_name)
         return column_name in self._asset_key_columns_present
-
-    def store_event(self, event: EventLogEntry) -> None:
-        with self._order_lock:
-            if _held(event):
-                self._held_checks.append(event)
-                if len(self._held_checks) >= BATCH_SIZE:
-                    self._store_held()
-                return
-            self._store_held()
-            super().store_event(event)
-
-    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        with self._order_lock:
-            self._store_held()
-            pending: list[EventLogEntry] = []
-            for event in events:
-                if _batchable(event):
-                    pending.append(event)
-                    continue
-                self._store_together(pending)
-                pending = []
-                super().store_event(event)
-            self._store_together(pending)
-
-    def dispose(self) -> None:
-        with self._order_lock:
-            self._store_held()
-        super().dispose()
-
-    def _store_held(self) -> None:
-        held, self._held_checks = self._held_checks, []
-        self._store_together(held)
 
     def _store_together(self, events: list[EventLogEntry]) -> None:
         """What `store_event` does for each event, for many events at once."""
