@@ -15,7 +15,8 @@ on a fresh instance of each kind:
   asset; the platform does not set it: Dagster then cannot show a failed single-run backfill's
   partitions as failed, nor its running ones as in progress, which automation relies on);
 - PostgreSQL (the local server), as dagster-postgres stores events one by one, and with the
-  production instance's storage (deploy/dagster.yaml: Dagster's event batching on).
+  production instance's storage (deploy/dagster.yaml: a batch of events in one transaction,
+  rental_platform/postgres_storage.py).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def main() -> int:
         ("SQLite, the platform's batching event log", {INSTANCE: "local"}),
         (f"SQLite, {SUBSET_PLANNED}", {SUBSET_PLANNED: "1"}),
         ("PostgreSQL, dagster-postgres one event at a time", {INSTANCE: "postgres"}),
-        ("PostgreSQL, the production instance (batching on)", {INSTANCE: "production"}),
+        ("PostgreSQL, the production instance's batching event log", {INSTANCE: "production"}),
     ):
         with (
             tempfile.TemporaryDirectory() as scratch,
