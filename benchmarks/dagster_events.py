@@ -33,7 +33,11 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from rental_platform_tests.harness import dagster_postgres_database
+from rental_platform_tests.harness import (
+    LOCAL_INSTANCE,
+    dagster_postgres_database,
+    postgres_instance_config,
+)
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2026-01-01")
 TABLES = [f"table_{i}" for i in range(6)]
@@ -41,7 +45,6 @@ SUBSET_PLANNED = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 # Set in the child: the instance's dagster.yaml, "local" or "production" (the repository's),
 # "postgres" (dagster-postgres's own storage); Dagster's default SQLite storage if unset.
 INSTANCE = "RENTAL_BENCH_INSTANCE"
-REPO = Path(__file__).resolve().parent.parent
 
 
 with warnings.catch_warnings():
@@ -76,12 +79,9 @@ def time_one_year(home: Path) -> tuple[float, float]:
     home.mkdir(parents=True)
     kind = os.environ.get(INSTANCE)
     if kind == "local":
-        shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
     elif kind in ("production", "postgres"):
-        storage = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())["storage"]
-        if kind == "postgres":
-            storage = {"postgres": storage["custom"]["config"]}
-        config = {"telemetry": {"enabled": False}, "storage": storage}
+        config = postgres_instance_config(batching=kind == "production")
         (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     else:
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

@@ -24,6 +24,7 @@ import duckdb
 import psutil
 import psycopg
 import pymysql
+import yaml
 
 from rental_platform import tables
 from rental_platform.cycle import Cycle
@@ -35,8 +36,9 @@ from rental_platform.tables import Table
 from rental_platform_tests import worked_example as example
 
 REPO = Path(__file__).resolve().parents[1]
-# The local Dagster instance `make` installs in DAGSTER_HOME.
+# The local Dagster instance `make` installs in DAGSTER_HOME, and the production one.
 LOCAL_INSTANCE = REPO / "instance" / "dagster.yaml"
+PRODUCTION_INSTANCE = REPO / "deploy" / "dagster.yaml"
 BIN = Path(sys.executable).parent
 SERVER_URL = os.environ.get("RENTAL_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
 POSTGRES_SERVER = os.environ.get(
@@ -65,6 +67,15 @@ def dagster_postgres_database(name: str) -> Iterator[dict[str, str]]:
     finally:
         with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_instance_config(batching: bool) -> dict:
+    """A dagster.yaml on the production instance's PostgreSQL settings (DAGSTER_PG_*): its
+    storage, or with `batching` off dagster-postgres's own storage configured alike."""
+    storage = yaml.safe_load(PRODUCTION_INSTANCE.read_text())["storage"]
+    if not batching:
+        storage = {"postgres": storage["custom"]["config"]}
+    return {"telemetry": {"enabled": False}, "storage": storage}
 
 
 def next_name(prefix: str) -> str:

@@ -29,15 +29,19 @@ from rental_platform.postgres_storage import BatchingPostgresEventLogStorage
 from rental_platform.remote_code import code_package
 from rental_platform.settings import GlueJob, S3Location, parse_warehouse_url
 from rental_platform_tests.aws import aws  # noqa: F401
-from rental_platform_tests.harness import POSTGRES_SERVER, dagster_postgres_database
+from rental_platform_tests.harness import (
+    LOCAL_INSTANCE,
+    POSTGRES_SERVER,
+    PRODUCTION_INSTANCE,
+    dagster_postgres_database,
+    postgres_instance_config,
+)
 from rental_platform_tests.test_event_log import DAYS, _run, _stored
 
 pytestmark = pytest.mark.fast
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "rental-platform.yaml"
-DAGSTER_YAML = ROOT / "deploy" / "dagster.yaml"
-LOCAL_DAGSTER_YAML = ROOT / "instance" / "dagster.yaml"
 GUIDE = ROOT / "docs" / "aws.md"
 
 # Parameters and properties that hold, or are, a secret.
@@ -423,7 +427,7 @@ def test_production_dagster_yaml_opens_a_postgres_instance(
     boto3.client("s3").create_bucket(Bucket="rental-artifacts")
     monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_BUCKET", "rental-artifacts")
     monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_PREFIX", "compute-logs")
-    shutil.copy(DAGSTER_YAML, tmp_path / "dagster.yaml")
+    shutil.copy(PRODUCTION_INSTANCE, tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -458,8 +462,8 @@ def probe() -> None:
 
 def test_production_and_local_instances_share_the_pool_limits() -> None:
     """Both instances let one run at a time publish to the warehouse."""
-    production = yaml.safe_load(DAGSTER_YAML.read_text())
-    local = yaml.safe_load(LOCAL_DAGSTER_YAML.read_text())
+    production = yaml.safe_load(PRODUCTION_INSTANCE.read_text())
+    local = yaml.safe_load(LOCAL_INSTANCE.read_text())
     assert production["concurrency"] == local["concurrency"]
     assert production["telemetry"] == {"enabled": False}
     # Only environment references: no host, user or password written in the file.
@@ -479,10 +483,9 @@ def test_the_production_instance_stores_a_backfills_events_in_batches(
     """deploy/dagster.yaml's event log stores a range run's events in batches, check
     evaluations included; what the UI reads back (events, partitions' status, latest
     materialisation, check executions) is what dagster-postgres stores one event at a time."""
-    production = yaml.safe_load(DAGSTER_YAML.read_text())
     instances = {
-        "one by one": {"storage": {"postgres": production["storage"]["custom"]["config"]}},
-        "batched": {"storage": production["storage"]},
+        "one by one": postgres_instance_config(batching=False),
+        "batched": postgres_instance_config(batching=True),
     }
     batches: list[Counter] = []
     store_together = BatchingPostgresEventLogStorage._store_together
@@ -498,9 +501,7 @@ def test_the_production_instance_stores_a_backfills_events_in_batches(
         for label, config in instances.items():
             home = tmp_path / label.replace(" ", "_")
             home.mkdir()
-            (home / "dagster.yaml").write_text(
-                yaml.safe_dump({**config, "telemetry": {"enabled": False}})
-            )
+            (home / "dagster.yaml").write_text(yaml.safe_dump(config))
             database = one_by_one if label == "one by one" else dagster_database
             for variable, value in database.items():
                 monkeypatch.setenv(variable, value)

@@ -16,10 +16,10 @@ from dagster._core.storage.partition_status_cache import get_and_update_asset_st
 from rental_platform.event_batching import BATCH_SIZE_VARIABLE
 from rental_platform.local import event_log
 from rental_platform.local.event_log import BatchingSqliteEventLogStorage, BatchingSqliteStorage
+from rental_platform_tests.harness import LOCAL_INSTANCE
 
 pytestmark = pytest.mark.fast
 
-REPO = Path(__file__).resolve().parent.parent
 DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-21")
 TABLES = ("first", "second", "third")
 FAILING_DAY = "2025-01-07"
@@ -140,7 +140,7 @@ def dagster_home(tmp_path, monkeypatch) -> Iterator[Path]:
     back as it was afterwards (the storage sets it)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv(BATCH_SIZE_VARIABLE, "unset by the fixture")
     monkeypatch.delenv(BATCH_SIZE_VARIABLE)
