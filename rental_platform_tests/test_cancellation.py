@@ -19,9 +19,9 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from rental_platform_tests.aws import aws  # noqa: F401
-from rental_platform_tests.harness import BIN, free_port, running_services
+from rental_platform_tests.harness import BIN, PRODUCTION_INSTANCE, free_port, running_services
 from rental_platform_tests.remote_side import RemoteSide
-from rental_platform_tests.test_deploy_template import DAGSTER_YAML, dagster_database  # noqa: F401
+from rental_platform_tests.test_deploy_template import dagster_database  # noqa: F401
 from rental_platform_tests.test_remote_runners import (  # noqa: F401
     BUCKET,
     AwsSetup,
@@ -72,7 +72,7 @@ def dagster_services(
     the webserver."""
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(DAGSTER_YAML, home / "dagster.yaml")
+    shutil.copy(PRODUCTION_INSTANCE, home / "dagster.yaml")
     code_port, web_port = free_port(), free_port()
     env = {
         **cli_env(aws_setup, "emr_serverless", tmp_path),
