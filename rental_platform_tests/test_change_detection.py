@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from pyspark.sql import DataFrame
 
 from benchmarks.reference import compare, history_differences, run_reference, snapshot_listings
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.contract import checks_for
 from rental_platform.cycle import RANGE_END, RANGE_START, SOURCE_CHANGES
+from rental_platform.local.session import local_session
 from rental_platform.runs import RunOutcome
-from rental_platform.spark.changes import _may_hold
+from rental_platform.spark.changes import _may_hold, row_differences
+from rental_platform.spark.lake import Lake, spark_schema
 from rental_platform.spark.manifest import committed_files
 from rental_platform_tests.harness import Platform
 
@@ -319,3 +322,29 @@ def test_a_partition_is_read_for_moved_keys_only_if_its_key_range_may_hold_one(
 ) -> None:
     facts = {"min_key": 10, "max_key": 30, "fingerprint": {"rows": 3}}
     assert _may_hold(facts, keys) is may_hold
+
+
+def test_the_re_extraction_figures_find_every_row_that_changed(tmp_path: Path) -> None:
+    """Among many rows that stayed, a row whose values only swapped which of them is null
+    counts as removed and added, and a second copy of a row gone as removed (a comparison by
+    hashes, which skip nulls, or by distinct rows would miss each)."""
+    spark = local_session()
+    view, day = tables.RAW_USER_VIEWING, date(2025, 1, 15)
+    at = datetime(2025, 1, 15, 10, 0)
+    stayed = [(n, n, at, False, "none", at) for n in range(1, 3001)]
+    before = [*stayed, (7, None, at, True, "book_now", at), (5, 5, at, False, "none", at)]
+    after = [*stayed, (None, 7, at, True, "book_now", at)]  # 5 had two copies: one is gone
+
+    def extraction(rows: list[tuple], fingerprint: str) -> tuple[Lake, DataFrame]:
+        lake = Lake(spark, str(tmp_path / "lake"))
+        written = lake.stage_periods(
+            spark.createDataFrame(rows, spark_schema(view)), view, [day], per_period=None
+        )
+        lake.add_facts(view, day.isoformat(), fingerprint=fingerprint)
+        return lake, written
+
+    first, _ = extraction(before, "before")
+    first.commit([view], "first")
+    second, written = extraction(after, "after")
+    figures = row_differences(second, view, None, written, second.read(view, []))
+    assert figures["changed_days"] == {day.isoformat(): {"added": 1, "removed": 2}}
