@@ -19,7 +19,13 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from rental_platform_tests.aws import aws  # noqa: F401
-from rental_platform_tests.harness import BIN, PRODUCTION_INSTANCE, free_port, running_services
+from rental_platform_tests.harness import (
+    BIN,
+    PRODUCTION_INSTANCE,
+    REPO,
+    free_port,
+    running_services,
+)
 from rental_platform_tests.remote_side import RemoteSide
 from rental_platform_tests.test_deploy_template import dagster_database  # noqa: F401
 from rental_platform_tests.test_remote_runners import (  # noqa: F401
@@ -29,7 +35,7 @@ from rental_platform_tests.test_remote_runners import (  # noqa: F401
     cli_env,
 )
 
-WORKSPACE = Path(__file__).resolve().parent.parent / "deploy" / "workspace.yaml"
+WORKSPACE = REPO / "deploy" / "workspace.yaml"
 
 
 def _wait_until(ready, what: str, processes: list[subprocess.Popen], seconds: float = 120):

@@ -337,9 +337,7 @@ def test_the_re_extraction_figures_find_every_row_that_changed(tmp_path: Path) -
 
     def extraction(rows: list[tuple], fingerprint: str) -> tuple[Lake, DataFrame]:
         lake = Lake(spark, str(tmp_path / "lake"))
-        written = lake.stage_periods(
-            spark.createDataFrame(rows, spark_schema(view)), view, [day], per_period=None
-        )
+        written = lake.stage_periods(spark.createDataFrame(rows, spark_schema(view)), view, [day])
         lake.add_facts(view, day.isoformat(), fingerprint=fingerprint)
         return lake, written
 

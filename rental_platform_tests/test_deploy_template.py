@@ -33,6 +33,7 @@ from rental_platform_tests.harness import (
     LOCAL_INSTANCE,
     POSTGRES_SERVER,
     PRODUCTION_INSTANCE,
+    REPO,
     dagster_postgres_database,
     postgres_instance_config,
 )
@@ -40,9 +41,8 @@ from rental_platform_tests.test_event_log import DAYS, _run, _stored
 
 pytestmark = pytest.mark.fast
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "deploy" / "rental-platform.yaml"
-GUIDE = ROOT / "docs" / "aws.md"
+TEMPLATE = REPO / "deploy" / "rental-platform.yaml"
+GUIDE = REPO / "docs" / "aws.md"
 
 # Parameters and properties that hold, or are, a secret.
 SECRET_PARAMETER = re.compile(r"(?i)password|secret|token|credential")

@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 import requests
@@ -18,9 +17,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 from rental_platform import tables
 from rental_platform.cycle import Cycle
 from rental_platform.seed import SeedScale, seed_source
-from rental_platform_tests.harness import BIN, Platform, free_port, running_services
+from rental_platform_tests.harness import BIN, REPO, Platform, free_port, running_services
 
-REPO = Path(__file__).resolve().parents[1]
 SCALE = SeedScale(
     listings=40, users=150, bookings=900, views=2_000, start=date(2025, 1, 1), days=90
 )
