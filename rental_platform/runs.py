@@ -67,9 +67,22 @@ def run_cycle(settings: Settings, instance: dg.DagsterInstance, cycle: Cycle) ->
     """The snapshots run, the daily runs of its plan, and the KPI runs of what they touched."""
     partitions = PlatformPartitions.starting(settings.partitions_start)
     _check_days_exist(partitions, cycle.compare_from, cycle.as_of)
-    with _one_cycle_at_a_time(instance):
+    with _one_cycle_at_a_time(instance), _shared_jobs_end_with_it(settings, instance):
         release_abandoned_runs(instance)
         return _run_cycle(settings, instance, cycle, partitions)
+
+
+@contextmanager
+def _shared_jobs_end_with_it(settings: Settings, instance: dg.DagsterInstance) -> Iterator[None]:
+    """A shared remote job serves the cycle's runs and ends with it, not after idling."""
+    try:
+        yield
+    finally:
+        if settings.runner.shared_idle_seconds:
+            # boto3 and dagster-aws, imported only where a remote runner is configured.
+            from rental_platform.resources.shared_job import close_shared_jobs
+
+            close_shared_jobs(instance.root_directory)
 
 
 @contextmanager

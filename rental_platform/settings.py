@@ -158,6 +158,10 @@ class RunnerSettings:
     remote_python: str | None = None
     # How often to ask AWS whether a job has ended.
     poll_seconds: float = 5.0
+    # Above 0 (Glue, EMR Serverless): a command's launches run on one shared job, which ends
+    # with the command or after this many seconds without a launch
+    # (RENTAL_SHARED_JOB_IDLE_SECONDS; resources/shared_job.py).
+    shared_idle_seconds: float = 0.0
     # Extra Spark settings for the local runner (RENTAL_SPARK_CONF).
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     # The local runner's speed machinery switched off (RENTAL_LOCAL_OFF; rental_platform.local).
@@ -355,6 +359,9 @@ def parse_number(name: str, value: str, low: float, high: float) -> float:
 
 
 RUNNERS = ("local", "glue", "emr_serverless", "emr")
+SHARED_IDLE = "RENTAL_SHARED_JOB_IDLE_SECONDS"
+# A shared job waiting longer than an hour for work would bill more than it saves.
+SHARED_IDLE_MAX_SECONDS = 3600
 # Spark reads s3:// through the S3A file system of these jars; Glue and EMR bring their own.
 HADOOP_AWS_JAR = "hadoop-aws"
 
@@ -433,7 +440,15 @@ def parse_runner(env: Mapping[str, str]) -> RunnerSettings:
         poll_seconds=parse_number(
             "RENTAL_REMOTE_POLL_SECONDS", env.get("RENTAL_REMOTE_POLL_SECONDS", "5"), 0.1, 600
         ),
+        shared_idle_seconds=parse_number(
+            SHARED_IDLE, env.get(SHARED_IDLE, "0"), 0, SHARED_IDLE_MAX_SECONDS
+        ),
     )
+    if kind == "emr" and runner.shared_idle_seconds:
+        raise SettingsError(
+            f"{SHARED_IDLE}: EMR runs every launch of a command on one cluster already "
+            "(RENTAL_EMR_IDLE_MINUTES); a shared job is for glue and emr_serverless"
+        )
     if kind == "glue":
         glue = GlueJob(
             name=_required(env, "RENTAL_GLUE_JOB_NAME", kind),

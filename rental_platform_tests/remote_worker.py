@@ -7,6 +7,9 @@ here). So this stand-in maps the job's S3 lake to a local folder: it points the 
 the Pipes context (on S3) at the folder, runs the steps, and then, however they ended, mirrors
 the folder to the S3 lake, so the Dagster side reads exactly what the steps wrote, from S3.
 
+A shared job (`entrypoint.serve`) runs many Pipes sessions: each ticket's requests are pointed
+at the folder, and the folder mirrored after it, as a job's are.
+
 Protocol: one JSON object per line on stdin ({"argv": [...], "env": {...}, "lake": folder});
 one line back, {"ok": bool}. Output goes to stderr.
 """
@@ -22,7 +25,13 @@ from pathlib import Path
 
 import boto3
 from boto3.s3.transfer import TransferConfig
-from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, decode_param
+from dagster_pipes import (
+    PipesContext,
+    PipesEnvVarParamsLoader,
+    PipesMappingParamsLoader,
+    PipesParams,
+    decode_param,
+)
 
 from rental_platform.settings import parse_s3_location
 from rental_platform.spark import entrypoint
@@ -31,18 +40,17 @@ from rental_platform_tests.iam import recording_calls
 PIPES_CONTEXT_ARGUMENT = entrypoint.PIPES_CONTEXT_ARGUMENT
 
 
-def _context_location(argv: list[str]) -> tuple[str, str]:
+def _context_params(argv: list[str]) -> PipesParams:
+    """Where a job's Pipes context is: its arguments (Glue) or its environment."""
     if PIPES_CONTEXT_ARGUMENT in argv:
-        params = decode_param(argv[argv.index(PIPES_CONTEXT_ARGUMENT) + 1])
-    else:
-        params = PipesEnvVarParamsLoader().load_context_params()
-    return params["bucket"], params["key"]
+        return decode_param(argv[argv.index(PIPES_CONTEXT_ARGUMENT) + 1])
+    return PipesEnvVarParamsLoader().load_context_params()
 
 
-def _point_request_at(local_root: str, argv: list[str]) -> str:
+def _point_request_at(local_root: str, params: PipesParams) -> str:
     """Rewrite the step requests' lake root in the Pipes context; the S3 root they had."""
     s3 = boto3.client("s3")
-    bucket, key = _context_location(argv)
+    bucket, key = params["bucket"], params["key"]
     context = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     requests = context["extras"][entrypoint.REQUESTS_EXTRA]
     (s3_root,) = {request["lake_root"] for request in requests}
@@ -70,6 +78,22 @@ def _mirror(local_root: str, s3_root: str) -> None:
         s3.upload_file(str(path), lake.bucket, key, Config=in_this_thread)
 
 
+def _tickets_on(local_root: str) -> None:
+    """A shared job's tickets, each run on the folder and mirrored after, as a job is."""
+    run_ticket = entrypoint.run_ticket
+
+    def on_local_lake(params: dict[str, str], argv: list[str]) -> None:
+        s3_root = _point_request_at(
+            local_root, PipesMappingParamsLoader(params).load_context_params()
+        )
+        try:
+            run_ticket(params, argv)
+        finally:
+            _mirror(local_root, s3_root)
+
+    entrypoint.run_ticket = on_local_lake
+
+
 def serve() -> None:
     for line in sys.stdin:
         job = json.loads(line)
@@ -78,9 +102,12 @@ def serve() -> None:
         os.environ.update(job["env"])
         argv = ["entrypoint.py", *job["argv"]]
         sys.argv = argv
-        ok, s3_root = True, None
+        ok, s3_root, run_ticket = True, None, entrypoint.run_ticket
         try:
-            s3_root = _point_request_at(local_root, argv)
+            if entrypoint.SERVE_ARGUMENT in argv:
+                _tickets_on(local_root)
+            else:
+                s3_root = _point_request_at(local_root, _context_params(argv))
             entrypoint.main(argv)
         except BaseException:
             traceback.print_exc()
@@ -89,6 +116,7 @@ def serve() -> None:
             # What the job wrote stays, as on S3, whether the job ended well or not.
             if s3_root is not None:
                 _mirror(local_root, s3_root)
+            entrypoint.run_ticket = run_ticket
             os.environ.clear()
             os.environ.update(saved)
             # A job process opens Pipes once; this one opens it per job, so forget the last.

@@ -657,6 +657,67 @@ def cli_env(setup: AwsSetup, kind: str, folder: Path) -> dict[str, str]:
     }
 
 
+# The runners whose service runs a shared job, and how each names a job run that succeeded.
+SHARED = {"glue": "SUCCEEDED", "emr_serverless": "SUCCESS"}
+
+
+def _shared(settings: Settings, idle_seconds: float = 60) -> Settings:
+    """`settings` with RENTAL_SHARED_JOB_IDLE_SECONDS set."""
+    runner = dataclasses.replace(settings.runner, shared_idle_seconds=idle_seconds)
+    return dataclasses.replace(settings, runner=runner)
+
+
+def _shared_objects() -> list[str]:
+    """The inbox objects of the shared jobs, tickets and marks alike, in key order."""
+    s3 = boto3.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="pipes/shared/")
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def _wait_for_state(remote: RemoteSide, job: Job, state: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while remote.state(job) != state:
+        assert time.monotonic() < deadline, f"the job is {remote.state(job)}, not {state}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_shared_job_serves_every_launch_of_a_command(
+    aws_setup: AwsSetup, worker: Worker, tmp_path: Path, kind: str
+) -> None:
+    """RENTAL_SHARED_JOB_IDLE_SECONDS: the range run's four Dagster runs launch five times,
+    and one remote job serves all five, one after another. It ends when the command ends, well
+    before its 60 s of idleness; the KPIs are the worked example's; every materialisation names
+    that one job run."""
+    settings = _shared(_on_a_lake_of_its_own(aws_setup, tmp_path, f"shared_{kind}", kind))
+    before = set(_shared_objects())
+    with RemoteSide(kind, worker, tmp_path / "lake") as remote:
+        outcomes = materialize_range(settings, aws_setup.platform.instance, START, END)
+        (job,) = remote.jobs
+        _wait_for_state(remote, job, SHARED[kind], 20)
+    assert [o.job for o in outcomes] == ["snapshots", "daily", "weekly_kpis", "monthly_kpis"]
+    assert job.argv[job.argv.index("--rental-idle-seconds") + 1] == "60"
+    new = sorted(set(_shared_objects()) - before)
+    assert len({key.split("/")[2] for key in new}) == 1  # pipes/shared/<one inbox>/...
+    numbers = range(5)
+    assert [key.split("/", 3)[3] for key in new] == [
+        "close",
+        *(f"done/{n:06d}.json" for n in numbers),
+        *(f"tickets/{n:06d}.json" for n in numbers),
+    ]
+    with duckdb.connect(settings.warehouse.database, read_only=True) as connection:
+        top = connection.execute("SELECT * FROM presentation.top_listings ORDER BY ALL").fetchall()
+    assert top == example.EXPECTED["top_listings"]
+    named = {
+        event.asset_materialization.metadata[JOB_RUN_METADATA[kind]].value
+        for outcome in outcomes
+        for event in aws_setup.platform.instance.all_logs(
+            outcome.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+    }
+    assert named == {remote.run_id(job)}
+
+
 def _deploy_check(
     env: dict[str, str], worker: ShippedCodeWorker, kind: str
 ) -> subprocess.CompletedProcess[str]:

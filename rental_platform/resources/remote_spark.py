@@ -1,7 +1,8 @@
 """The remote Spark runners: `spark/entrypoint.py` run on AWS through Dagster Pipes
 (dagster-aws's clients), with the Pipes context and messages on S3 and the code
 `rental-platform deploy` uploaded; cancelling the Dagster run stops the remote job (the
-clients forward the termination).
+clients forward the termination). Glue and EMR Serverless can run a command's launches on
+one shared job instead (`shared_job.py`, RENTAL_SHARED_JOB_IDLE_SECONDS).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import boto3
@@ -28,9 +30,16 @@ from dagster_pipes import PipesMessage, PipesParams
 from rental_platform.contract import StepReport, StepRequest
 from rental_platform.remote_code import code_package
 from rental_platform.remote_runtime import ENVIRONMENT, PYTHON, runtime_archive_name
+from rental_platform.resources.shared_job import RECORDS_FOLDER, JobState, launch_on_shared_job
 from rental_platform.resources.spark import SparkRunner, StepRun
 from rental_platform.settings import RunnerSettings, S3Location
-from rental_platform.spark.entrypoint import CANARY_EXTRA, REQUESTS_EXTRA, SECRET_ARN_ARGUMENT
+from rental_platform.spark.entrypoint import (
+    CANARY_EXTRA,
+    IDLE_ARGUMENT,
+    REQUESTS_EXTRA,
+    SECRET_ARN_ARGUMENT,
+    SERVE_ARGUMENT,
+)
 
 
 class RemoteSparkRunner(SparkRunner, ABC):
@@ -58,9 +67,8 @@ class RemoteSparkRunner(SparkRunner, ABC):
         # dagster-aws's: the job run's id and console URL, for each materialisation.
         job_metadata: dict[str, Any] = {}
         try:
-            invocation = self._run_remote(
-                context, {REQUESTS_EXTRA: [r.to_json() for r in requests]}, kept, job_metadata
-            )
+            extras = {REQUESTS_EXTRA: [r.to_json() for r in requests]}
+            invocation = self._run_remote(context, extras, kept, job_metadata, shared=True)
         except Exception as error:
             failure = error
         else:
@@ -95,10 +103,12 @@ class RemoteSparkRunner(SparkRunner, ABC):
         extras: dict[str, Any],
         kept: list[Any],
         job_metadata: dict[str, Any],
+        shared: bool = False,
     ) -> dg.PipesClientCompletedInvocation:
         """Start the job with `extras` in its Pipes context, and wait for it. The job's custom
         messages go into `kept` as they arrive, and what names the job run into
-        `job_metadata` once it started, so both are there when the job fails too."""
+        `job_metadata` once it started, so both are there when the job fails too. `shared`:
+        on the shared job, where the runner has one."""
         s3 = boto3.client("s3")
         self._check_deployed(s3)
         # dagster-aws appends a random name to the injector's prefix with no slash between,
@@ -116,6 +126,18 @@ class RemoteSparkRunner(SparkRunner, ABC):
             interval=min(self.poll_seconds, 5.0),
             include_stdio_in_messages=True,
         )
+        return self._launch(context, injector, reader, extras, job_metadata, shared)
+
+    def _launch(
+        self,
+        context: dg.OpExecutionContext,
+        injector: PipesS3ContextInjector,
+        reader: PipesS3MessageReader,
+        extras: dict[str, Any],
+        job_metadata: dict[str, Any],
+        shared: bool,
+    ) -> dg.PipesClientCompletedInvocation:
+        """A job of its own (a runner that shares jobs overrides this)."""
         return self._invoke(context, injector, reader, extras, job_metadata)
 
     @abstractmethod
@@ -178,6 +200,54 @@ class RemoteSparkRunner(SparkRunner, ABC):
                     f"the Spark code of this version is not deployed "
                     f"({self.code.object_uri(name)} not found): run `rental-platform deploy`"
                 ) from None
+
+
+class ServingRunner(RemoteSparkRunner, ABC):
+    """A runner whose service can run a shared job (`shared_job.py`): with
+    `shared_idle_seconds` above 0, the steps' launches go to it."""
+
+    # RENTAL_SHARED_JOB_IDLE_SECONDS: how long the shared job waits for a launch before it ends.
+    shared_idle_seconds: float = 0.0
+
+    def _launch(self, context, injector, reader, extras, job_metadata, shared):
+        if not (shared and self.shared_idle_seconds > 0):
+            return self._invoke(context, injector, reader, extras, job_metadata)
+        return launch_on_shared_job(
+            self,
+            key=self.shared_job_key(),
+            records=Path(context.instance.root_directory) / RECORDS_FOLDER,
+            pipes_uri=self.pipes_uri,
+            poll_seconds=self.poll_seconds,
+            context=context,
+            injector=injector,
+            reader=reader,
+            extras=extras,
+            job_metadata=job_metadata,
+        )
+
+    def shared_job_key(self) -> str:
+        """What tells one shared job's settings from another's: the job, the code, the secret."""
+        settings = (self.describe(), self.pipes_uri, self.archive_uri, self.mysql_secret_arn or "")
+        return hashlib.sha256("\n".join(settings).encode()).hexdigest()[:16]
+
+    def serving_arguments(self, inbox: str) -> list[str]:
+        """The entry script's arguments of a shared job serving `inbox`."""
+        serving = [SERVE_ARGUMENT, inbox, IDLE_ARGUMENT, f"{self.shared_idle_seconds:g}"]
+        return [*self.secret_arguments(), *serving]
+
+    @abstractmethod
+    def start_serving(self, inbox: str) -> str:
+        """Start a shared job serving the tickets under `inbox`; its job run's id."""
+
+    @abstractmethod
+    def serving_state(self, run_id: str) -> JobState: ...
+
+    @abstractmethod
+    def stop_serving(self, run_id: str) -> None: ...
+
+    @abstractmethod
+    def serving_metadata(self, run_id: str) -> dict[str, Any]:
+        """What names the job run in each materialisation (as dagster-aws's clients name it)."""
 
 
 class PrefixedS3MessageReader(PipesS3MessageReader):
@@ -252,7 +322,7 @@ class PollingGlueClient(JobRunRecorder, PipesGlueClient):
             time.sleep(self.poll_seconds)
 
 
-class GlueSparkRunner(RemoteSparkRunner):
+class GlueSparkRunner(ServingRunner):
     """An AWS Glue job (`rental-platform deploy` creates it and points it at the code)."""
 
     job_name: str
@@ -261,6 +331,16 @@ class GlueSparkRunner(RemoteSparkRunner):
 
     def describe(self) -> str:
         return f"Glue job {self.job_name}"
+
+    def _start_params(self, arguments: list[str]) -> dict[str, Any]:
+        """The job run: the code, and `arguments` (name, value, ...) for the entry script."""
+        code = {"--extra-py-files": self.archive_uri, "--extra-jars": self.driver_jar_uri}
+        return {
+            "JobName": self.job_name,
+            "Arguments": code | dict(zip(arguments[::2], arguments[1::2], strict=True)),
+            "WorkerType": self.worker_type,
+            "NumberOfWorkers": self.number_of_workers,
+        }
 
     def _invoke(
         self, context, injector, reader, extras, job_metadata
@@ -272,20 +352,27 @@ class GlueSparkRunner(RemoteSparkRunner):
             poll_seconds=self.poll_seconds,
             job_metadata=job_metadata,
         )
-        arguments = {"--extra-py-files": self.archive_uri, "--extra-jars": self.driver_jar_uri}
-        if self.mysql_secret_arn:
-            arguments[SECRET_ARN_ARGUMENT] = self.mysql_secret_arn
-        invocation = client.run(
+        return client.run(
             context=context,
-            start_job_run_params={
-                "JobName": self.job_name,
-                "Arguments": arguments,
-                "WorkerType": self.worker_type,
-                "NumberOfWorkers": self.number_of_workers,
-            },
+            start_job_run_params=self._start_params(self.secret_arguments()),
             extras=extras,
         )
-        return invocation
+
+    def start_serving(self, inbox: str) -> str:
+        params = self._start_params(self.serving_arguments(inbox))
+        return boto3.client("glue").start_job_run(**params)["JobRunId"]
+
+    def serving_state(self, run_id: str) -> JobState:
+        run = boto3.client("glue").get_job_run(JobName=self.job_name, RunId=run_id)["JobRun"]
+        state = run["JobRunState"]
+        ended = state in PollingGlueClient.TERMINAL_STATES
+        return JobState(state, ended, state == "SUCCEEDED")
+
+    def stop_serving(self, run_id: str) -> None:
+        boto3.client("glue").batch_stop_job_run(JobName=self.job_name, JobRunIds=[run_id])
+
+    def serving_metadata(self, run_id: str) -> dict[str, Any]:
+        return {"AWS Glue Job Run ID": run_id, "AWS Glue Job Name": self.job_name}
 
 
 class RecordingEMRServerlessClient(JobRunRecorder, PipesEMRServerlessClient):
@@ -308,7 +395,11 @@ class RecordingEMRServerlessClient(JobRunRecorder, PipesEMRServerlessClient):
         return response
 
 
-class EmrServerlessSparkRunner(RemoteSparkRunner):
+# EMR Serverless's job run states that never change again.
+EMR_SERVERLESS_ENDED = ("SUCCESS", "FAILED", "CANCELLED")
+
+
+class EmrServerlessSparkRunner(ServingRunner):
     """A job run on an EMR Serverless Spark application."""
 
     application_id: str
@@ -332,6 +423,20 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
         }
         return " ".join(f"--conf {name}={value}" for name, value in conf.items())
 
+    def _start_params(self, name: str, arguments: list[str]) -> dict[str, Any]:
+        return {
+            "applicationId": self.application_id,
+            "executionRoleArn": self.execution_role_arn,
+            "name": name,
+            "jobDriver": {
+                "sparkSubmit": {
+                    "entryPoint": self.entry_script_uri,
+                    "entryPointArguments": arguments,
+                    "sparkSubmitParameters": self.spark_submit_parameters(),
+                }
+            },
+        }
+
     def _invoke(
         self, context, injector, reader, extras, job_metadata
     ) -> dg.PipesClientCompletedInvocation:
@@ -342,23 +447,34 @@ class EmrServerlessSparkRunner(RemoteSparkRunner):
             poll_interval=self.poll_seconds,
             job_metadata=job_metadata,
         )
-        invocation = client.run(
+        name = f"rental-platform {context.op_execution_context.op_handle}"
+        return client.run(
             context=context,
-            start_job_run_params={
-                "applicationId": self.application_id,
-                "executionRoleArn": self.execution_role_arn,
-                "name": f"rental-platform {context.op_execution_context.op_handle}",
-                "jobDriver": {
-                    "sparkSubmit": {
-                        "entryPoint": self.entry_script_uri,
-                        "entryPointArguments": self.secret_arguments(),
-                        "sparkSubmitParameters": self.spark_submit_parameters(),
-                    }
-                },
-            },
+            start_job_run_params=self._start_params(name, self.secret_arguments()),
             extras=extras,
         )
-        return invocation
+
+    def start_serving(self, inbox: str) -> str:
+        params = self._start_params("rental-platform shared", self.serving_arguments(inbox))
+        return boto3.client("emr-serverless").start_job_run(**params)["jobRunId"]
+
+    def serving_state(self, run_id: str) -> JobState:
+        run = boto3.client("emr-serverless").get_job_run(
+            applicationId=self.application_id, jobRunId=run_id
+        )["jobRun"]
+        state = run["state"]
+        return JobState(state, state in EMR_SERVERLESS_ENDED, state == "SUCCESS")
+
+    def stop_serving(self, run_id: str) -> None:
+        boto3.client("emr-serverless").cancel_job_run(
+            applicationId=self.application_id, jobRunId=run_id
+        )
+
+    def serving_metadata(self, run_id: str) -> dict[str, Any]:
+        return {
+            "AWS EMR Serverless Application ID": self.application_id,
+            "AWS EMR Serverless Job Run ID": run_id,
+        }
 
 
 # The runner's clusters: its name, and a tag naming their settings.
@@ -561,18 +677,21 @@ def remote_spark_runner(settings: RunnerSettings) -> RemoteSparkRunner:
         "mysql_secret_arn": settings.mysql_secret_arn,
         "poll_seconds": settings.poll_seconds,
     }
+    shared = {"shared_idle_seconds": settings.shared_idle_seconds}
     if settings.glue:
         return GlueSparkRunner(
             job_name=settings.glue.name,
             worker_type=settings.glue.worker_type,
             number_of_workers=settings.glue.workers,
             **common,
+            **shared,
         )
     if settings.emr_serverless:
         return EmrServerlessSparkRunner(
             application_id=settings.emr_serverless.application_id,
             execution_role_arn=settings.emr_serverless.role_arn,
             **common,
+            **shared,
         )
     assert settings.emr
     cluster = settings.emr

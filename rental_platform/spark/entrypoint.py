@@ -6,6 +6,12 @@ traceback, and its driver's output, to the Dagster run. Hence only the standard 
 dagster_pipes here. `pipes_step` then runs the steps the Pipes context asks for, in one
 SparkSession: a job's steps are one launch, not one each.
 
+A shared job (`--rental-serve`) runs many Pipes sessions, one after another, in one
+SparkSession: the Dagster side posts each session's bootstrap parameters as a numbered ticket
+under the job's inbox on S3; the job runs each ticket as a job of its own would, marks it done,
+and ends when told to (`close`) or once no ticket came for `--rental-idle-seconds`, after
+saying so (`ended`): a command's runs pay one launch, not one per multi-asset.
+
 The source password never travels with the request: it comes from RENTAL_MYSQL_PASSWORD or
 from AWS Secrets Manager (the secret's ARN in the job argument `--rental-mysql-secret-arn`, or
 RENTAL_MYSQL_SECRET_ARN).
@@ -16,15 +22,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from dagster_pipes import (
     PipesCliArgsParamsLoader,
+    PipesContext,
     PipesDefaultLogWriter,
     PipesEnvVarParamsLoader,
     PipesLogWriter,
+    PipesMappingParamsLoader,
     PipesMessage,
     PipesMessageWriterChannel,
     PipesParams,
@@ -42,6 +51,31 @@ CANARY_EXTRA = "canary"
 SECRET_ARN_ARGUMENT = "--rental-mysql-secret-arn"
 # Glue jobs receive the Pipes bootstrap parameters as job arguments, not environment.
 PIPES_CONTEXT_ARGUMENT = "--dagster-pipes-context"
+# A shared job: the s3:// inbox of its tickets, and how long it waits for one before it ends.
+SERVE_ARGUMENT = "--rental-serve"
+IDLE_ARGUMENT = "--rental-idle-seconds"
+# How often a shared job looks for its next ticket.
+TICKET_POLL_SECONDS = 0.5
+
+
+def ticket_key(inbox_prefix: str, number: int) -> str:
+    """Ticket `number`: the bootstrap parameters of one Pipes session ({"params": {...}})."""
+    return f"{inbox_prefix}/tickets/{number:06d}.json"
+
+
+def done_key(inbox_prefix: str, number: int) -> str:
+    """Written once ticket `number` ran: {"ok": whether it raised nothing}."""
+    return f"{inbox_prefix}/done/{number:06d}.json"
+
+
+def close_key(inbox_prefix: str) -> str:
+    """Written by the Dagster side: no ticket will follow."""
+    return f"{inbox_prefix}/close"
+
+
+def ended_key(inbox_prefix: str) -> str:
+    """Written by the job before it ends unasked (idle): a later ticket needs another job."""
+    return f"{inbox_prefix}/ended"
 
 
 def _argument(name: str, argv: list[str]) -> str | None:
@@ -113,13 +147,17 @@ class OutputFirstS3MessageWriter(PipesS3MessageWriter):
             held.release()
 
 
-def _pipes_channels(argv: list[str]) -> dict[str, Any]:
+def _pipes_channels(argv: list[str], params: PipesParamsLoader | None = None) -> dict[str, Any]:
     """Where the Pipes bootstrap parameters are (Glue: job arguments; EMR Serverless and EMR:
-    the driver's environment), and, when they point at S3, context and messages on S3. A local
-    subprocess keeps Dagster Pipes' defaults (environment and files)."""
-    params: PipesParamsLoader = (
-        PipesCliArgsParamsLoader() if PIPES_CONTEXT_ARGUMENT in argv else PipesEnvVarParamsLoader()
-    )
+    the driver's environment; a shared job: the ticket), and, when they point at S3, context
+    and messages on S3. A local subprocess keeps Dagster Pipes' defaults (environment and
+    files)."""
+    if params is None:
+        params = (
+            PipesCliArgsParamsLoader()
+            if PIPES_CONTEXT_ARGUMENT in argv
+            else PipesEnvVarParamsLoader()
+        )
     if not params.is_dagster_pipes_process() or "bucket" not in params.load_context_params():
         return {"params_loader": params}
     import boto3
@@ -132,18 +170,73 @@ def _pipes_channels(argv: list[str]) -> dict[str, Any]:
     }
 
 
+def _run(pipes: PipesContext, argv: list[str]) -> None:
+    """What the Pipes context asks for: the canary, or the steps."""
+    # Imported inside Pipes: an import that fails is reported to Dagster with its traceback.
+    from rental_platform.spark.pipes_step import run_requested_steps, runtime_facts
+
+    if CANARY_EXTRA in pipes.extras:
+        canary = pipes.get_extra(CANARY_EXTRA)
+        facts = runtime_facts(canary, source_password(argv), password_origin(argv))
+        pipes.report_custom_message({CANARY_EXTRA: facts})
+    else:
+        run_requested_steps(pipes, pipes.get_extra(REQUESTS_EXTRA), source_password(argv))
+
+
+def run_ticket(params: Mapping[str, str], argv: list[str]) -> None:
+    """One ticket of a shared job: a Pipes session of its own (not the process's singleton,
+    which a job opens once), run as a job of its own would run it."""
+    with PipesContext(**_pipes_channels(argv, PipesMappingParamsLoader(params))) as pipes:
+        _run(pipes, argv)
+
+
+def serve(inbox: str, idle_seconds: float, argv: list[str]) -> None:
+    """Run the tickets posted under `inbox` in order, each marked done whether or not it
+    raised (its error went to its own run through Pipes), until told to close or idle."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    bucket, _, prefix = inbox.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+
+    def read(key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    number, idle_since = 0, time.monotonic()
+    while True:
+        ticket = read(ticket_key(prefix, number))
+        if ticket is None and read(close_key(prefix)) is not None:
+            return
+        if ticket is None and time.monotonic() - idle_since > idle_seconds:
+            s3.put_object(Bucket=bucket, Key=ended_key(prefix), Body=b"{}")
+            # A ticket posted before the Dagster side could see `ended` is still served.
+            ticket = read(ticket_key(prefix, number))
+            if ticket is None:
+                return
+        if ticket is None:
+            time.sleep(TICKET_POLL_SECONDS)
+            continue
+        ok = True
+        try:
+            run_ticket(ticket["params"], argv)
+        except Exception:
+            ok = False
+        done = json.dumps({"ok": ok}).encode()
+        s3.put_object(Bucket=bucket, Key=done_key(prefix, number), Body=done)
+        number, idle_since = number + 1, time.monotonic()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
+    inbox = _argument(SERVE_ARGUMENT, argv)
+    if inbox is not None:
+        serve(inbox, float(_argument(IDLE_ARGUMENT, argv) or 0), argv)
+        return
     with open_dagster_pipes(**_pipes_channels(argv)) as pipes:
-        # Imported inside Pipes: an import that fails is reported to Dagster with its traceback.
-        from rental_platform.spark.pipes_step import run_requested_steps, runtime_facts
-
-        if CANARY_EXTRA in pipes.extras:
-            canary = pipes.get_extra(CANARY_EXTRA)
-            facts = runtime_facts(canary, source_password(argv), password_origin(argv))
-            pipes.report_custom_message({CANARY_EXTRA: facts})
-        else:
-            run_requested_steps(pipes, pipes.get_extra(REQUESTS_EXTRA), source_password(argv))
+        _run(pipes, argv)
 
 
 if __name__ == "__main__":
