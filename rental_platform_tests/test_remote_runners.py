@@ -718,6 +718,62 @@ def test_a_shared_job_serves_every_launch_of_a_command(
     assert named == {remote.run_id(job)}
 
 
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_shared_job_that_dies_fails_the_launch_it_was_serving(
+    aws_setup: AwsSetup, kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The shared job ends FAILED before it marked its ticket done: the run fails naming the
+    job run and its state, and the lake's committed files are the ones committed before."""
+    settings = _shared(_on_a_lake_of_its_own(aws_setup, tmp_path, f"shared_dies_{kind}", kind))
+    before = _committed(settings)
+    started = time.monotonic()
+    with RemoteSide(kind, fail=True) as remote, pytest.raises(RangeRunError) as error:
+        _snapshots(aws_setup, settings)
+    after = _committed(settings)
+    _record(request, f"shared {kind} job dies before reporting", before, after, started)
+    (job,) = remote.jobs
+    assert f"run {remote.run_id(job)} ended FAILED before it finished ticket 0" in str(error.value)
+    assert after == before
+
+
+def test_a_shared_job_that_ended_unasked_leaves_its_ticket_to_another(
+    aws_setup: AwsSetup, tmp_path: Path
+) -> None:
+    """A shared job that ends well never ends inside a ticket: one that ended without running
+    the ticket posted to it (its idle time ran out meanwhile) leaves it to a new job. Here no
+    job runs anything: the second job's ending too fails the run, after two launches."""
+    settings = _shared(remote_settings(aws_setup, "emr_serverless", tmp_path))
+    with RemoteSide("emr_serverless") as remote, pytest.raises(RangeRunError) as error:
+        _snapshots(aws_setup, settings)
+    first, second = remote.jobs
+    assert remote.run_id(first) != remote.run_id(second)
+    assert f"run {remote.run_id(second)} ended successfully without running ticket 0" in str(
+        error.value
+    )
+
+
+def test_a_step_failing_on_a_shared_job_fails_its_run_and_not_the_job(
+    aws_setup: AwsSetup, worker: Worker, tmp_path: Path
+) -> None:
+    """The curated listings' folder refuses writes (for real): that ticket fails and the run
+    fails naming the cause; the shared job goes on, and ends with the command, successfully.
+    The next command, the folder writable again, runs on a new shared job and commits."""
+    settings = _shared(_on_a_lake_of_its_own(aws_setup, tmp_path, "shared_partial"))
+    lake, refusing = tmp_path / "lake", "curated/listings"
+    with RemoteSide("glue", worker, lake) as remote:
+        with chaos.refusing_writes(lake / refusing), pytest.raises(RangeRunError) as error:
+            _snapshots(aws_setup, settings)
+        assert refusing in str(error.value)
+        assert "failed its ticket 0" in str(error.value)
+        (failed,) = remote.jobs
+        _wait_for_state(remote, failed, "SUCCEEDED", 20)
+        _snapshots(aws_setup, settings)
+        first, second = remote.jobs
+        _wait_for_state(remote, second, "SUCCEEDED", 20)
+    assert remote.run_id(first) != remote.run_id(second)
+    assert tables.CURATED_LISTINGS.id in _committed_tables(settings)
+
+
 def _deploy_check(
     env: dict[str, str], worker: ShippedCodeWorker, kind: str
 ) -> subprocess.CompletedProcess[str]:
@@ -796,14 +852,18 @@ def test_deploy_check_fails_with_the_jobs_own_error(aws_setup: AwsSetup, tmp_pat
     assert "not-the-password" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("kind", ["emr_serverless", "emr"])
+@pytest.mark.parametrize(
+    ("kind", "shared_idle_seconds"),
+    [("emr_serverless", "0"), ("emr", "0"), ("emr_serverless", "60")],
+)
 def test_interrupting_a_run_cancels_its_remote_job(
-    aws_setup: AwsSetup, tmp_path: Path, kind: str
+    aws_setup: AwsSetup, tmp_path: Path, kind: str, shared_idle_seconds: str
 ) -> None:
     """What the UI's Terminate does to a run worker (an interrupt), done to `rental-platform
-    run`: the EMR Serverless job it started is cancelled; on EMR, its step (the cluster stays
-    for the steps of other runs)."""
+    run`: the EMR Serverless job it started is cancelled, its own or the shared one; on EMR,
+    its step (the cluster stays for the steps of other runs)."""
     env = cli_env(aws_setup, kind, tmp_path)
+    env["RENTAL_SHARED_JOB_IDLE_SECONDS"] = shared_idle_seconds
     with RemoteSide(kind, hold=True) as remote:
         run = subprocess.Popen(
             [

@@ -105,6 +105,20 @@ AWS = {
             "RENTAL_EMR_IDLE_MINUTES",
             {**AWS, "RENTAL_SPARK_RUNNER": "emr", "RENTAL_EMR_IDLE_MINUTES": "10081"},
         ),
+        # EMR shares a cluster already; a shared job is for Glue and EMR Serverless.
+        (
+            "RENTAL_SHARED_JOB_IDLE_SECONDS",
+            {**AWS, "RENTAL_SPARK_RUNNER": "emr", "RENTAL_SHARED_JOB_IDLE_SECONDS": "60"},
+        ),
+        (
+            "RENTAL_SHARED_JOB_IDLE_SECONDS",
+            {
+                **AWS,
+                "RENTAL_SPARK_RUNNER": "glue",
+                "RENTAL_GLUE_JOB_NAME": "step",
+                "RENTAL_SHARED_JOB_IDLE_SECONDS": "3601",
+            },
+        ),
         # Spark on AWS cannot see this machine's folders.
         (
             "RENTAL_LAKE_ROOT",
@@ -139,9 +153,12 @@ def test_remote_runners_are_configured_from_the_environment() -> None:
             "RENTAL_SPARK_RUNNER": "glue",
             "RENTAL_GLUE_JOB_NAME": "step",
             "RENTAL_GLUE_WORKERS": "10",
+            "RENTAL_SHARED_JOB_IDLE_SECONDS": "90",
         }
     )
     assert glue.lake_root == "s3://lake/prefix"
+    assert glue.runner.shared_idle_seconds == 90
+    assert build_resources(glue)["spark"].shared_idle_seconds == 90
     assert glue.runner.pipes == S3Location("ops", "pipes")
     assert glue.runner.code == S3Location("ops", "code")
     assert glue.runner.glue == GlueJob("step", workers=10)
