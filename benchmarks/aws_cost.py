@@ -436,9 +436,11 @@ def findings(priced: Mapping[str, Any]) -> str:
             f"one launch (a further {per_run['Glue']:.0%} on Glue, "
             f"{per_run['EMR Serverless']:.0%} on EMR Serverless); Dagster allows a multi-asset "
             "one partition mapping per upstream asset, and repeat_customer_rate reads four weeks "
-            "of bookings where the others read their week. One job per command would bring a "
-            f"nightly to {per_command[0]} on Glue and {per_command[1]} on EMR Serverless: that "
-            "takes one remote job serving the Dagster runs of a night one after another.",
+            "of bookings where the others read their week. One job per command brings a "
+            f"nightly to {per_command[0]} on Glue and {per_command[1]} on EMR Serverless: "
+            "RENTAL_SHARED_JOB_IDLE_SECONDS above 0 runs a command's launches on one shared job "
+            "(docs/aws.md), which ends with the command (a run the daemon launched leaves it "
+            "to end after that many idle seconds, billed).",
             f"In absolute terms a year of nightlies costs {usd(min(yearly))} to "
             f"{usd(max(yearly))} at these sizes: the launches, not the data, set the price.",
         ]
