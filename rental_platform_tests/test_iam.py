@@ -57,9 +57,6 @@ NEEDED_WITHOUT_A_RECORDED_CALL = {
     ),
     ("DagsterProcessPolicy", "EmrClusters", "elasticmapreduce:CancelSteps"): "cancelling a "
     "run cancels its step (test_remote_runners' interrupt test, in another process)",
-    ("DagsterProcessPolicy", "ArtifactsList"): "deploy and the runners ask with HeadObject "
-    "whether the code is uploaded: for a missing key S3 answers 404 only to a role with "
-    "s3:ListBucket, 403 to others (the tests' code is always there when they ask)",
     ("DagsterProcessPolicy", "ComputeLogs"): "S3ComputeLogManager (deploy/dagster.yaml) "
     "uploads and reads the steps' stdout and stderr; test_cancellation.py runs it in the "
     "processes of the production layout",
@@ -74,8 +71,6 @@ NEEDED_WITHOUT_A_RECORDED_CALL = {
     ("SparkJobPolicy", "LakeList"): "Spark lists the lake's folders (see LakeReadWrite)",
     ("SparkJobPolicy", "CodeRead"): "Glue and EMR fetch the entry script, the archive and the "
     "jar with the job's role",
-    ("SparkJobPolicy", "ArtifactsList"): "without s3:ListBucket a missing key reads as 403, not "
-    "404, and Glue and EMR probe the code and Pipes prefixes",
     ("GlueJobRole/glue-runtime", "Logs"): "Glue 5.0 writes every job's driver and executor "
     "logs to CloudWatch under /aws-glue/",
     ("GlueJobRole/glue-runtime", "Metrics"): "--enable-metrics: Glue publishes job metrics",
@@ -154,6 +149,14 @@ def recorded(aws_setup: AwsSetup, tmp_path_factory) -> Iterator[Recorded]:  # no
                 )
                 with RemoteSide(kind, worker, folder / "lake"):
                     materialize_range(settings, aws_setup.platform.instance, START, START)
+            # And a shared job's calls: its tickets, their marks, its start, watch and close.
+            shared = remote_settings(aws_setup, "glue", folder / "shared")
+            runner = dataclasses.replace(shared.runner, shared_idle_seconds=60)
+            shared = dataclasses.replace(
+                shared, lake_root=lake_root, glue_database=GLUE_DATABASE, runner=runner
+            )
+            with RemoteSide("glue", worker, folder / "lake"):
+                materialize_range(shared, aws_setup.platform.instance, START, START)
     finally:
         worker.close()
     template = cfn_yaml.load(str(TEMPLATE))

@@ -36,6 +36,7 @@ from rental_platform.cycle import SOURCE_CHANGES
 from rental_platform.deploy import deploy
 from rental_platform.lake_catalog import catalog_table_name
 from rental_platform.remote_code import code_package
+from rental_platform.resources import shared_job
 from rental_platform.resources.remote_spark import LIVE_CLUSTER_STATES, remote_spark_runner
 from rental_platform.runs import RangeRunError, RunOutcome, materialize_range
 from rental_platform.settings import (
@@ -772,6 +773,30 @@ def test_a_step_failing_on_a_shared_job_fails_its_run_and_not_the_job(
         _wait_for_state(remote, second, "SUCCEEDED", 20)
     assert remote.run_id(first) != remote.run_id(second)
     assert tables.CURATED_LISTINGS.id in _committed_tables(settings)
+
+
+def test_a_shared_job_an_hour_old_takes_no_more_tickets(
+    aws_setup: AwsSetup, worker: Worker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared job keeps the job run's timeout for its tickets by taking none once it is
+    RETIRE_AFTER_SECONDS old (an hour; here at once): each launch of a day's run then goes to
+    a new job, told to close, which runs its one ticket and ends successfully."""
+    monkeypatch.setattr(shared_job, "RETIRE_AFTER_SECONDS", 0)
+    settings = _shared(_on_a_lake_of_its_own(aws_setup, tmp_path, "shared_retired"))
+    before = set(_shared_objects())
+    with RemoteSide("glue", worker, tmp_path / "lake") as remote:
+        materialize_range(settings, aws_setup.platform.instance, START, START)
+        for job in remote.jobs:
+            _wait_for_state(remote, job, "SUCCEEDED", 20)
+    new = sorted(set(_shared_objects()) - before)
+    inboxes = {key.split("/")[2] for key in new}
+    assert len(remote.jobs) == len(inboxes) > 1
+    for inbox in inboxes:
+        assert [key.split("/", 3)[3] for key in new if key.split("/")[2] == inbox] == [
+            "close",
+            "done/000000.json",
+            "tickets/000000.json",
+        ]
 
 
 def _deploy_check(

@@ -8,7 +8,8 @@ numbered ticket in the job's inbox on S3; the job runs the tickets in order and 
 Which job serves, and the next ticket's number, are kept in a small record beside the Dagster
 instance, under a file lock: the run workers of one instance (a process per multi-asset under
 the multiprocess executor) share it. `close_shared_jobs` ends the jobs when a command ends;
-otherwise a job ends once it has waited `idle_seconds` for a ticket.
+otherwise a job ends once it has waited `idle_seconds` for a ticket. A job an hour old takes no
+more tickets: a command longer than that runs on several, one after another.
 
 A job that ended successfully never took a ticket it did not mark done (it ends only between
 tickets): such a ticket goes to a new job. A job that failed or was stopped fails the tickets it
@@ -32,10 +33,15 @@ import boto3
 import dagster as dg
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
-from rental_platform.spark.entrypoint import close_key, done_key, ticket_key
+from rental_platform.settings import parse_s3_location
+from rental_platform.spark.entrypoint import close_key, done_key, read_json, ticket_key
 
 # Beside the instance's own files: one record per serving job's settings.
 RECORDS_FOLDER = "shared-remote-jobs"
+# A shared job this old takes no more tickets (it runs those it has, then ends): every ticket
+# keeps an hour at least of the job run's timeout (the Glue job's 120 minutes the template
+# sets; EMR Serverless's default is 12 hours).
+RETIRE_AFTER_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -73,11 +79,11 @@ class SharedJob:
 
     @property
     def bucket(self) -> str:
-        return self.inbox.removeprefix("s3://").partition("/")[0]
+        return parse_s3_location("inbox", self.inbox).bucket
 
     @property
     def prefix(self) -> str:
-        return self.inbox.removeprefix("s3://").partition("/")[2].strip("/")
+        return parse_s3_location("inbox", self.inbox).prefix
 
 
 def launch_on_shared_job(
@@ -141,11 +147,14 @@ def _post(
     records.mkdir(parents=True, exist_ok=True)
     with _locked(records / f"{key}.json") as record:
         job = record.get("job") and SharedJob(**record["job"])
+        if job and time.time() - record["started"] > RETIRE_AFTER_SECONDS:
+            _close(s3, job)
+            job = None
         if not job or service.serving_state(job.run_id).ended:
             inbox = f"{pipes_uri.rstrip('/')}/shared/{uuid.uuid4().hex}"
             job = SharedJob(service.start_serving(inbox), inbox)
             record.clear()
-            record.update(job=job.__dict__, next=0)
+            record.update(job=job.__dict__, next=0, started=time.time())
         number = record["next"]
         record["next"] = number + 1
         body = json.dumps(ticket).encode()
@@ -158,13 +167,13 @@ def _wait(
 ) -> dict[str, Any] | None:
     """The ticket's done mark; None if the job ended successfully without taking it."""
     while True:
-        done = _read(s3, job.bucket, done_key(job.prefix, number))
+        done = read_json(s3, job.bucket, done_key(job.prefix, number))
         if done is not None:
             return done
         state = service.serving_state(job.run_id)
         if state.ended:
             # It may have marked the ticket done just before it ended.
-            done = _read(s3, job.bucket, done_key(job.prefix, number))
+            done = read_json(s3, job.bucket, done_key(job.prefix, number))
             if done is not None or state.succeeded:
                 return done
             raise RuntimeError(
@@ -172,13 +181,6 @@ def _wait(
                 f"before it finished ticket {number}"
             )
         time.sleep(poll_seconds)
-
-
-def _read(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except s3.exceptions.NoSuchKey:
-        return None
 
 
 @contextmanager
@@ -206,6 +208,10 @@ def close_shared_jobs(instance_root: str) -> None:
     for path in sorted(records.glob("*.json")):
         with _locked(path) as record:
             if record.get("job"):
-                job = SharedJob(**record["job"])
-                s3.put_object(Bucket=job.bucket, Key=close_key(job.prefix), Body=b"{}")
+                _close(s3, SharedJob(**record["job"]))
             record.clear()
+
+
+def _close(s3: Any, job: SharedJob) -> None:
+    """No ticket follows: the job ends once it has run those it was given."""
+    s3.put_object(Bucket=job.bucket, Key=close_key(job.prefix), Body=b"{}")

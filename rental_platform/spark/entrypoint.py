@@ -147,6 +147,16 @@ class OutputFirstS3MessageWriter(PipesS3MessageWriter):
             held.release()
 
 
+def read_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The JSON object at `key`, or None while there is none. Listed first: S3 answers a
+    missing object with AccessDenied, not NoSuchKey, to a caller it does not let list the key,
+    and the roles may list only by prefix."""
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    if not any(item["Key"] == key for item in listed.get("Contents", [])):
+        return None
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
 def _pipes_channels(argv: list[str], params: PipesParamsLoader | None = None) -> dict[str, Any]:
     """Where the Pipes bootstrap parameters are (Glue: job arguments; EMR Serverless and EMR:
     the driver's environment; a shared job: the ticket), and, when they point at S3, context
@@ -200,10 +210,7 @@ def serve(inbox: str, idle_seconds: float, argv: list[str]) -> None:
     prefix = prefix.strip("/")
 
     def read(key: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        except s3.exceptions.NoSuchKey:
-            return None
+        return read_json(s3, bucket, key)
 
     number, idle_since = 0, time.monotonic()
     while True:
