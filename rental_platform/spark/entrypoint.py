@@ -9,8 +9,9 @@ SparkSession: a job's steps are one launch, not one each.
 A shared job (`--rental-serve`) runs many Pipes sessions, one after another, in one
 SparkSession: the Dagster side posts each session's bootstrap parameters as a numbered ticket
 under the job's inbox on S3; the job runs each ticket as a job of its own would, marks it done,
-and ends when told to (`close`) or once no ticket came for `--rental-idle-seconds`, after
-saying so (`ended`): a command's runs pay one launch, not one per multi-asset.
+and ends when told to (`close`) or once no ticket came for `--rental-idle-seconds` (a ticket
+posted as it ended goes to another job): a command's runs pay one launch, not one per
+multi-asset.
 
 The source password never travels with the request: it comes from RENTAL_MYSQL_PASSWORD or
 from AWS Secrets Manager (the secret's ARN in the job argument `--rental-mysql-secret-arn`, or
@@ -71,11 +72,6 @@ def done_key(inbox_prefix: str, number: int) -> str:
 def close_key(inbox_prefix: str) -> str:
     """Written by the Dagster side: no ticket will follow."""
     return f"{inbox_prefix}/close"
-
-
-def ended_key(inbox_prefix: str) -> str:
-    """Written by the job before it ends unasked (idle): a later ticket needs another job."""
-    return f"{inbox_prefix}/ended"
 
 
 def _argument(name: str, argv: list[str]) -> str | None:
@@ -218,11 +214,7 @@ def serve(inbox: str, idle_seconds: float, argv: list[str]) -> None:
         if ticket is None and read(close_key(prefix)) is not None:
             return
         if ticket is None and time.monotonic() - idle_since > idle_seconds:
-            s3.put_object(Bucket=bucket, Key=ended_key(prefix), Body=b"{}")
-            # A ticket posted before the Dagster side could see `ended` is still served.
-            ticket = read(ticket_key(prefix, number))
-            if ticket is None:
-                return
+            return
         if ticket is None:
             time.sleep(TICKET_POLL_SECONDS)
             continue
