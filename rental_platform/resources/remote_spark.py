@@ -13,7 +13,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar
 
 import boto3
@@ -30,7 +29,7 @@ from dagster_pipes import PipesMessage, PipesParams
 from rental_platform.contract import StepReport, StepRequest
 from rental_platform.remote_code import code_package
 from rental_platform.remote_runtime import ENVIRONMENT, PYTHON, runtime_archive_name
-from rental_platform.resources.shared_job import RECORDS_FOLDER, JobState, launch_on_shared_job
+from rental_platform.resources.shared_job import JobState, ServingService, launch_on_shared_job
 from rental_platform.resources.spark import SparkRunner, StepRun
 from rental_platform.settings import RunnerSettings, S3Location
 from rental_platform.spark.entrypoint import (
@@ -126,19 +125,21 @@ class RemoteSparkRunner(SparkRunner, ABC):
             interval=min(self.poll_seconds, 5.0),
             include_stdio_in_messages=True,
         )
-        return self._launch(context, injector, reader, extras, job_metadata, shared)
+        service = self.shared_job_service() if shared else None
+        if service is None:
+            return self._invoke(context, injector, reader, extras, job_metadata)
+        return launch_on_shared_job(
+            service,
+            context=context,
+            injector=injector,
+            reader=reader,
+            extras=extras,
+            job_metadata=job_metadata,
+        )
 
-    def _launch(
-        self,
-        context: dg.OpExecutionContext,
-        injector: PipesS3ContextInjector,
-        reader: PipesS3MessageReader,
-        extras: dict[str, Any],
-        job_metadata: dict[str, Any],
-        shared: bool,
-    ) -> dg.PipesClientCompletedInvocation:
-        """A job of its own (a runner that shares jobs overrides this)."""
-        return self._invoke(context, injector, reader, extras, job_metadata)
+    def shared_job_service(self) -> ServingService | None:
+        """What runs the steps' launches on one shared job (`shared_job.py`); None: a job each."""
+        return None
 
     @abstractmethod
     def _invoke(
@@ -158,8 +159,12 @@ class RemoteSparkRunner(SparkRunner, ABC):
         """The job, for error messages."""
 
     @property
+    def pipes(self) -> S3Location:
+        return S3Location(self.pipes_bucket, self.pipes_prefix)
+
+    @property
     def pipes_uri(self) -> str:
-        return S3Location(self.pipes_bucket, self.pipes_prefix).uri
+        return self.pipes.uri
 
     @property
     def code(self) -> S3Location:
@@ -209,21 +214,8 @@ class ServingRunner(RemoteSparkRunner, ABC):
     # RENTAL_SHARED_JOB_IDLE_SECONDS: how long the shared job waits for a launch before it ends.
     shared_idle_seconds: float = 0.0
 
-    def _launch(self, context, injector, reader, extras, job_metadata, shared):
-        if not (shared and self.shared_idle_seconds > 0):
-            return self._invoke(context, injector, reader, extras, job_metadata)
-        return launch_on_shared_job(
-            self,
-            key=self.shared_job_key(),
-            records=Path(context.instance.root_directory) / RECORDS_FOLDER,
-            pipes_uri=self.pipes_uri,
-            poll_seconds=self.poll_seconds,
-            context=context,
-            injector=injector,
-            reader=reader,
-            extras=extras,
-            job_metadata=job_metadata,
-        )
+    def shared_job_service(self) -> ServingService | None:
+        return self if self.shared_idle_seconds > 0 else None
 
     def shared_job_key(self) -> str:
         """What tells one shared job's settings from another's: the job, the code, the secret."""

@@ -33,7 +33,7 @@ import boto3
 import dagster as dg
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
-from rental_platform.settings import parse_s3_location
+from rental_platform.settings import S3Location, parse_s3_location
 from rental_platform.spark.entrypoint import close_key, done_key, read_json, ticket_key
 
 # Beside the instance's own files: one record per serving job's settings.
@@ -54,10 +54,22 @@ class JobState:
 
 
 class ServingService(Protocol):
-    """What the shared job needs of a runner's service: start the serving job, look at it,
-    stop it, and name it in each materialisation."""
+    """What the shared job needs of a runner: where tickets go and how often to look, which
+    settings share a job, and of its service: start the serving job, look at it, stop it, and
+    name it in each materialisation."""
+
+    poll_seconds: float
+
+    @property
+    def pipes(self) -> S3Location:
+        """Where the Pipes context and messages go; each job's inbox is under it."""
+        ...
 
     def describe(self) -> str: ...
+
+    def shared_job_key(self) -> str:
+        """What tells one shared job's settings from another's."""
+        ...
 
     def start_serving(self, inbox: str) -> str:
         """Start a job serving the tickets under `inbox`; its job run's id."""
@@ -72,36 +84,32 @@ class ServingService(Protocol):
 
 @dataclass(frozen=True)
 class SharedJob:
-    """A serving job: its job run and the s3:// inbox of its tickets."""
+    """A serving job: its job run and the inbox of its tickets."""
 
     run_id: str
-    inbox: str
+    inbox: S3Location
 
-    @property
-    def bucket(self) -> str:
-        return parse_s3_location("inbox", self.inbox).bucket
+    @classmethod
+    def from_record(cls, record: dict[str, str]) -> SharedJob:
+        return cls(record["run_id"], parse_s3_location("inbox", record["inbox"]))
 
-    @property
-    def prefix(self) -> str:
-        return parse_s3_location("inbox", self.inbox).prefix
+    def to_record(self) -> dict[str, str]:
+        return {"run_id": self.run_id, "inbox": self.inbox.uri}
 
 
 def launch_on_shared_job(
     service: ServingService,
     *,
-    key: str,
-    records: Path,
-    pipes_uri: str,
-    poll_seconds: float,
     context: dg.OpExecutionContext,
     injector: PipesS3ContextInjector,
     reader: PipesS3MessageReader,
     extras: dict[str, Any],
     job_metadata: dict[str, Any],
 ) -> dg.PipesClientCompletedInvocation:
-    """One launch as a ticket on the shared job of `key` (started if none is live), waited
-    for; what names the job goes into `job_metadata` once the ticket is posted."""
+    """One launch as a ticket on the shared job of the service's settings (started if none is
+    live), waited for; what names the job goes into `job_metadata` once the ticket is posted."""
     s3 = boto3.client("s3")
+    records = Path(context.instance.root_directory) / RECORDS_FOLDER
     with dg.open_pipes_session(
         context=context, context_injector=injector, message_reader=reader, extras=extras
     ) as session:
@@ -110,11 +118,11 @@ def launch_on_shared_job(
         # A job that ended between its last look for a ticket and this one's posting leaves it
         # to the next job; a second such ending is no race.
         for _attempt in range(2):
-            job, number = _post(service, s3, key, records, pipes_uri, ticket)
+            job, number = _post(service, s3, records, ticket)
             job_metadata.update(service.serving_metadata(job.run_id))
             context.log.info(f"[pipes] ticket {number} on {service.describe()} run {job.run_id}")
             try:
-                done = _wait(service, s3, job, number, poll_seconds)
+                done = _wait(service, s3, job, number)
             except dg.DagsterExecutionInterruptedError:
                 context.log.warning(f"[pipes] interrupted: stopping job run {job.run_id}")
                 service.stop_serving(job.run_id)
@@ -138,49 +146,48 @@ def launch_on_shared_job(
 def _post(
     service: ServingService,
     s3: Any,
-    key: str,
     records: Path,
-    pipes_uri: str,
     ticket: dict[str, Any],
 ) -> tuple[SharedJob, int]:
     """Post `ticket` as the next one of the live shared job, starting one if there is none."""
     records.mkdir(parents=True, exist_ok=True)
-    with _locked(records / f"{key}.json") as record:
-        job = record.get("job") and SharedJob(**record["job"])
+    with _locked(records / f"{service.shared_job_key()}.json") as record:
+        job = record.get("job") and SharedJob.from_record(record["job"])
         if job and time.time() - record["started"] > RETIRE_AFTER_SECONDS:
             _close(s3, job)
             job = None
         if not job or service.serving_state(job.run_id).ended:
-            inbox = f"{pipes_uri.rstrip('/')}/shared/{uuid.uuid4().hex}"
-            job = SharedJob(service.start_serving(inbox), inbox)
+            inbox = S3Location(
+                service.pipes.bucket, service.pipes.key(f"shared/{uuid.uuid4().hex}")
+            )
+            job = SharedJob(service.start_serving(inbox.uri), inbox)
             record.clear()
-            record.update(job=job.__dict__, next=0, started=time.time())
+            record.update(job=job.to_record(), next=0, started=time.time())
         number = record["next"]
         record["next"] = number + 1
         body = json.dumps(ticket).encode()
-        s3.put_object(Bucket=job.bucket, Key=ticket_key(job.prefix, number), Body=body)
+        s3.put_object(Bucket=job.inbox.bucket, Key=ticket_key(job.inbox.prefix, number), Body=body)
     return job, number
 
 
-def _wait(
-    service: ServingService, s3: Any, job: SharedJob, number: int, poll_seconds: float
-) -> dict[str, Any] | None:
+def _wait(service: ServingService, s3: Any, job: SharedJob, number: int) -> dict[str, Any] | None:
     """The ticket's done mark; None if the job ended successfully without taking it."""
+    mark = done_key(job.inbox.prefix, number)
     while True:
-        done = read_json(s3, job.bucket, done_key(job.prefix, number))
+        done = read_json(s3, job.inbox.bucket, mark)
         if done is not None:
             return done
         state = service.serving_state(job.run_id)
         if state.ended:
             # It may have marked the ticket done just before it ended.
-            done = read_json(s3, job.bucket, done_key(job.prefix, number))
+            done = read_json(s3, job.inbox.bucket, mark)
             if done is not None or state.succeeded:
                 return done
             raise RuntimeError(
                 f"{service.describe()} run {job.run_id} ended {state.name} "
                 f"before it finished ticket {number}"
             )
-        time.sleep(poll_seconds)
+        time.sleep(service.poll_seconds)
 
 
 @contextmanager
@@ -208,10 +215,10 @@ def close_shared_jobs(instance_root: str) -> None:
     for path in sorted(records.glob("*.json")):
         with _locked(path) as record:
             if record.get("job"):
-                _close(s3, SharedJob(**record["job"]))
+                _close(s3, SharedJob.from_record(record["job"]))
             record.clear()
 
 
 def _close(s3: Any, job: SharedJob) -> None:
     """No ticket follows: the job ends once it has run those it was given."""
-    s3.put_object(Bucket=job.bucket, Key=close_key(job.prefix), Body=b"{}")
+    s3.put_object(Bucket=job.inbox.bucket, Key=close_key(job.inbox.prefix), Body=b"{}")
