@@ -104,6 +104,15 @@ class Cycle:
         )
 
 
+def cycle_days(tags: Mapping[str, str]) -> int | None:
+    """How many days the cycle a run belongs to compares (`compare_from` to `as_of`); None for
+    a run launched outside a cycle (from the UI), whose reach its tags do not say."""
+    if AS_OF_TAG not in tags or COMPARE_FROM_TAG not in tags:
+        return None
+    as_of, compare_from = (date.fromisoformat(tags[t]) for t in (AS_OF_TAG, COMPARE_FROM_TAG))
+    return (as_of - compare_from).days + 1
+
+
 def as_of_day(tags: Mapping[str, str]) -> date:
     """The as-of day of a run: its tag, or, for a run launched without one, yesterday."""
     return date.fromisoformat(tags[AS_OF_TAG]) if AS_OF_TAG in tags else yesterday()

@@ -8,13 +8,15 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pyspark
 import pytest
 
 from rental_platform import local
-from rental_platform.contract import MARIADB_JDBC_JAR
+from rental_platform.contract import MARIADB_JDBC_JAR, StepRequest
+from rental_platform.cycle import Cycle
 from rental_platform.local.file_system import FILE_SYSTEM_CLASS, file_system_jar
 from rental_platform.local.jvm import (
     QUICK_COMPILER_MAX_DAYS,
@@ -23,6 +25,7 @@ from rental_platform.local.jvm import (
     tuning_conf,
 )
 from rental_platform.local.session import local_session
+from rental_platform.resources.spark import session_days
 from rental_platform.spark.session import LOCAL_JAVA_OPTIONS, LOCAL_MASTER, session_conf
 
 
@@ -155,6 +158,26 @@ def test_a_long_range_gets_both_compilers_and_a_short_one_c1_alone() -> None:
     year = _java_options(session_conf(LOCAL_MASTER, tuning_conf(days=365)))
     assert QUICK_COMPILER_OPTION not in year
     assert all(option in year for option in LOCAL_JAVA_OPTIONS)
+
+
+def test_a_cycle_s_session_is_tuned_for_the_cycle_not_its_first_step() -> None:
+    """A command runs its cycle in one process: the snapshot step, which has no window, starts
+    the session that the cycle's long steps then share, so it is tuned for the cycle's range."""
+    snapshot = StepRequest("extract_snapshot", ("raw.apartments",), "/lake")
+    daily = StepRequest(
+        "extract_daily", ("raw.bookings",), "/lake", date(2025, 1, 1), date(2025, 1, 8)
+    )
+    three_years = Cycle.range(date(2023, 1, 1), date(2025, 12, 31)).tags()
+    assert session_days(snapshot, three_years) == 1096
+    assert QUICK_COMPILER_OPTION not in _java_options(
+        tuning_conf(days=session_days(snapshot, three_years))
+    )
+    nightly = Cycle.nightly(date(2025, 12, 31), 120, date(2023, 1, 1)).tags()
+    assert session_days(snapshot, nightly) == 121
+    assert QUICK_COMPILER_OPTION in _java_options(tuning_conf(days=session_days(snapshot, nightly)))
+    # A step with a window goes by it; a run launched from the UI has no cycle tags.
+    assert session_days(daily, three_years) == 7
+    assert session_days(snapshot, {}) is None
 
 
 CLUSTER_DRIVER = """
