@@ -68,7 +68,6 @@ class LocalSparkRunner(SparkRunner):
 def session_days(request: StepRequest, run_tags: Mapping[str, str]) -> int | None:
     """The range a local session started by this step is tuned for (its JVM's compilers): the
     step's window, or, for a step without one (a snapshot), its cycle's. A command's cycle runs
-    in one process, whose session its snapshot step starts and all its later steps share: a
-    3-year range whose session was tuned as a snapshot's, short, ran its long steps 1.5-1.9
-    times slower (benchmarks/results/xlarge.md)."""
+    in one process, whose session its snapshot step starts and all its later steps share; tuned
+    as a snapshot's (short), a long range's steps ran slower (benchmarks/results/xlarge.md)."""
     return request.days if request.days is not None else cycle_days(run_tags)
