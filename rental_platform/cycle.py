@@ -104,13 +104,15 @@ class Cycle:
         )
 
 
-def cycle_days(tags: Mapping[str, str]) -> int | None:
-    """How many days the cycle a run belongs to compares (`compare_from` to `as_of`); None for
-    a run launched outside a cycle (from the UI), whose reach its tags do not say."""
-    if AS_OF_TAG not in tags or COMPARE_FROM_TAG not in tags:
+def extracted_days(tags: Mapping[str, str]) -> int | None:
+    """How many days the cycle a run belongs to extracts whatever their fingerprints say
+    (`extract_from` to `as_of`): every day of a range, one day of a nightly or an audit, which
+    re-extract only the days they find changed. None for a run launched outside a cycle (from
+    the UI), whose reach its tags do not say."""
+    if AS_OF_TAG not in tags or EXTRACT_FROM_TAG not in tags:
         return None
-    as_of, compare_from = (date.fromisoformat(tags[t]) for t in (AS_OF_TAG, COMPARE_FROM_TAG))
-    return (as_of - compare_from).days + 1
+    as_of, extract_from = (date.fromisoformat(tags[t]) for t in (AS_OF_TAG, EXTRACT_FROM_TAG))
+    return (as_of - extract_from).days + 1
 
 
 def as_of_day(tags: Mapping[str, str]) -> date:

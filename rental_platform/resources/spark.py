@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from rental_platform.contract import StepReport, StepRequest
-from rental_platform.cycle import cycle_days
+from rental_platform.cycle import extracted_days
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ class LocalSparkRunner(SparkRunner):
 
 def session_days(request: StepRequest, run_tags: Mapping[str, str]) -> int | None:
     """The range a local session started by this step is tuned for (its JVM's compilers): the
-    step's window, or, for a step without one (a snapshot), its cycle's. A command's cycle runs
-    in one process, whose session its snapshot step starts and all its later steps share; tuned
-    as a snapshot's (short), a long range's steps ran slower (benchmarks/results/xlarge.md)."""
-    return request.days if request.days is not None else cycle_days(run_tags)
+    step's window, or, for a step without one (a snapshot), the days its cycle extracts. A
+    command's cycle runs in one process, whose session its snapshot step starts and all its
+    later steps share; tuned as a snapshot's (short), a long range's steps ran slower
+    (benchmarks/results/xlarge.md). A nightly or an audit re-extracts only what changed, which
+    the short tuning suits, however many days it compares (large.md)."""
+    return request.days if request.days is not None else extracted_days(run_tags)
