@@ -167,6 +167,9 @@ class StepRequest:
     # The days of the window to extract or curate, per table (a nightly plan's); every day of
     # the window when None.
     only_days: dict[str, tuple[date, ...]] | None = None
+    # Per raw table, the fingerprints the plan's comparison read of the days it re-extracts
+    # (by partition key, as `Fingerprint.to_json`): recorded instead of checksumming again.
+    source_fingerprints: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def days(self) -> int | None:
@@ -192,6 +195,7 @@ class StepRequest:
             "only_days": {t: [d.isoformat() for d in days] for t, days in self.only_days.items()}
             if self.only_days is not None
             else None,
+            "source_fingerprints": self.source_fingerprints,
         }
 
     @classmethod
@@ -213,6 +217,7 @@ class StepRequest:
             }
             if data.get("only_days") is not None
             else None,
+            source_fingerprints=data.get("source_fingerprints", {}),
         )
 
 

@@ -18,13 +18,15 @@ from pyspark.sql import DataFrame
 from benchmarks.reference import compare, history_differences, run_reference, snapshot_listings
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
-from rental_platform.contract import checks_for
+from rental_platform.contract import ROW_COUNT, SourceConnection, StepRequest, checks_for
 from rental_platform.cycle import RANGE_END, RANGE_START, SOURCE_CHANGES
 from rental_platform.local.session import local_session
 from rental_platform.runs import RunOutcome
 from rental_platform.spark.changes import _may_hold, row_differences
+from rental_platform.spark.extract import NO_ROWS, SourceReader
 from rental_platform.spark.lake import Lake, spark_schema
 from rental_platform.spark.manifest import committed_files
+from rental_platform.spark.steps import run_step
 from rental_platform_tests.harness import Platform
 
 FIRST, BACKFILLED, NIGHT = date(2025, 1, 1), date(2025, 1, 20), date(2025, 1, 21)
@@ -195,6 +197,62 @@ def test_the_plan_names_every_changed_day_and_why(night: Night) -> None:
     curate = night.plan["curate"]["curated.bookings"]
     assert set(curate) == {"2025-01-06", "2025-01-01"}
     assert curate["2025-01-06"] == "listings learnt: 9"
+
+
+def test_the_plan_carries_the_fingerprints_its_comparison_read(night: Night) -> None:
+    """The days the comparison checksummed (those of the horizon), not the as-of day (never
+    checksummed: extracted whatever) nor the days moved keys reached before the horizon; and
+    the extraction recorded them with the days' rows."""
+    fingerprints = night.plan["fingerprints"]["raw.bookings"]
+    assert set(fingerprints) == {
+        "2025-01-15",
+        "2025-01-16",
+        "2025-01-17",
+        "2025-01-18",
+        "2025-01-19",
+        "undated",
+    }
+    assert fingerprints["2025-01-17"]["rows"] == 0  # its one booking was deleted
+    lake = Lake(local_session(), night.platform.settings.lake_root)
+    for key, seen in fingerprints.items():
+        assert lake.partition(tables.RAW_BOOKINGS, key).facts["fingerprint"] == seen
+
+
+def test_an_extraction_records_the_plan_s_fingerprints_and_counts_the_source_now(
+    night: Night, tmp_path: Path
+) -> None:
+    """A day the plan's comparison checksummed keeps that fingerprint (read before its rows,
+    so a change since shows at the next comparison) and is only counted; the row count check
+    judges the rows against the source's count now. A day the plan has none for is
+    checksummed as ever. The plan's fingerprint here is made up, so that it shows."""
+    views = tables.RAW_USER_VIEWING
+    made_up = {"rows": 99, "digest": "42"}
+    mysql = night.platform.settings.mysql
+    request = StepRequest(
+        "extract_daily",
+        (views.id,),
+        str(tmp_path / "lake"),
+        date(2025, 1, 14),
+        NIGHT + timedelta(days=1),
+        source=SourceConnection(mysql.jdbc_url, mysql.user, mysql.password),
+        only_days={views.id: (date(2025, 1, 15), NIGHT)},
+        source_fingerprints={views.id: {"2025-01-15": made_up}},
+    )
+    spark = local_session()
+    report = run_step(spark, request)
+    (counted,) = [c for c in report.checks if c.name == ROW_COUNT.name]
+    assert counted.passed, counted.description
+    assert counted.partitions["2025-01-15"]["metadata"] == {"source_rows": 2, "lake_rows": 2}
+    lake = Lake(spark, request.lake_root)
+    assert lake.partition(views, "2025-01-15").facts["fingerprint"] == made_up
+    reader = SourceReader(spark, request.source, datetime.now())
+    checksummed = reader.fingerprints_of_days(views, [NIGHT])
+    assert lake.partition(views, NIGHT.isoformat()).facts["fingerprint"] == (
+        checksummed.get(NIGHT, NO_ROWS).to_json()
+    )
+    assert lake.partition(views, "undated").facts["fingerprint"] == (
+        checksummed.get(None, NO_ROWS).to_json()
+    )
 
 
 def test_every_check_answers_for_every_day_of_the_nightly_run(night: Night) -> None:

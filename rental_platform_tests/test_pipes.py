@@ -25,6 +25,8 @@ def test_step_request_travels_without_the_password() -> None:
         ("raw.bookings",),
         "/lake",
         source=SourceConnection("jdbc:mysql://db:3306/rental", "reader", "topsecret"),
+        only_days={"raw.bookings": (date(2025, 1, 2),)},
+        source_fingerprints={"raw.bookings": {"2025-01-02": {"rows": 3, "digest": "7"}}},
     )
     sent = request.to_json()
     assert "topsecret" not in json.dumps(sent)

@@ -199,6 +199,7 @@ class LayerAssets(SparkAssets):
             return None
         window = _window(context)
         resources, step = context.resources, self.layer_step
+        plan = _plan(context)
         return StepRequest(
             step=step.step,
             tables=tuple(t.id for t in selected),
@@ -210,7 +211,12 @@ class LayerAssets(SparkAssets):
             as_of=as_of_day(context.run.tags) if step.stamped else None,
             first_day=step.first_day,
             writer=f"run {context.run.run_id} ({step.name})",
-            only_days=_planned_days(context, selected),
+            only_days=_planned_days(context, selected, plan),
+            source_fingerprints={
+                t.id: seen
+                for t in selected
+                if (seen := (plan or {}).get("fingerprints", {}).get(t.id))
+            },
         )
 
     def events(
@@ -459,22 +465,28 @@ def _unchanged(
     )
 
 
-def _planned_days(
-    context: AssetExecutionContext, tables: list[Table]
-) -> dict[str, tuple[date, ...]] | None:
-    """The days (or periods) of each table a run of the nightly cycle works on: a daily
-    run's, those of the plan its tag names; a KPI run's, the stale periods its tag lists.
-    None: every one of the run's range, as for a backfill."""
-    periods = periods_of_run(context.run.tags)
-    if periods is not None:
-        return {table.id: periods for table in tables}
+def _plan(context: AssetExecutionContext) -> dict[str, Any] | None:
+    """The change detection's plan a run of the nightly cycle carries out (its tag names the
+    run that made it); None for any other run."""
     plan_run = context.run.tags.get(PLAN_TAG)
     if plan_run is None:
         return None
     plan = plan_of_run(context.instance, plan_run)
     if plan is None:
         raise dg.Failure(f"run {plan_run}, whose plan this run carries out, left no plan")
-    return planned_days(plan)
+    return plan
+
+
+def _planned_days(
+    context: AssetExecutionContext, tables: list[Table], plan: dict[str, Any] | None
+) -> dict[str, tuple[date, ...]] | None:
+    """The days (or periods) of each table a run of the nightly cycle works on: a daily
+    run's, those of its plan; a KPI run's, the stale periods its tag lists. None: every one of
+    the run's range, as for a backfill."""
+    periods = periods_of_run(context.run.tags)
+    if periods is not None:
+        return {table.id: periods for table in tables}
+    return planned_days(plan) if plan is not None else None
 
 
 def _rejection(report: StepReport) -> str:

@@ -56,6 +56,10 @@ class ChangePlan:
 
     extract: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     curate: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    # Per raw table, the source's fingerprint of each day to re-extract that the comparison
+    # checksummed (and of the rows with no day): the extraction records these rather than
+    # checksumming the days again (`SourceReader.counts_of_days`).
+    fingerprints: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     # What the comparison cost the source: queries, and rows its checksums read.
     cost: dict[str, int] = field(default_factory=dict)
 
@@ -63,16 +67,9 @@ class ChangePlan:
         return {
             "extract": {t: dict(sorted(d.items())) for t, d in self.extract.items() if d},
             "curate": {t: dict(sorted(d.items())) for t, d in self.curate.items() if d},
+            "fingerprints": {t: dict(sorted(f.items())) for t, f in self.fingerprints.items()},
             "cost": self.cost,
         }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ChangePlan:
-        plan = cls()
-        for name in ("extract", "curate"):
-            for table, days in data.get(name, {}).items():
-                getattr(plan, name)[table].update(days)
-        return plan
 
 
 def _days(start: date, end: date) -> list[date]:
@@ -104,21 +101,33 @@ def detect(
     plan = ChangePlan()
     queries_before = reader.queries
 
-    def compare(source: tuple[Table, str | None]) -> tuple[dict[str, str], int]:
+    def compare(source: tuple[Table, str | None]) -> _Comparison:
         return _compare_table(lake, reader, *source, start, end, force_from, first_day)
 
     # The tables side by side: each is mostly a wait on the source's checksum query, which the
     # source runs on one core, and on small Spark jobs.
     outcomes = map_concurrently(compare, DAILY_SOURCES.items(), name="detect")
-    for raw, (planned, _) in zip(DAILY_SOURCES, outcomes, strict=True):
-        plan.extract[raw.id].update(planned)
+    for raw, outcome in zip(DAILY_SOURCES, outcomes, strict=True):
+        plan.extract[raw.id].update(outcome.planned)
+        if outcome.fingerprints:
+            plan.fingerprints[raw.id] = outcome.fingerprints
     _stale_curation(lake, plan)
     _pending_listing_effects(lake, plan)
     plan.cost = {
         "source_queries": reader.queries - queries_before,
-        "source_rows_checksummed": sum(rows for _, rows in outcomes),
+        "source_rows_checksummed": sum(outcome.rows_checksummed for outcome in outcomes),
     }
     return plan
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """One daily table's days to re-extract with their reasons, the source's fingerprints of
+    those it checksummed, and the source rows its checksums read."""
+
+    planned: dict[str, str]
+    fingerprints: dict[str, dict[str, Any]]
+    rows_checksummed: int
 
 
 def _compare_table(
@@ -130,13 +139,13 @@ def _compare_table(
     end: date,
     force_from: date | None,
     first_day: date,
-) -> tuple[dict[str, str], int]:
-    """One daily table's days to re-extract, with their reasons (the differing days and the
-    days its moved keys touch), and the source rows its checksums read."""
+) -> _Comparison:
+    """One daily table's days to re-extract (the differing days and the days its moved keys
+    touch)."""
     if not source_schema_unchanged(raw, reader.columns(raw)).passed:
         # Its checksums cannot be computed: extract the as-of day only, whose extraction
         # fails the table's source_schema_unchanged check, naming the column.
-        return {(end - timedelta(days=1)).isoformat(): "source schema changed"}, 0
+        return _Comparison({(end - timedelta(days=1)).isoformat(): "source schema changed"}, {}, 0)
     # Days from `force_from` on are extracted whatever their fingerprints say: only those
     # before it (and the rows with no day) are checksummed.
     checksummed_end = max(start, min(end, force_from)) if force_from else end
@@ -167,7 +176,14 @@ def _compare_table(
     ]
     if key is not None and (differing or undated_changed) and kept:
         _follow_moves(lake, reader, raw, key, set(differing), undated_changed, planned, first_day)
-    return planned, sum(f.rows for f in source.values())
+    checksummed = {day.isoformat(): day for day in _days(start, checksummed_end)}
+    seen = {k: source.get(checksummed[k], NO_ROWS) for k in planned if k in checksummed}
+    seen[UNDATED] = source.get(None, NO_ROWS)
+    return _Comparison(
+        planned,
+        {k: fingerprint.to_json() for k, fingerprint in seen.items()},
+        sum(f.rows for f in source.values()),
+    )
 
 
 def _follow_moves(

@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from rental_platform.contract import SourceConnection
@@ -152,14 +152,27 @@ class SourceReader:
         window, and checksumming the others would read their rows for nothing."""
         return self._fingerprints(table, day_ranges_sql(table.partition_column, days))
 
+    def counts_of_days(self, table: Table, days: Iterable[date]) -> dict[date | None, int]:
+        """The rows of each of the given days that has rows, and of the rows with no day (under
+        None): counted through the date index alone, a tenth of what checksumming them costs."""
+        rows = self._by_day(table, "COUNT(*) AS n", day_ranges_sql(table.partition_column, days))
+        return {row["day"]: row["n"] for row in rows}
+
     def _fingerprints(self, table: Table, days_sql: str) -> dict[date | None, Fingerprint]:
+        rows = self._by_day(
+            table,
+            f"COUNT(*) AS n, CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest",
+            days_sql,
+        )
+        return {row["day"]: Fingerprint(row["n"], row["digest"]) for row in rows}
+
+    def _by_day(self, table: Table, aggregates: str, days_sql: str) -> list[Row]:
+        """`aggregates` of the rows of `days_sql`'s days and of those with no day, by day."""
         column = table.partition_column
-        rows = self._sql(
-            f"SELECT DATE(`{column}`) AS day, COUNT(*) AS n, "
-            f"CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest FROM `{table.name}` "
+        return self._sql(
+            f"SELECT DATE(`{column}`) AS day, {aggregates} FROM `{table.name}` "
             f"WHERE {days_sql} OR `{column}` IS NULL GROUP BY DATE(`{column}`)"
         ).collect()
-        return {row["day"]: Fingerprint(row["n"], row["digest"]) for row in rows}
 
     def keys_by_day(self, table: Table, key: str, days: Iterable[date], undated: bool) -> DataFrame:
         """(key, day) of the rows of the given days, and of the rows with no day if `undated`
