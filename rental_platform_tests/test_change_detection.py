@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame
 from benchmarks.reference import compare, history_differences, run_reference, snapshot_listings
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key
+from rental_platform.assets.layer import FINGERPRINTS_FRESH_FOR, fresh_fingerprints
 from rental_platform.contract import ROW_COUNT, SourceConnection, StepRequest, checks_for
 from rental_platform.cycle import RANGE_END, RANGE_START, SOURCE_CHANGES
 from rental_platform.local.session import local_session
@@ -216,6 +217,17 @@ def test_the_plan_carries_the_fingerprints_its_comparison_read(night: Night) -> 
     lake = Lake(local_session(), night.platform.settings.lake_root)
     for key, seen in fingerprints.items():
         assert lake.partition(tables.RAW_BOOKINGS, key).facts["fingerprint"] == seen
+
+
+def test_a_plan_s_fingerprints_stand_in_only_while_fresh(night: Night) -> None:
+    """A daily run that carries out its plan later than FINGERPRINTS_FRESH_FOR after the
+    comparison (re-executed the next morning) checksums the days itself."""
+    raw = [tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING, tables.CURATED_BOOKINGS]
+    compared = datetime.fromisoformat(night.plan["compared_at"])
+    fresh = fresh_fingerprints(night.plan, raw, compared + FINGERPRINTS_FRESH_FOR)
+    assert fresh == {t: night.plan["fingerprints"][t] for t in ("raw.bookings", "raw.user_viewing")}
+    later = compared + FINGERPRINTS_FRESH_FOR + timedelta(seconds=1)
+    assert fresh_fingerprints(night.plan, raw, later) == {}
 
 
 def test_an_extraction_records_the_plan_s_fingerprints_and_counts_the_source_now(

@@ -20,7 +20,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
@@ -60,6 +60,8 @@ class ChangePlan:
     # checksummed (and of the rows with no day): the extraction records these rather than
     # checksumming the days again (`SourceReader.counts_of_days`).
     fingerprints: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # When the comparison began: its fingerprints were read after it.
+    compared_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # What the comparison cost the source: queries, and rows its checksums read.
     cost: dict[str, int] = field(default_factory=dict)
 
@@ -68,6 +70,7 @@ class ChangePlan:
             "extract": {t: dict(sorted(d.items())) for t, d in self.extract.items() if d},
             "curate": {t: dict(sorted(d.items())) for t, d in self.curate.items() if d},
             "fingerprints": {t: dict(sorted(f.items())) for t, f in self.fingerprints.items()},
+            "compared_at": self.compared_at.isoformat(),
             "cost": self.cost,
         }
 
