@@ -330,8 +330,8 @@ def _source_before_reading(
     next comparison differ, so the change is picked up then).
 
     Where the plan's comparison checksummed a day (`seen`, by partition key), its fingerprint
-    is kept, read earlier still, and the day is only counted now: counting is a tenth of what
-    checksumming costs the source. The other days are checksummed."""
+    is kept, read earlier still, and the day is only counted now (`SourceReader.counts_of_days`).
+    The other days are checksummed."""
     known = [day for day in days if day.isoformat() in seen]
     unknown = [day for day in days if day.isoformat() not in seen]
     fingerprints: dict[date | None, Fingerprint] = {
