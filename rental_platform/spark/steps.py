@@ -339,8 +339,10 @@ def _source_before_reading(
     }
     if UNDATED in seen:
         fingerprints[None] = Fingerprint.from_json(seen[UNDATED]) or NO_ROWS
-    counts = reader.counts_of_days(table, known) if known or not unknown else {}
-    if unknown or UNDATED not in seen:
+    # Both queries cover the rows with no day: count them only when nothing is checksummed.
+    checksum = bool(unknown) or UNDATED not in seen
+    counts = reader.counts_of_days(table, known) if known or not checksum else {}
+    if checksum:
         checksummed = reader.fingerprints_of_days(table, unknown)
         fingerprints |= checksummed
         counts |= {day: f.rows for day, f in checksummed.items()}
