@@ -133,6 +133,15 @@ def test_the_file_system_switched_off_leaves_hadoops_own() -> None:
     assert conf["spark.driver.extraClassPath"] == str(file_system_jar())
 
 
+def test_only_a_local_session_leaves_its_shuffles_uncompressed() -> None:
+    """On one machine shuffle files never cross a network; on a cluster they do, so Glue's and
+    EMR's setting stands. Spills stay compressed either way."""
+    spark = local_session()
+    assert spark.sparkContext.getConf().get("spark.shuffle.compress") == "false"
+    assert spark.sparkContext.getConf().get("spark.shuffle.spill.compress") is None
+    assert "spark.shuffle.compress" not in session_conf(None)
+
+
 def test_a_remote_session_takes_the_callers_jars_as_given() -> None:
     conf = session_conf(None, {"spark.jars": "s3://bucket/jars/extra.jar"})
     assert conf["spark.jars"] == "s3://bucket/jars/extra.jar"

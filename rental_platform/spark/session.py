@@ -57,6 +57,9 @@ LOCAL_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": str(8 * (os.cpu_count() or 1)),
     "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
     "spark.sql.adaptive.advisoryPartitionSizeInBytes": "8m",
+    # Shuffle files stay on this machine's disk: compressing them spends the two cores on
+    # bytes that never cross a network (spills, which can be large, stay compressed).
+    "spark.shuffle.compress": "false",
     # Heap for the driver, which is also the executor here: with the JVM's own overhead and
     # Python, a year of data fits in 2 GB; Spark spills what does not fit in memory.
     "spark.driver.memory": "1g",
