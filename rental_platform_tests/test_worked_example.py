@@ -124,3 +124,16 @@ def test_one_week_can_be_rematerialised(example_platform: Platform) -> None:
     assert ("top_listings", date(2025, 1, 6), date(2025, 1, 13), 3) in logged
     assert {(row[1], row[2]) for row in logged} == {(date(2025, 1, 6), date(2025, 1, 13))}
     assert rows_of(example_platform, "top_listings") == example.EXPECTED["top_listings"]
+
+
+def test_a_later_weeks_repeat_customers_read_the_days_before_it(
+    example_platform: Platform,
+) -> None:
+    """The week of 2025-01-27's window starts on 01-04 (its Sunday - 29 days) and holds the
+    bookings made on 01-06: a run of that week alone reads the days before its Monday, and
+    publishes the row the whole range did."""
+    week = date(2025, 1, 27)
+    before = rows_of(example_platform, "repeat_customer_rate")
+    assert (week, 2, 1, 0.5) in before
+    example_platform.run(week, date(2025, 2, 2))
+    assert rows_of(example_platform, "repeat_customer_rate") == before

@@ -694,13 +694,12 @@ def kpis_weekly(step: _Step) -> None:
     versions = lake.read_snapshot(tables.CURATED_LISTINGS_HISTORY)
     end = layout.next_period(Grain.WEEKLY, computed[-1]) if computed else None
 
-    def bookings() -> DataFrame:
-        return lake.read_periods(
-            tables.CURATED_BOOKINGS, computed[0] - timedelta(days=kpis.REPEAT_LOOKBACK_DAYS), end
-        )
+    def bookings(first: date) -> DataFrame:
+        return lake.read_periods(tables.CURATED_BOOKINGS, first, end)
 
     def week_bookings(weeks: list[date]) -> DataFrame:
-        return kpis.weekly_confirmed(bookings(), weeks)
+        """The weeks' own days: only repeat customers reach back before the first Monday."""
+        return kpis.weekly_confirmed(bookings(weeks[0]), weeks)
 
     _publishable(
         step,
@@ -716,7 +715,7 @@ def kpis_weekly(step: _Step) -> None:
                 week_bookings(weeks)
             ),
             tables.REPEAT_CUSTOMER_RATE: lambda weeks: kpis.repeat_customer_rate(
-                step.spark, bookings(), weeks
+                step.spark, bookings(weeks[0] - timedelta(days=kpis.REPEAT_LOOKBACK_DAYS)), weeks
             ),
             tables.ENGAGEMENT_FUNNEL: lambda weeks: kpis.engagement_funnel(
                 lake.read_periods(tables.CURATED_USER_VIEWING, weeks[0], end),
