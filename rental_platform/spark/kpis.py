@@ -24,6 +24,11 @@ REPEAT_WINDOW_DAYS = 30
 REPEAT_LOOKBACK_DAYS = REPEAT_WINDOW_DAYS - 7
 
 
+def repeat_window_start(week: date) -> date:
+    """The first day of the week's repeat-customer window: the first booking day it reads."""
+    return week - timedelta(days=REPEAT_LOOKBACK_DAYS)
+
+
 def week_of(column: str) -> Column:
     """Monday of the ISO week of a date or timestamp (Spark truncates weeks to Mondays)."""
     return F.to_date(F.date_trunc("week", F.col(column)))

@@ -676,8 +676,9 @@ def _require_inputs(step: _Step, grain: Grain, computed: list[date]) -> None:
     last = min(layout.next_period(grain, computed[-1]) - timedelta(days=1), latest)
     first_bookings = _first_day(step, tables.RAW_BOOKINGS) or computed[0]
     if grain is Grain.WEEKLY:
-        reach = kpis.REPEAT_LOOKBACK_DAYS if tables.REPEAT_CUSTOMER_RATE in selected else 0
-        first_bookings = max(first_bookings, computed[0] - timedelta(days=reach))
+        repeat = tables.REPEAT_CUSTOMER_RATE in selected
+        reach = kpis.repeat_window_start(computed[0]) if repeat else computed[0]
+        first_bookings = max(first_bookings, reach)
     if selected & READS_BOOKINGS:
         _require_curated_days(step, tables.CURATED_BOOKINGS, first_bookings, last)
     if tables.ENGAGEMENT_FUNNEL in selected:
@@ -715,7 +716,7 @@ def kpis_weekly(step: _Step) -> None:
                 week_bookings(weeks)
             ),
             tables.REPEAT_CUSTOMER_RATE: lambda weeks: kpis.repeat_customer_rate(
-                step.spark, bookings(weeks[0] - timedelta(days=kpis.REPEAT_LOOKBACK_DAYS)), weeks
+                step.spark, bookings(kpis.repeat_window_start(weeks[0])), weeks
             ),
             tables.ENGAGEMENT_FUNNEL: lambda weeks: kpis.engagement_funnel(
                 lake.read_periods(tables.CURATED_USER_VIEWING, weeks[0], end),
