@@ -68,8 +68,10 @@ def run_cycle(settings: Settings, instance: dg.DagsterInstance, cycle: Cycle) ->
     partitions = PlatformPartitions.starting(settings.partitions_start)
     _check_days_exist(partitions, cycle.compare_from, cycle.as_of)
     with _one_cycle_at_a_time(instance), _shared_jobs_end_with_it(settings, instance):
+        defs = build_definitions(settings)
+        defs.resources["spark"].start_session(cycle.tags())
         release_abandoned_runs(instance)
-        return _run_cycle(settings, instance, cycle, partitions)
+        return _run_cycle(defs, instance, cycle, partitions, settings.lake_root)
 
 
 @contextmanager
@@ -97,15 +99,18 @@ def _one_cycle_at_a_time(instance: dg.DagsterInstance) -> Iterator[None]:
 
 
 def _run_cycle(
-    settings: Settings, instance: dg.DagsterInstance, cycle: Cycle, partitions: PlatformPartitions
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cycle: Cycle,
+    partitions: PlatformPartitions,
+    lake_root: str,
 ) -> list[RunOutcome]:
-    defs = build_definitions(settings)
     snapshots = _execute(defs, instance, SNAPSHOTS_JOB.name, cycle.tags(), None, "unpartitioned")
     outcomes = [snapshots]
     plan = plan_of_run(instance, snapshots.run_id) or {}
     for run in daily_runs(plan, snapshots.run_id):
         outcomes.append(_execute(defs, instance, DAILY_JOB, {**cycle.tags(), **run.tags()}, run))
-    latest = latest_day_extracted(settings.lake_root)
+    latest = latest_day_extracted(lake_root)
     if latest is None:
         return outcomes
     stale = stale_kpi_partitions(partitions, all_planned_days(plan), latest)

@@ -272,3 +272,70 @@ def test_with_every_part_off_the_jvm_runs_as_spark_and_hadoop_ship(tmp_path: Pat
     assert not any(a.startswith("-XX:SharedArchiveFile") for a in arguments.split())
     assert QUICK_COMPILER_OPTION not in arguments.split()
     assert all(option in arguments.split() for option in LOCAL_JAVA_OPTIONS)
+
+
+BACKGROUND_START = """
+import time
+from datetime import date
+
+import psutil
+
+from rental_platform.cycle import Cycle
+from rental_platform.local.session import local_session
+from rental_platform.resources.spark import LocalSparkRunner
+
+LocalSparkRunner().start_session(Cycle.range(date(2023, 1, 1), date(2025, 12, 31)).tags())
+began = time.monotonic()
+while not any("java" in child.name() for child in psutil.Process().children(recursive=True)):
+    assert time.monotonic() - began < 60, "no JVM started"
+    time.sleep(0.01)
+print("started before asked")
+spark = local_session(days=1)
+jvm = spark.sparkContext._jvm
+arguments = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+print(" ".join(str(argument) for argument in arguments))
+"""
+
+
+def test_a_cycle_s_session_starts_in_the_background_tuned_for_the_cycle(tmp_path: Path) -> None:
+    """A cycle starts its session while Dagster prepares the first run: the JVM is up before
+    any step asks for it, and the first step gets that session, tuned for the cycle (three
+    years: both compilers), not a second one of its own."""
+    script = tmp_path / "background.py"
+    script.write_text(BACKGROUND_START)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    started, arguments = result.stdout.strip().splitlines()[-2:]
+    assert started == "started before asked"
+    assert QUICK_COMPILER_OPTION not in arguments.split()
+    assert all(option in arguments.split() for option in LOCAL_JAVA_OPTIONS)
+
+
+FAILED_BACKGROUND_START = """
+from rental_platform.local.session import local_session, start_in_background
+
+conf = {"spark.driver.memory": "not-a-size"}
+start_in_background(conf)
+try:
+    local_session(conf)
+except Exception as error:
+    print("raised:", type(error).__name__, str(error).splitlines()[0])
+"""
+
+
+def test_a_background_start_that_fails_fails_the_step_that_needs_the_session(
+    tmp_path: Path,
+) -> None:
+    """A JVM that cannot start in the background (a heap size it refuses) is tried again by
+    the step that needs the session, which raises Spark's own error: nothing waits forever,
+    and nothing is swallowed."""
+    script = tmp_path / "failed.py"
+    script.write_text(FAILED_BACKGROUND_START)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("raised: PySparkRuntimeError")
+    assert "Invalid maximum heap size" in result.stderr

@@ -41,6 +41,10 @@ class SparkRunner(dg.ConfigurableResource, ABC):
         table (the steps after it read it); a step that fails raises, after the runs of the
         steps before it."""
 
+    def start_session(self, cycle_tags: Mapping[str, str]) -> None:
+        """Get ready for a cycle's runs (`cycle_tags`: the cycle's), ahead of their first
+        step: nothing, unless the runner has something to start."""
+
 
 class LocalSparkRunner(SparkRunner):
     """An in-process SparkSession, created by the first step of a process and shared by the
@@ -63,6 +67,14 @@ class LocalSparkRunner(SparkRunner):
             days = session_days(request, context.run.tags)
             session = local_session(self.conf, self.local_off, days)
             yield StepRun(run_step(session, request))
+
+    def start_session(self, cycle_tags: Mapping[str, str]) -> None:
+        """Start the session the cycle's runs share, tuned as its first step (a snapshot, with
+        no window) would tune it, in the background: the JVM starts while Dagster prepares
+        the first run."""
+        from rental_platform.local.session import start_in_background
+
+        start_in_background(self.conf, self.local_off, extracted_days(cycle_tags))
 
 
 def session_days(request: StepRequest, run_tags: Mapping[str, str]) -> int | None:
