@@ -1,5 +1,5 @@
 """Dagster's event batching, which both of the platform's instances turn on, and what their
-event logs share to store a batch together.
+event logs share: storing a batch together, in a thread of its own.
 
 Dagster hands a step's events to the event log in batches (one statement or transaction for a
 backfill's hundreds of per-partition materialisations) only while `DAGSTER_EVENT_BATCH_SIZE`
@@ -10,16 +10,26 @@ that opens the instance (the CLI, the webserver, the daemon, a run's worker) bat
 Dagster does not batch check evaluations: a partitioned check's evaluation per partition and
 check (thousands in a backfill) would each be stored in transactions of their own. The event
 logs hold a run's evaluations until the run's next other event (a step always logs one after
-its checks: the checks' outputs, then its success or failure), and store them together. A
-process killed in between loses the evaluations of a step that then never succeeded, as
-Dagster's own batching would lose its batch's events.
+its checks: the checks' outputs, then its success or failure), and store them together.
+
+Storing a step's events takes Dagster seconds in a backfill, while Spark, which runs the next
+step, waits. So the event logs store in a writer thread of their own, in the order the events
+came, while the caller goes on: the next step's Spark work runs meanwhile. Whoever reads the
+event log first waits until everything handed over is stored (read-your-writes), and so does a
+run's end: a run seen to have ended has all its events stored. A failure to store is raised to
+whoever next waits for the writer: a reader, a run's end, or closing the log. A process killed
+while the writer still holds events loses them, as Dagster's own batching loses the batch it
+holds; the lake, which a step commits before its events are handed over, loses nothing.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from dagster._core.events import (
     ASSET_CHECK_EVENTS,
@@ -27,6 +37,7 @@ from dagster._core.events import (
     DagsterEventType,
 )
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
 BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
 # A batch is stored when it ends or reaches this size (a year of one daily asset's
@@ -59,48 +70,159 @@ def _held(event: EventLogEntry) -> bool:
     )
 
 
+# The event log's methods for concurrency pools, which Dagster calls as each step starts and
+# ends (the `lake` pool's slot): they read and write the slots, not events, so they do not wait
+# for the writer, and the next step's Spark work starts while the last step's events are stored.
+POOL_METHODS = (
+    "get_pool_limits",
+    "initialize_concurrency_limit_to_default",
+    "claim_concurrency_slot",
+    "check_concurrency_claim",
+    "free_concurrency_slot_for_step",
+    "free_concurrency_slots_for_run",
+    "get_concurrency_info",
+    "get_concurrency_keys",
+    "get_concurrency_run_ids",
+)
+
+
+def _ends_a_run(event: EventLogEntry) -> bool:
+    """A run's success, failure or cancellation: stored after everything before it."""
+    return (
+        event.is_dagster_event
+        and EVENT_TYPE_TO_PIPELINE_RUN_STATUS.get(event.dagster_event_type) in FINISHED_STATUSES
+    )
+
+
 class EventBatching:
-    """Mixed into a Dagster event log (before it): hands the batchable events of a batch, and
-    the held check evaluations, to the log's `_store_together`, in the order they came; the
-    rest to the log's own `store_event`."""
+    """Mixed into a Dagster event log (before it): hands the events it is given, and the held
+    check evaluations, to a writer thread, which stores consecutive batchable ones through the
+    log's `_store_together` and the rest through the log's own `store_event`, in the order they
+    came. The log calls `_wait_for_writer` before each connection it opens, which returns at
+    once in the writer and in the pool methods (`POOL_METHODS`)."""
 
     def _start_batching(self) -> None:
         # Keeps the events of the process's threads in the order they were handed over.
         self._order_lock = threading.RLock()
         self._held_checks: list[EventLogEntry] = []
+        self._handed_over: queue.Queue[list[EventLogEntry] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        # Set in the writer thread, which waits for no one, and within the pool methods.
+        self._not_waiting = threading.local()
+        self._write_error: Exception | None = None
 
     def _store_together(self, events: list[EventLogEntry]) -> None:
         """What `store_event` does for each event, for many events at once."""
         raise NotImplementedError
 
     def store_event(self, event: EventLogEntry) -> None:
-        with self._order_lock:
-            if _held(event):
-                self._held_checks.append(event)
-                if len(self._held_checks) >= BATCH_SIZE:
-                    self._store_held()
-                return
-            self._store_held()
-            super().store_event(event)  # type: ignore[misc]
+        self.store_event_batch([event])
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         with self._order_lock:
-            self._store_held()
-            pending: list[EventLogEntry] = []
+            handed: list[EventLogEntry] = []
             for event in events:
-                if _batchable(event):
-                    pending.append(event)
+                if _held(event):
+                    self._held_checks.append(event)
+                    if len(self._held_checks) >= BATCH_SIZE:
+                        handed += self._take_held()
                     continue
-                self._store_together(pending)
-                pending = []
-                super().store_event(event)  # type: ignore[misc]
-            self._store_together(pending)
+                handed += [*self._take_held(), event]
+                if _ends_a_run(event):
+                    self._hand_over(handed)
+                    handed = []
+                    self._wait_for_writer()
+            self._hand_over(handed)
 
     def dispose(self) -> None:
         with self._order_lock:
-            self._store_held()
+            self._hand_over(self._take_held())
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                self._handed_over.put(None)
+                writer.join()
+            self._raise_write_error()
         super().dispose()  # type: ignore[misc]
 
-    def _store_held(self) -> None:
+    def _take_held(self) -> list[EventLogEntry]:
         held, self._held_checks = self._held_checks, []
-        self._store_together(held)
+        return held
+
+    def _hand_over(self, events: list[EventLogEntry]) -> None:
+        """Queue `events` for the writer, starting it if need be."""
+        if not events:
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write, name="event-log-writer", daemon=True
+            )
+            self._writer.start()
+        self._handed_over.put(events)
+
+    def _wait_for_writer(self) -> None:
+        """Wait until the writer has stored everything handed over, then raise what it failed
+        to store, if anything. Nothing in the writer thread itself, which waits for no one."""
+        if getattr(self._not_waiting, "active", False):
+            return
+        self._handed_over.join()
+        self._raise_write_error()
+
+    @contextmanager
+    def _without_waiting(self) -> Iterator[None]:
+        before = getattr(self._not_waiting, "active", False)
+        self._not_waiting.active = True
+        try:
+            yield
+        finally:
+            self._not_waiting.active = before
+
+    def _raise_write_error(self) -> None:
+        error, self._write_error = self._write_error, None
+        if error is not None:
+            raise error
+
+    def _write(self) -> None:
+        """The writer: stores what is queued, all of it at once, until told to stop (None)."""
+        self._not_waiting.active = True
+        while True:
+            taken = [self._handed_over.get()]
+            while not self._handed_over.empty():
+                taken.append(self._handed_over.get())
+            events = [event for batch in taken if batch is not None for event in batch]
+            try:
+                self._store_in_order(events)
+            except Exception as error:  # raised where the writer is next waited for
+                self._write_error = error
+            finally:
+                for _ in taken:
+                    self._handed_over.task_done()
+            if None in taken:
+                return
+
+    def _store_in_order(self, events: list[EventLogEntry]) -> None:
+        pending: list[EventLogEntry] = []
+        for event in events:
+            if _batchable(event):
+                pending.append(event)
+                continue
+            if pending:
+                self._store_together(pending)
+                pending = []
+            super().store_event(event)  # type: ignore[misc]
+        if pending:
+            self._store_together(pending)
+
+
+def _pool_method(name: str) -> Callable[..., Any]:
+    """The event log's own pool method `name`, run without waiting for the writer."""
+
+    def pool_method(self: EventBatching, *args: Any, **kwargs: Any) -> Any:
+        with self._without_waiting():
+            return getattr(super(EventBatching, self), name)(*args, **kwargs)
+
+    pool_method.__name__ = name
+    return pool_method
+
+
+for _name in POOL_METHODS:
+    setattr(EventBatching, _name, _pool_method(_name))

@@ -36,16 +36,18 @@ class BatchingPostgresEventLogStorage(EventBatching, PostgresEventLogStorage):
         # The connection each thread has open for a batch: Dagster's writes through `_connect`
         # (the asset index, a check's execution record) go into the batch's transaction.
         self._open = threading.local()
-        super().__init__(postgres_url, should_autocreate_tables, **kwargs)
         self._start_batching()
+        super().__init__(postgres_url, should_autocreate_tables, **kwargs)
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
-        """dagster-postgres's, or within a batch this thread stores, the batch's connection."""
+        """dagster-postgres's, after waiting for the writer (`event_batching.py`) so that it
+        reads what was stored; or within a batch this thread stores, the batch's connection."""
         connection = getattr(self._open, "connection", None)
         if connection is not None:
             yield connection
             return
+        self._wait_for_writer()
         with super()._connect() as connection:
             yield connection
 

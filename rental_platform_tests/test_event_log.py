@@ -1,9 +1,11 @@
 """The local instance's batching event log stores what Dagster's own SQLite event log stores:
 the same events in the same order, the same materialised and failed partitions, the same check
-executions."""
+executions; in a writer thread that the caller does not wait for, but every reader and every
+run's end does."""
 
 import shutil
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +14,12 @@ import dagster as dg
 import pytest
 from dagster import AssetExecutionContext
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+from sqlalchemy.exc import OperationalError
 
 from rental_platform.event_batching import BATCH_SIZE_VARIABLE
 from rental_platform.local import event_log
 from rental_platform.local.event_log import BatchingSqliteEventLogStorage, BatchingSqliteStorage
+from rental_platform_tests.chaos import refusing_writes
 from rental_platform_tests.harness import LOCAL_INSTANCE
 
 pytestmark = pytest.mark.fast
@@ -265,3 +269,116 @@ def test_the_index_schema_is_probed_once_per_table_and_column(dagster_home, monk
     assert tables_asked.count("asset_check_executions") <= 1 + len(run_ids)
     assert columns_asked.count("asset_keys") <= len(run_ids)
     assert tables_asked.count("no_such_table") == 2
+
+
+def test_the_caller_does_not_wait_for_the_writer_but_a_reader_does(
+    dagster_home, monkeypatch
+) -> None:
+    """While the writer is busy (held here until released), handing over an event returns at
+    once; a read waits until the event is stored, and finds it."""
+    writing, release = threading.Event(), threading.Event()
+    store_together = BatchingSqliteEventLogStorage._store_together
+
+    def held_up(storage, events):
+        writing.set()
+        assert release.wait(timeout=60)
+        store_together(storage, events)
+
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(_run(instance, fail=False))
+        monkeypatch.setattr(BatchingSqliteEventLogStorage, "_store_together", held_up)
+        reported = threading.Thread(target=instance.report_engine_event, args=("handed over", run))
+        reported.start()
+        reported.join(timeout=10)
+        handed_over_at_once = not reported.is_alive()
+        assert writing.wait(timeout=10)
+        release.set()
+        reported.join()
+        assert handed_over_at_once
+        assert instance.all_logs(run.run_id)[-1].message == "handed over"
+
+
+def test_a_step_takes_and_gives_back_its_pool_slot_without_waiting_for_the_writer(
+    dagster_home, monkeypatch
+) -> None:
+    """Dagster claims a step's slot of its pool (the `lake` pool) as the step starts and frees
+    it as it ends: that touches the slots, not events, so it does not wait for the writer, and
+    the next step starts while the last one's events are stored."""
+    release = threading.Event()
+    store_together = BatchingSqliteEventLogStorage._store_together
+
+    def held_up(storage, events):
+        assert release.wait(timeout=60)
+        store_together(storage, events)
+
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(_run(instance, fail=False))
+        storage = instance.event_log_storage
+        monkeypatch.setattr(BatchingSqliteEventLogStorage, "_store_together", held_up)
+        instance.report_engine_event("stored while the step runs", dagster_run=run)
+        claimed: list = []
+
+        def take_and_give_back() -> None:
+            storage.initialize_concurrency_limit_to_default("lake")
+            claimed.append(storage.claim_concurrency_slot("lake", run.run_id, "step"))
+            storage.free_concurrency_slot_for_step(run.run_id, "step")
+
+        slot = threading.Thread(target=take_and_give_back)
+        slot.start()
+        slot.join(timeout=10)
+        without_waiting = not slot.is_alive()
+        release.set()
+        slot.join()
+        assert without_waiting
+        assert claimed[0].is_claimed
+        assert instance.all_logs(run.run_id)[-1].message == "stored while the step runs"
+
+
+def test_a_run_seen_ended_has_all_its_events_stored(dagster_home, monkeypatch) -> None:
+    """A slow writer: still, once a run has ended, another instance on the same storage (the
+    UI's, the daemon's) finds every event of it, its materialisations and checks included."""
+    store_together = BatchingSqliteEventLogStorage._store_together
+
+    def slow(storage, events):
+        time.sleep(0.2)
+        store_together(storage, events)
+
+    with dg.DagsterInstance.get() as instance:
+        monkeypatch.setattr(BatchingSqliteEventLogStorage, "_store_together", slow)
+        run_id = _run(instance, fail=False)
+        with dg.DagsterInstance.get() as other:
+            assert other.get_run_by_id(run_id).is_success
+            stored = other.event_log_storage.get_records_for_run(run_id, limit=10_000).records
+            planned = [
+                r
+                for r in stored
+                if r.event_log_entry.dagster_event_type
+                == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+            ]
+            materialized = other.get_materialized_partitions(dg.AssetKey("first"))
+            checks = _check_executions(other, [run_id])
+        assert stored[-1].event_log_entry.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS
+        assert len(planned) == len(TABLES) * len(DAYS.get_partition_keys())
+        assert sorted(materialized) == DAYS.get_partition_keys()
+        daily = [c for c in checks if c[0] == "first:each_day"]
+        assert sorted((c[2], c[4]) for c in daily) == [
+            (day, day != FAILING_DAY) for day in DAYS.get_partition_keys()
+        ]
+
+
+def test_what_the_writer_fails_to_store_is_raised_where_it_is_waited_for(dagster_home) -> None:
+    """The event log's folder refuses new files (a transaction's journal) while an event is
+    handed over: handing over still returns, and waiting for the writer, as every reader and
+    every run's end does first, raises the database's error. Once the folder takes writes
+    again, the log stores and reads as before; the refused event is not there."""
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(_run(instance, fail=False))
+        storage = instance.event_log_storage
+        with refusing_writes(dagster_home / "history" / "runs"):
+            instance.report_engine_event("refused", dagster_run=run)
+            with pytest.raises(OperationalError):
+                storage._wait_for_writer()
+        instance.report_engine_event("stored", dagster_run=run)
+        messages = [entry.message for entry in instance.all_logs(run.run_id)]
+    assert messages[-1] == "stored"
+    assert "refused" not in messages

@@ -79,11 +79,14 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
         """Dagster's `_connect`, with the shard's kept engine instead of a new one; within a
-        connection this thread has open to the shard, that connection."""
+        connection this thread has open to the shard, that connection. The first connection a
+        thread opens waits for the writer (`event_batching.py`): it reads what was stored."""
         opened: dict[str, Connection] = self._open.__dict__
         if shard in opened:
             yield opened[shard]
             return
+        if not opened:
+            self._wait_for_writer()
         with self._db_lock:
             engine = self._engine(shard)
             if shard not in self._initialized_dbs:
