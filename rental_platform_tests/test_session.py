@@ -33,6 +33,15 @@ def _java_options(conf: dict[str, str]) -> list[str]:
     return conf.get("spark.driver.extraJavaOptions", "").split()
 
 
+def _run_script(folder: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """`text` run as a Python script of its own: a process whose JVM this test starts."""
+    script = folder / "script.py"
+    script.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+
+
 @pytest.fixture
 def archive_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RENTAL_CLASS_ARCHIVE_DIR", str(tmp_path))
@@ -261,11 +270,7 @@ print(" ".join(str(argument) for argument in arguments))
 def test_with_every_part_off_the_jvm_runs_as_spark_and_hadoop_ship(tmp_path: Path) -> None:
     """RENTAL_LOCAL_OFF naming every part: the file system Spark's jars choose, no archive, both
     compilers; the local session's own options stay."""
-    script = tmp_path / "session.py"
-    script.write_text(EVERY_PART_OFF)
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
-    )
+    result = _run_script(tmp_path, EVERY_PART_OFF)
     assert result.returncode == 0, result.stderr[-3000:]
     file_system, arguments = result.stdout.strip().splitlines()[-2:]
     assert file_system != FILE_SYSTEM_CLASS
@@ -301,11 +306,7 @@ def test_a_cycle_s_session_starts_in_the_background_tuned_for_the_cycle(tmp_path
     """A cycle starts its session while Dagster prepares the first run: the JVM is up before
     any step asks for it, and the first step gets that session, tuned for the cycle (three
     years: both compilers), not a second one of its own."""
-    script = tmp_path / "background.py"
-    script.write_text(BACKGROUND_START)
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
-    )
+    result = _run_script(tmp_path, BACKGROUND_START)
     assert result.returncode == 0, result.stderr[-3000:]
     started, arguments = result.stdout.strip().splitlines()[-2:]
     assert started == "started before asked"
@@ -331,11 +332,7 @@ def test_a_background_start_that_fails_fails_the_step_that_needs_the_session(
     """A JVM that cannot start in the background (a heap size it refuses) is tried again by
     the step that needs the session, which raises Spark's own error: nothing waits forever,
     and nothing is swallowed."""
-    script = tmp_path / "failed.py"
-    script.write_text(FAILED_BACKGROUND_START)
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
-    )
+    result = _run_script(tmp_path, FAILED_BACKGROUND_START)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("raised: PySparkRuntimeError")
     assert "Invalid maximum heap size" in result.stderr
