@@ -289,9 +289,21 @@ from rental_platform.cycle import Cycle
 from rental_platform.local.session import local_session
 from rental_platform.resources.spark import LocalSparkRunner
 
+
+def java_started() -> bool:
+    # spark-submit's short-lived shell helpers may end between being listed and being named.
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "java" in child.name():
+                return True
+        except psutil.NoSuchProcess:
+            continue
+    return False
+
+
 LocalSparkRunner().start_session(Cycle.range(date(2023, 1, 1), date(2025, 12, 31)).tags())
 began = time.monotonic()
-while not any("java" in child.name() for child in psutil.Process().children(recursive=True)):
+while not java_started():
     assert time.monotonic() - began < 60, "no JVM started"
     time.sleep(0.01)
 print("started before asked")
