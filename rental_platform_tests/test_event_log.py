@@ -334,6 +334,46 @@ def test_a_step_takes_and_gives_back_its_pool_slot_without_waiting_for_the_write
         assert instance.all_logs(run.run_id)[-1].message == "stored while the step runs"
 
 
+def test_a_pool_slot_is_claimed_while_the_writer_holds_a_runs_database(
+    dagster_home, monkeypatch
+) -> None:
+    """The writer storing a run's events holds that run's database, not the index, where the
+    pool's slots are: a step claims and frees its slot meanwhile."""
+    writing, release = threading.Event(), threading.Event()
+    store_together = BatchingSqliteEventLogStorage._store_together
+
+    def held_up_in_the_runs_database(storage, events):
+        with storage.run_connection(events[0].run_id):
+            writing.set()
+            assert release.wait(timeout=60)
+        store_together(storage, events)
+
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(_run(instance, fail=False))
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default("lake")
+        monkeypatch.setattr(
+            BatchingSqliteEventLogStorage, "_store_together", held_up_in_the_runs_database
+        )
+        instance.report_engine_event("stored while the step runs", dagster_run=run)
+        assert writing.wait(timeout=10)
+        claimed: list = []
+
+        def take_and_give_back() -> None:
+            claimed.append(storage.claim_concurrency_slot("lake", run.run_id, "step"))
+            storage.free_concurrency_slot_for_step(run.run_id, "step")
+
+        slot = threading.Thread(target=take_and_give_back)
+        slot.start()
+        slot.join(timeout=10)
+        without_waiting = not slot.is_alive()
+        release.set()
+        slot.join()
+        assert without_waiting
+        assert claimed[0].is_claimed
+        assert instance.all_logs(run.run_id)[-1].message == "stored while the step runs"
+
+
 def test_a_run_seen_ended_has_all_its_events_stored(dagster_home, monkeypatch) -> None:
     """A slow writer: still, once a run has ended, another instance on the same storage (the
     UI's, the daemon's) finds every event of it, its materialisations and checks included."""

@@ -15,6 +15,10 @@ This one keeps an engine per database file, with the same pool (none: each use o
 closes its own SQLite connection, which checkpoints the write-ahead log into the file the UI
 watches for a run's new events).
 
+Dagster holds one lock across every database while a connection is open. This one holds a
+lock per database: the writer storing a run's events (`event_batching.py`) does not hold up a
+step claiming or freeing its pool slot in the index.
+
 Dagster also asks the index, for every asset event, whether the tags table and the asset key
 table's newer columns exist, and for every check event whether the check executions table
 does: each answer a schema query, and for a table a new engine too. Tables and columns are
@@ -56,6 +60,10 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data=inst_data)
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        # One lock per database, held while a connection to it is open (`_db_lock`, Dagster's
+        # lock, guards only the engines and these locks). No thread opens a second database
+        # while it holds one: under Dagster's single lock, that would wait for itself.
+        self._shard_locks: dict[str, threading.Lock] = {}
         self._start_batching()
         # The connection each thread has open per database, for the writes Dagster makes
         # through `index_connection` within a batch's own transaction.
@@ -63,6 +71,10 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
         # Index tables and asset key columns known to exist.
         self._tables_present: set[str] = set()
         self._asset_key_columns_present: set[str] = set()
+
+    def _shard_lock(self, shard: str) -> threading.Lock:
+        with self._db_lock:
+            return self._shard_locks.setdefault(shard, threading.Lock())
 
     def _engine(self, shard: str) -> Engine:
         """The shard's engine, made as Dagster makes it; called under `_db_lock`."""
@@ -87,8 +99,9 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
             return
         if not opened:
             self._wait_for_writer()
-        with self._db_lock:
-            engine = self._engine(shard)
+        with self._shard_lock(shard):
+            with self._db_lock:
+                engine = self._engine(shard)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
