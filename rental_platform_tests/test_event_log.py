@@ -271,6 +271,31 @@ def test_the_index_schema_is_probed_once_per_table_and_column(dagster_home, monk
     assert tables_asked.count("no_such_table") == 2
 
 
+def _slot_taken_and_given_back(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, release: threading.Event
+) -> None:
+    """With the writer held up until `release`, a step of `run` takes a `lake` slot and gives
+    it back, in a thread of its own, without waiting; once released, the event handed over
+    before ("stored while the step runs") is stored."""
+    storage = instance.event_log_storage
+    claimed: list = []
+
+    def take_and_give_back() -> None:
+        storage.initialize_concurrency_limit_to_default("lake")
+        claimed.append(storage.claim_concurrency_slot("lake", run.run_id, "step"))
+        storage.free_concurrency_slot_for_step(run.run_id, "step")
+
+    slot = threading.Thread(target=take_and_give_back)
+    slot.start()
+    slot.join(timeout=10)
+    without_waiting = not slot.is_alive()
+    release.set()
+    slot.join()
+    assert without_waiting
+    assert claimed[0].is_claimed
+    assert instance.all_logs(run.run_id)[-1].message == "stored while the step runs"
+
+
 def test_the_caller_does_not_wait_for_the_writer_but_a_reader_does(
     dagster_home, monkeypatch
 ) -> None:
@@ -313,25 +338,9 @@ def test_a_step_takes_and_gives_back_its_pool_slot_without_waiting_for_the_write
 
     with dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(_run(instance, fail=False))
-        storage = instance.event_log_storage
         monkeypatch.setattr(BatchingSqliteEventLogStorage, "_store_together", held_up)
         instance.report_engine_event("stored while the step runs", dagster_run=run)
-        claimed: list = []
-
-        def take_and_give_back() -> None:
-            storage.initialize_concurrency_limit_to_default("lake")
-            claimed.append(storage.claim_concurrency_slot("lake", run.run_id, "step"))
-            storage.free_concurrency_slot_for_step(run.run_id, "step")
-
-        slot = threading.Thread(target=take_and_give_back)
-        slot.start()
-        slot.join(timeout=10)
-        without_waiting = not slot.is_alive()
-        release.set()
-        slot.join()
-        assert without_waiting
-        assert claimed[0].is_claimed
-        assert instance.all_logs(run.run_id)[-1].message == "stored while the step runs"
+        _slot_taken_and_given_back(instance, run, release)
 
 
 def test_a_pool_slot_is_claimed_while_the_writer_holds_a_runs_database(
@@ -350,28 +359,12 @@ def test_a_pool_slot_is_claimed_while_the_writer_holds_a_runs_database(
 
     with dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(_run(instance, fail=False))
-        storage = instance.event_log_storage
-        storage.initialize_concurrency_limit_to_default("lake")
         monkeypatch.setattr(
             BatchingSqliteEventLogStorage, "_store_together", held_up_in_the_runs_database
         )
         instance.report_engine_event("stored while the step runs", dagster_run=run)
         assert writing.wait(timeout=10)
-        claimed: list = []
-
-        def take_and_give_back() -> None:
-            claimed.append(storage.claim_concurrency_slot("lake", run.run_id, "step"))
-            storage.free_concurrency_slot_for_step(run.run_id, "step")
-
-        slot = threading.Thread(target=take_and_give_back)
-        slot.start()
-        slot.join(timeout=10)
-        without_waiting = not slot.is_alive()
-        release.set()
-        slot.join()
-        assert without_waiting
-        assert claimed[0].is_claimed
-        assert instance.all_logs(run.run_id)[-1].message == "stored while the step runs"
+        _slot_taken_and_given_back(instance, run, release)
 
 
 def test_a_run_seen_ended_has_all_its_events_stored(dagster_home, monkeypatch) -> None:
