@@ -72,10 +72,6 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
         self._tables_present: set[str] = set()
         self._asset_key_columns_present: set[str] = set()
 
-    def _shard_lock(self, shard: str) -> threading.Lock:
-        with self._db_lock:
-            return self._shard_locks.setdefault(shard, threading.Lock())
-
     def _engine(self, shard: str) -> Engine:
         """The shard's engine, made as Dagster makes it; called under `_db_lock`."""
         engine = self._engines.pop(shard, None) or create_engine(
@@ -99,9 +95,10 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
             return
         if not opened:
             self._wait_for_writer()
-        with self._shard_lock(shard):
-            with self._db_lock:
-                engine = self._engine(shard)
+        with self._db_lock:
+            shard_lock = self._shard_locks.setdefault(shard, threading.Lock())
+            engine = self._engine(shard)
+        with shard_lock:
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
