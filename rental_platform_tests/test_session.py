@@ -178,6 +178,28 @@ def test_a_long_range_gets_both_compilers_and_a_short_one_c1_alone() -> None:
     assert all(option in year for option in LOCAL_JAVA_OPTIONS)
 
 
+def _jvm_flag(options: list[str], name: str) -> int:
+    """The value the JVM gives flag `name` when started with `options`."""
+    printed = subprocess.run(
+        ["java", *options, "-XX:+PrintFlagsFinal", "-version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    values = [line.split()[3] for line in printed.splitlines() if f" {name} " in line]
+    assert values, f"the JVM printed no flag {name}"
+    return int(values[0])
+
+
+def test_c1_alone_keeps_room_for_a_night_s_compiled_code() -> None:
+    """C1 alone would reserve 48 MB for compiled code, of which a `large` nightly fills 45 MB:
+    once it is full the JVM stops compiling for the rest of the process."""
+    short = _java_options(session_conf(LOCAL_MASTER, tuning_conf(days=1)))
+    assert QUICK_COMPILER_OPTION in short
+    assert _jvm_flag(short, "ReservedCodeCacheSize") >= 240 * 2**20
+    assert _jvm_flag([QUICK_COMPILER_OPTION], "ReservedCodeCacheSize") < 240 * 2**20
+
+
 def test_a_cycle_s_session_is_tuned_for_the_cycle_not_its_first_step() -> None:
     """A command runs its cycle in one process: the snapshot step, which has no window, starts
     the session that the cycle's long steps then share, so it is tuned for the days the cycle

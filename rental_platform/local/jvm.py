@@ -18,6 +18,11 @@ from rental_platform.local.file_system import FILE_SYSTEM_CLASS, file_system_jar
 # compilation.
 QUICK_COMPILER_OPTION = "-XX:TieredStopAtLevel=1"
 QUICK_COMPILER_MAX_DAYS = 180
+# With C1 alone the JVM reserves 48 MB for compiled code, not the 240 MB it reserves with both
+# compilers; a `large` nightly fills 45 MB of it (benchmarks/results/nightly.md). Once it is
+# full the JVM stops compiling for good, and every query after that runs interpreted. The
+# reservation is address space: memory is committed only as code is compiled into it.
+CODE_CACHE_OPTION = "-XX:ReservedCodeCacheSize=240m"
 
 
 def tuning_conf(
@@ -28,7 +33,7 @@ def tuning_conf(
     reading one."""
     options: list[str] = []
     if QUICK_COMPILER not in off and (days is None or days <= QUICK_COMPILER_MAX_DAYS):
-        options.append(QUICK_COMPILER_OPTION)
+        options += [QUICK_COMPILER_OPTION, CODE_CACHE_OPTION]
     if archiving_to is not None:
         # The JVM warns of each class it cannot archive (generated ones): thousands of lines.
         options += [f"-XX:ArchiveClassesAtExit={archiving_to}", "-Xlog:cds=off,cds+dynamic=off"]
