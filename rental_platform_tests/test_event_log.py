@@ -3,6 +3,7 @@ the same events in the same order, the same materialised and failed partitions, 
 executions; in a writer thread that the caller does not wait for, but every reader and every
 run's end does."""
 
+import gc
 import shutil
 import threading
 import time
@@ -232,6 +233,15 @@ def test_an_engine_serves_each_database_and_the_ui_still_sees_new_events(
             "a new event for the watcher", dagster_run=instance.get_run_by_id(run_ids[1])
         )
         assert seen.wait(timeout=10)
+
+
+def test_a_database_s_lock_is_kept_only_while_a_thread_uses_it(dagster_home) -> None:
+    """A daemon opens the databases of thousands of runs: their locks must not pile up."""
+    with dg.DagsterInstance.get() as instance:
+        run_ids = [_run(instance, fail=False) for _ in range(3)]
+        assert all(instance.all_logs(run_id) for run_id in run_ids)
+        gc.collect()
+        assert len(instance.event_log_storage._shard_locks) == 0
 
 
 def test_the_index_schema_is_probed_once_per_table_and_column(dagster_home, monkeypatch) -> None:

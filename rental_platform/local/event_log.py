@@ -28,6 +28,7 @@ added by migrations and never dropped, so this one keeps a yes and asks again af
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,8 +63,11 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         # One lock per database, held while a connection to it is open (`_db_lock`, Dagster's
         # lock, guards only the engines and these locks). No thread opens a second database
-        # while it holds one: under Dagster's single lock, that would wait for itself.
-        self._shard_locks: dict[str, threading.Lock] = {}
+        # while it holds one: under Dagster's single lock, that would wait for itself. A lock
+        # lives while a thread uses it: a daemon opens the databases of thousands of runs.
+        self._shard_locks: weakref.WeakValueDictionary[str, threading.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._start_batching()
         # The connection each thread has open per database, for the writes Dagster makes
         # through `index_connection` within a batch's own transaction.
