@@ -149,7 +149,7 @@ def main() -> None:
     server, with a lake and warehouse under --folder, in this process."""
     import dagster as dg
 
-    from rental_platform.cycle import Cycle
+    from rental_platform.cycle_tags import Cycle
     from rental_platform.runs import materialize_range, run_cycle
     from rental_platform.seed import SCALES, seed_source
     from rental_platform.settings import Settings, parse_warehouse_url

@@ -8,7 +8,8 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from rental_platform.cycle import DAILY_JOB, Cycle, daily_runs, plan_of_run
+from rental_platform.cycle import DAILY_JOB, daily_runs, plan_of_run
+from rental_platform.cycle_tags import Cycle
 from rental_platform.jobs import JOB_DEFINITIONS, SNAPSHOTS_JOB
 from rental_platform.tables import Layer
 

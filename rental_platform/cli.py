@@ -8,14 +8,9 @@ import os
 import sys
 from dataclasses import replace
 from datetime import date
-from typing import TYPE_CHECKING
 
-import dagster as dg
-
+from rental_platform.cycle_tags import Cycle, extracted_days, yesterday
 from rental_platform.settings import Settings, SettingsError, parse_date
-
-if TYPE_CHECKING:
-    from rental_platform.cycle import Cycle
 
 DEMO_SCALE = "demo"
 
@@ -121,23 +116,17 @@ def seed_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
-    from rental_platform.cycle import Cycle
-
     if args.end < args.start:
         raise RuntimeError(f"--end {args.end} is before --start {args.start}")
     return _cycle(settings, Cycle.range(args.start, args.end))
 
 
 def nightly_command(settings: Settings, args: argparse.Namespace) -> int:
-    from rental_platform.cycle import Cycle, yesterday
-
     as_of = args.as_of or yesterday()
     return _cycle(settings, Cycle.nightly(as_of, settings.mutable_days, settings.partitions_start))
 
 
 def audit_command(settings: Settings, args: argparse.Namespace) -> int:
-    from rental_platform.cycle import Cycle, yesterday
-
     return _cycle(settings, Cycle.audit(args.as_of or yesterday(), settings.partitions_start))
 
 
@@ -145,6 +134,9 @@ def _cycle(settings: Settings, cycle: Cycle) -> int:
     """Run the cycle in this process, through the Dagster instance (the UI shows its runs)."""
     if "DAGSTER_HOME" not in os.environ:
         raise SettingsError("DAGSTER_HOME: must name the folder of the Dagster instance")
+    _start_local_session(settings, cycle)
+    import dagster as dg
+
     from rental_platform.runs import run_cycle
 
     print(
@@ -157,11 +149,22 @@ def _cycle(settings: Settings, cycle: Cycle) -> int:
     return 0
 
 
+def _start_local_session(settings: Settings, cycle: Cycle) -> None:
+    """Start the local runner's JVM in the background, tuned for the cycle, before Dagster is
+    imported and the definitions built: about a second that the first step no longer waits
+    for (the run's own start, `LocalSparkRunner.start_session`, then finds it begun)."""
+    if settings.runner.remote:
+        return
+    from rental_platform.local.session import start_in_background
+
+    runner = settings.runner
+    start_in_background(runner.spark_conf, runner.local_off, extracted_days(cycle.tags()))
+
+
 def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     """Seed activity from RENTAL_PARTITIONS_START to yesterday, at the demo scale's density,
     and materialise all of it: every partition complete, the data as fresh as a nightly
     run leaves it (`make demo` starts the partitions 90 days ago)."""
-    from rental_platform.cycle import yesterday
     from rental_platform.resources.warehouse import warehouse_for
     from rental_platform.seed import SCALES
     from rental_platform.summary import warehouse_summary
@@ -178,6 +181,8 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     print(f"Materialising every asset from {start} to {end}")
     run_command(settings, argparse.Namespace(start=start, end=end))
     print()
+    import dagster as dg
+
     with dg.build_resources({"warehouse": warehouse_for(settings.warehouse)}) as resources:
         print(warehouse_summary(resources.warehouse))
     return 0

@@ -21,8 +21,6 @@ import dagster as dg
 from rental_platform.abandoned_runs import release_abandoned_runs, worker_tags
 from rental_platform.cycle import (
     DAILY_JOB,
-    Cycle,
-    Mode,
     PartitionRun,
     all_planned_days,
     daily_runs,
@@ -30,6 +28,7 @@ from rental_platform.cycle import (
     plan_of_run,
     stale_kpi_partitions,
 )
+from rental_platform.cycle_tags import Cycle, Mode
 from rental_platform.definitions import build_definitions
 from rental_platform.jobs import SNAPSHOTS_JOB
 from rental_platform.partitions import PlatformPartitions

@@ -27,7 +27,7 @@ import pymysql
 import yaml
 
 from rental_platform import tables
-from rental_platform.cycle import Cycle
+from rental_platform.cycle_tags import Cycle
 from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.runs import RunOutcome, materialize_range, run_cycle
 from rental_platform.settings import MySqlSource, Settings

@@ -16,7 +16,7 @@ import pytest
 
 from rental_platform import local
 from rental_platform.contract import MARIADB_JDBC_JAR, StepRequest
-from rental_platform.cycle import Cycle
+from rental_platform.cycle_tags import Cycle
 from rental_platform.local.file_system import FILE_SYSTEM_CLASS, file_system_jar
 from rental_platform.local.jvm import (
     QUICK_COMPILER_MAX_DAYS,
@@ -33,12 +33,12 @@ def _java_options(conf: dict[str, str]) -> list[str]:
     return conf.get("spark.driver.extraJavaOptions", "").split()
 
 
-def _run_script(folder: Path, text: str) -> subprocess.CompletedProcess[str]:
+def _run_script(folder: Path, text: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     """`text` run as a Python script of its own: a process whose JVM this test starts."""
     script = folder / "script.py"
     script.write_text(text)
     return subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=300
     )
 
 
@@ -307,7 +307,7 @@ from datetime import date
 
 import psutil
 
-from rental_platform.cycle import Cycle
+from rental_platform.cycle_tags import Cycle
 from rental_platform.local.session import local_session
 from rental_platform.resources.spark import LocalSparkRunner
 
@@ -346,6 +346,47 @@ def test_a_cycle_s_session_starts_in_the_background_tuned_for_the_cycle(tmp_path
     assert started == "started before asked"
     assert QUICK_COMPILER_OPTION not in arguments.split()
     assert all(option in arguments.split() for option in LOCAL_JAVA_OPTIONS)
+
+
+COMMAND_START = """
+import os
+import sys
+import threading
+
+from rental_platform.cli import main
+from rental_platform.local.session import local_session
+
+
+class DagsterImported(ImportError):
+    pass
+
+
+class FirstDagsterImport:
+    # Stops the command at Dagster's first import, saying whether the JVM is starting. (It
+    # cannot wait there for the JVM: a fork waits for the import lock this import holds.)
+    def find_spec(self, name, path=None, target=None):
+        if name == "dagster":
+            starting = any(t.name == "local-spark-session" for t in threading.enumerate())
+            raise DagsterImported(f"JVM starting as Dagster is imported: {starting}")
+
+
+os.environ["DAGSTER_HOME"] = sys.argv[1]
+sys.meta_path.insert(0, FirstDagsterImport())
+try:
+    main(["nightly", "--as-of", "2025-01-02"])
+except DagsterImported as stopped:
+    print(stopped)
+# The session the command began, ended cleanly.
+local_session().stop()
+"""
+
+
+def test_a_command_starts_its_jvm_before_it_imports_dagster(tmp_path: Path) -> None:
+    """Importing Dagster and building the definitions take about a second, which the first
+    step would otherwise spend waiting for the JVM."""
+    result = _run_script(tmp_path, COMMAND_START, str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "JVM starting as Dagster is imported: True"
 
 
 FAILED_BACKGROUND_START = """

@@ -15,7 +15,7 @@ from dagster_graphql import DagsterGraphQLClient
 from playwright.sync_api import Page, expect, sync_playwright
 
 from rental_platform import tables
-from rental_platform.cycle import Cycle
+from rental_platform.cycle_tags import Cycle
 from rental_platform.seed import SeedScale, seed_source
 from rental_platform_tests.harness import BIN, REPO, Platform, free_port, running_services
 

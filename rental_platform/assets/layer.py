@@ -25,13 +25,8 @@ from rental_platform.assets.checks import (
     to_partition_evaluation,
 )
 from rental_platform.contract import CheckResult, StepReport, StepRequest
-from rental_platform.cycle import (
-    PLAN_TAG,
-    as_of_day,
-    periods_of_run,
-    plan_of_run,
-    planned_days,
-)
+from rental_platform.cycle import PLAN_TAG, periods_of_run, plan_of_run, planned_days
+from rental_platform.cycle_tags import as_of_day
 from rental_platform.resources.spark import StepRun
 from rental_platform.spark import layout
 from rental_platform.tables import TABLES, Grain, Layer, Table

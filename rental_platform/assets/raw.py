@@ -19,7 +19,8 @@ from rental_platform.assets.layer import (
     StepEvent,
 )
 from rental_platform.contract import StepRequest
-from rental_platform.cycle import SOURCE_CHANGES, Cycle
+from rental_platform.cycle import SOURCE_CHANGES
+from rental_platform.cycle_tags import Cycle
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.resources.spark import StepRun
 from rental_platform.tables import Grain, Layer

@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from rental_platform.contract import StepReport, StepRequest
-from rental_platform.cycle import extracted_days
+from rental_platform.cycle_tags import extracted_days
 
 
 @dataclass(frozen=True)
