@@ -17,9 +17,10 @@ step, waits. So the event logs store in a writer thread of their own, in the ord
 came, while the caller goes on: the next step's Spark work runs meanwhile. Whoever reads the
 event log first waits until everything handed over is stored (read-your-writes), and so does a
 run's end: a run seen to have ended has all its events stored. A failure to store is raised to
-whoever next waits for the writer: a reader, a run's end, or closing the log. A process killed
-while the writer still holds events loses them, as Dagster's own batching loses the batch it
-holds; the lake, which a step commits before its events are handed over, loses nothing.
+whoever next reads the log, or closes it; not where a run's end is handed over, which Dagster
+would answer by storing the whole batch again. A process killed while the writer still holds
+events loses them, as Dagster's own batching loses the batch it holds; the lake, which a step
+commits before its events are handed over, loses nothing.
 """
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ class EventBatching:
                 if _ends_a_run(event):
                     self._hand_over(handed)
                     handed = []
-                    self._wait_for_writer()
+                    # What the writer failed to store is left for the next reader: raised here,
+                    # Dagster would store this batch again, event by event (its fallback).
+                    self._wait_for_writer(raise_error=False)
             self._hand_over(handed)
 
     def dispose(self) -> None:
@@ -159,13 +162,15 @@ class EventBatching:
             self._writer.start()
         self._handed_over.put(events)
 
-    def _wait_for_writer(self) -> None:
+    def _wait_for_writer(self, raise_error: bool = True) -> None:
         """Wait until the writer has stored everything handed over, then raise what it failed
-        to store, if anything. Nothing in the writer thread itself, which waits for no one."""
+        to store, if anything (unless told not to). Nothing in the writer thread itself, which
+        waits for no one."""
         if getattr(self._not_waiting, "active", False):
             return
         self._handed_over.join()
-        self._raise_write_error()
+        if raise_error:
+            self._raise_write_error()
 
     @contextmanager
     def _without_waiting(self) -> Iterator[None]:

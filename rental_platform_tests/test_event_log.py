@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster import AssetExecutionContext
+from dagster._core.events import DagsterEventBatchMetadata
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from sqlalchemy.exc import OperationalError
 
@@ -425,3 +426,30 @@ def test_what_the_writer_fails_to_store_is_raised_where_it_is_waited_for(dagster
         messages = [entry.message for entry in instance.all_logs(run.run_id)]
     assert messages[-1] == "stored"
     assert "refused" not in messages
+
+
+def test_a_batch_ending_a_run_after_a_refused_write_is_stored_once(dagster_home) -> None:
+    """The writer fails to store an event; Dagster then hands over a batch that ends a run. Had
+    handing it over raised the earlier failure, Dagster would store the batch again, event by
+    event (its fallback): twice. It is stored once, and the failure is raised to the next
+    reader instead."""
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(_run(instance, fail=False))
+        ended = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[-1]
+        with refusing_writes(dagster_home / "history" / "runs"):
+            instance.report_engine_event("refused", dagster_run=run)
+            time.sleep(0.5)  # the writer tries while the folder refuses
+        message = dg.EventLogEntry(None, "INFO", "batched", run.run_id, time.time())
+        batch = [message, ended]
+        for position, entry in enumerate(batch):
+            instance.handle_new_event(
+                entry, batch_metadata=DagsterEventBatchMetadata("b", position == len(batch) - 1)
+            )
+        with pytest.raises(OperationalError):
+            instance.all_logs(run.run_id)
+        entries = instance.all_logs(run.run_id)
+    messages = [entry.user_message for entry in entries]
+    assert messages.count("batched") == 1
+    assert "refused" not in messages
+    successes = [e for e in entries if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS]
+    assert len(successes) == 2  # the run's own, and the batch's
