@@ -152,7 +152,8 @@ def _cycle(settings: Settings, cycle: Cycle) -> int:
 def _start_local_session(settings: Settings, cycle: Cycle) -> None:
     """Start the local runner's JVM in the background, tuned for the cycle, before Dagster is
     imported and the definitions built: about a second that the first step no longer waits
-    for (the run's own start, `LocalSparkRunner.start_session`, then finds it begun)."""
+    for (the run's own start, `LocalSparkRunner.start_session`, then finds it begun). A
+    command that waits for another's cycle to end (`runs.py`) keeps its JVM idle meanwhile."""
     if settings.runner.remote:
         return
     from rental_platform.local.session import start_in_background

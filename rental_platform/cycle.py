@@ -12,7 +12,7 @@ flows"): which runs, in which order, for which partitions.
 
 The three modes differ only in the days compared and the days extracted whatever their
 fingerprints say: `nightly` compares the mutable horizon and extracts day D; `audit` compares
-every day; `range` extracts every day of its range.
+every day; `range` extracts every day of its range (`cycle_tags.py`).
 """
 
 from __future__ import annotations
