@@ -19,7 +19,7 @@ from rental_platform.local.file_system import FILE_SYSTEM_CLASS, file_system_jar
 QUICK_COMPILER_OPTION = "-XX:TieredStopAtLevel=1"
 QUICK_COMPILER_MAX_DAYS = 180
 # With C1 alone the JVM reserves 48 MB for compiled code, not the 240 MB it reserves with both
-# compilers; a `large` nightly fills 45 MB of it (benchmarks/results/nightly.md). Once it is
+# compilers; a `large` nightly fills 44 MB of it (benchmarks/results/nightly.md). Once it is
 # full the JVM stops compiling for good, and every query after that runs interpreted. The
 # reservation is address space: memory is committed only as code is compiled into it.
 CODE_CACHE_OPTION = "-XX:ReservedCodeCacheSize=240m"
