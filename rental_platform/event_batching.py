@@ -16,9 +16,10 @@ Storing a step's events takes Dagster seconds in a backfill, while Spark, which 
 step, waits. So the event logs store in a writer thread of their own, in the order the events
 came, while the caller goes on: the next step's Spark work runs meanwhile. Whoever reads the
 event log first waits until everything handed over is stored (read-your-writes), and so does a
-run's end: a run seen to have ended has all its events stored. A failure to store is raised to
-whoever next reads the log, or closes it; not where a run's end is handed over, which Dagster
-would answer by storing the whole batch again. A process killed while the writer still holds
+run's end: a run seen to have ended has all its events stored. A failure to store one run's
+events keeps no other run's from being stored. It is raised to whoever next reads the log, or
+closes it; not where a run's end is handed over, which Dagster would answer by storing the
+whole batch again. A process killed while the writer still holds
 events loses them, as Dagster's own batching loses the batch it holds; the lake, which a step
 commits before its events are handed over, loses nothing.
 """
@@ -30,6 +31,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import groupby
 from typing import Any
 
 from dagster._core.events import (
@@ -113,7 +115,7 @@ class EventBatching:
         self._write_error: Exception | None = None
 
     def _store_together(self, events: list[EventLogEntry]) -> None:
-        """What `store_event` does for each event, for many events at once."""
+        """What `store_event` does for each event, for many events of one run at once."""
         raise NotImplementedError
 
     def store_event(self, event: EventLogEntry) -> None:
@@ -205,17 +207,21 @@ class EventBatching:
                 return
 
     def _store_in_order(self, events: list[EventLogEntry]) -> None:
-        pending: list[EventLogEntry] = []
-        for event in events:
-            if _batchable(event):
-                pending.append(event)
-                continue
-            if pending:
-                self._store_together(pending)
-                pending = []
-            super().store_event(event)  # type: ignore[misc]
-        if pending:
-            self._store_together(pending)
+        """Stores `events` in order, a run's consecutive batchable ones together. A part that
+        fails does not stop the others: one run's database refusing writes loses no other
+        run's events. The first failure is raised once all are tried."""
+        failure: Exception | None = None
+        for (_, batchable), part in groupby(events, key=lambda e: (e.run_id, _batchable(e))):
+            for unit in [list(part)] if batchable else [[event] for event in part]:
+                try:
+                    if batchable:
+                        self._store_together(unit)
+                    else:
+                        super().store_event(unit[0])  # type: ignore[misc]
+                except Exception as error:
+                    failure = failure or error
+        if failure is not None:
+            raise failure
 
 
 def _pool_method(name: str) -> Callable[..., Any]:

@@ -64,9 +64,7 @@ class BatchingPostgresEventLogStorage(EventBatching, PostgresEventLogStorage):
                     del self._open.connection
 
     def _store_together(self, events: list[EventLogEntry]) -> None:
-        """What `store_event` does for each event, for many events at once."""
-        if not events:
-            return
+        """What `store_event` does for each event, for many events of one run at once."""
         with self._batch_transaction() as connection:
             for event in events:
                 statement = self.prepare_insert_event(event)

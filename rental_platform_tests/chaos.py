@@ -20,15 +20,17 @@ FULL_ENV = "RENTAL_CHAOS_FULL"
 
 
 @contextmanager
-def refusing_writes(folder: Path) -> Iterator[None]:
-    """The folder refuses every new entry, also to root (whom a read-only mode does not stop:
-    the tests run as root): the immutable attribute, `chattr +i`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["chattr", "+i", str(folder)], check=True)
+def refusing_writes(path: Path) -> Iterator[None]:
+    """The folder refuses every new entry, or the file every write, also to root (whom a
+    read-only mode does not stop: the tests run as root): the immutable attribute,
+    `chattr +i`. A missing path is made a folder."""
+    if not path.exists():
+        path.mkdir(parents=True)
+    subprocess.run(["chattr", "+i", str(path)], check=True)
     try:
         yield
     finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def full_matrix() -> bool:

@@ -428,6 +428,27 @@ def test_what_the_writer_fails_to_store_is_raised_where_it_is_waited_for(dagster
     assert "refused" not in messages
 
 
+def test_a_run_whose_database_refuses_writes_loses_no_other_run_s_events(dagster_home) -> None:
+    """One run's database refuses writes while the writer stores, in one pass, an event of
+    that run and then one of another run: the other run's event is stored, and the refusal is
+    raised where the writer is next waited for."""
+    with dg.DagsterInstance.get() as instance:
+        refusing, other = (instance.get_run_by_id(_run(instance, fail=False)) for _ in "ab")
+        storage = instance.event_log_storage
+        events = [
+            dg.EventLogEntry(None, "INFO", "to the refusing run", refusing.run_id, time.time()),
+            dg.EventLogEntry(None, "INFO", "to the other run", other.run_id, time.time()),
+        ]
+        with refusing_writes(dagster_home / "history" / "runs" / f"{refusing.run_id}.db"):
+            storage.store_event_batch(events)  # one hand-over: the writer's one pass
+            with pytest.raises(OperationalError, match="readonly"):
+                storage._wait_for_writer()
+        refused = [entry.user_message for entry in instance.all_logs(refusing.run_id)]
+        stored = [entry.user_message for entry in instance.all_logs(other.run_id)]
+    assert stored[-1] == "to the other run"
+    assert "to the refusing run" not in refused
+
+
 def test_a_batch_ending_a_run_after_a_refused_write_is_stored_once(dagster_home) -> None:
     """The writer fails to store an event; Dagster then hands over a batch that ends a run. Had
     handing it over raised the earlier failure, Dagster would store the batch again, event by

@@ -32,7 +32,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import groupby
 
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
@@ -127,34 +126,33 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
         return column_name in self._asset_key_columns_present
 
     def _store_together(self, events: list[EventLogEntry]) -> None:
-        """What `store_event` does for each event, for many events at once."""
-        for run_id, of_run in groupby(events, key=lambda event: event.run_id):
-            batch = [(event, self.prepare_insert_event(event)) for event in of_run]
-            with self.run_connection(run_id) as connection:
-                for _, statement in batch:
-                    connection.execute(statement)
-            mirrored = [
-                (event, statement)
-                for event, statement in batch
-                if event.is_dagster_event
-                and (
-                    event.dagster_event_type in ASSET_EVENTS
-                    or event.dagster_event_type in ASSET_CHECK_EVENTS
-                )
-            ]
-            if not mirrored:
-                continue
-            # Mirrored in the cross-run index, as `store_event` does; a check event's execution
-            # record is written through the same transaction.
-            with self.index_transaction() as connection:
-                for event, statement in mirrored:
-                    with db_result(connection, statement) as result:
-                        event_id = result.inserted_primary_key[0]
-                    if event.dagster_event_type in ASSET_CHECK_EVENTS:
-                        self.store_asset_check_event(event, event_id)
-                        continue
-                    self._store_asset_event_tags(connection, [event], [event_id])
-                    self._store_asset_event(connection, event, event_id)
+        """What `store_event` does for each event, for many events of one run at once."""
+        batch = [(event, self.prepare_insert_event(event)) for event in events]
+        with self.run_connection(events[0].run_id) as connection:
+            for _, statement in batch:
+                connection.execute(statement)
+        mirrored = [
+            (event, statement)
+            for event, statement in batch
+            if event.is_dagster_event
+            and (
+                event.dagster_event_type in ASSET_EVENTS
+                or event.dagster_event_type in ASSET_CHECK_EVENTS
+            )
+        ]
+        if not mirrored:
+            return
+        # Mirrored in the cross-run index, as `store_event` does; a check event's execution
+        # record is written through the same transaction.
+        with self.index_transaction() as connection:
+            for event, statement in mirrored:
+                with db_result(connection, statement) as result:
+                    event_id = result.inserted_primary_key[0]
+                if event.dagster_event_type in ASSET_CHECK_EVENTS:
+                    self.store_asset_check_event(event, event_id)
+                    continue
+                self._store_asset_event_tags(connection, [event], [event_id])
+                self._store_asset_event(connection, event, event_id)
 
 
 class BatchingSqliteStorage(DagsterSqliteStorage):
