@@ -19,9 +19,9 @@ event log first waits until everything handed over is stored (read-your-writes),
 run's end: a run seen to have ended has all its events stored. A failure to store one run's
 events keeps no other run's from being stored. It is raised to whoever next reads the log, or
 closes it; not where a run's end is handed over, which Dagster would answer by storing the
-whole batch again. A process killed while the writer still holds
-events loses them, as Dagster's own batching loses the batch it holds; the lake, which a step
-commits before its events are handed over, loses nothing.
+whole batch again. A process killed while the writer still holds events loses them, as
+Dagster's own batching loses the batch it holds; the lake, which a step commits before its
+events are handed over, loses nothing.
 """
 
 from __future__ import annotations
