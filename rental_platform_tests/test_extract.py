@@ -49,12 +49,44 @@ def test_fingerprints_count_every_day_and_the_undated_rows(
     reader: SourceReader, platform: Platform
 ) -> None:
     start, end = SCALE.start, date(2100, 1, 1)
-    fingerprints = reader.fingerprints(VIEWS, start, end)
+    fingerprints = reader.fingerprints(VIEWS, start, end, rows=0)
     assert fingerprints[None].rows == _count(platform, "viewed_at IS NULL") > 0
     in_window = _count(platform, f"viewed_at >= '{start}' AND viewed_at < '{end}'")
     assert sum(f.rows for day, f in fingerprints.items() if day is not None) == in_window
     assert all(isinstance(day, date) for day in fingerprints if day is not None)
-    assert reader.fingerprints(VIEWS, start, end) == fingerprints
+    assert reader.fingerprints(VIEWS, start, end, rows=0) == fingerprints
+
+
+def test_fingerprints_of_a_large_share_are_read_by_scanning_the_same_either_way(
+    reader: SourceReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Days said to hold a large share of the table are checksummed by a scan, a small share
+    as the source's optimiser chooses; the fingerprints are the same."""
+    sent: list[str] = []
+    send = reader._sql
+
+    def recording(query: str) -> DataFrame:
+        sent.append(query)
+        return send(query)
+
+    monkeypatch.setattr(reader, "_sql", recording)
+    table_rows = reader.table_rows(VIEWS)
+    start, end = SCALE.start, SCALE.start + timedelta(days=SCALE.days)
+    days = [start + timedelta(days=n) for n in range(0, SCALE.days, 2)]
+    answers = []
+    for rows, scans in [(1, False), (table_rows, True)]:
+        sent.clear()
+        answers.append(
+            (
+                reader.fingerprints(VIEWS, start, end, rows),
+                reader.fingerprints_of_days(VIEWS, days, rows),
+            )
+        )
+        checksums = [query for query in sent if "CRC32" in query]
+        assert len(checksums) == 2
+        assert all(("USE INDEX ()" in query) == scans for query in checksums)
+    assert answers[0] == answers[1]
+    assert set(answers[0][1]) == {*days, None}
 
 
 def test_a_small_share_is_read_through_the_index_a_large_one_by_scanning(

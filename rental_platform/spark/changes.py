@@ -152,7 +152,10 @@ def _compare_table(
     # Days from `force_from` on are extracted whatever their fingerprints say: only those
     # before it (and the rows with no day) are checksummed.
     checksummed_end = max(start, min(end, force_from)) if force_from else end
-    source = reader.fingerprints(raw, start, checksummed_end)
+    checksummed_days = _days(start, checksummed_end)
+    source = reader.fingerprints(
+        raw, start, checksummed_end, lake.committed_rows(raw, checksummed_days)
+    )
     committed = lake.state.table(raw.id).partitions
     differing: dict[date, str] = {}
     for day in _days(start, end):
@@ -179,7 +182,7 @@ def _compare_table(
     ]
     if key is not None and (differing or undated_changed) and kept:
         _follow_moves(lake, reader, raw, key, set(differing), undated_changed, planned, first_day)
-    checksummed = {day.isoformat(): day for day in _days(start, checksummed_end)}
+    checksummed = {day.isoformat(): day for day in checksummed_days}
     seen = {k: source.get(checksummed[k], NO_ROWS) for k in planned if k in checksummed}
     seen[UNDATED] = source.get(None, NO_ROWS)
     return _Comparison(

@@ -38,6 +38,10 @@ MAX_READ_PARTITIONS = 4
 # a few days, reading a large table's index pages at random costs more than reading it all in
 # order (benchmarks/README.md, "Local machinery", has the measurements).
 FULL_SCAN_SHARE = 0.02
+# The same for a window's checksums, lower: they are one query, not parallel reads, and
+# through the index their cost grows with the days, while a scan's does not (the measurements
+# are in benchmarks/results/nightly.md).
+CHECKSUM_SCAN_SHARE = 0.008
 # Parallel reads of a scanned window: each scans the whole table on the source, so no more
 # than keep two cores busy.
 SCAN_READ_PARTITIONS = 2
@@ -122,7 +126,7 @@ class SourceReader:
         index, or by scanning the table if they are more than `FULL_SCAN_SHARE` of it. The days
         are read in a few parallel queries, each of whole days (consecutive ones as ranges)."""
         column = table.partition_column
-        scan = rows > FULL_SCAN_SHARE * self.table_rows(table)
+        scan = self._scans(table, rows, FULL_SCAN_SHARE)
         chosen = sorted(days)
         parts = max(1, min(len(chosen), SCAN_READ_PARTITIONS if scan else MAX_READ_PARTITIONS))
         bounds = [round(i * len(chosen) / parts) for i in range(parts + 1)]
@@ -137,20 +141,33 @@ class SourceReader:
     def count_snapshot(self, table: Table) -> int:
         return self._sql(f"SELECT COUNT(*) AS n FROM `{table.name}`").collect()[0]["n"]
 
-    def fingerprints(self, table: Table, start: date, end: date) -> dict[date | None, Fingerprint]:
+    def fingerprints(
+        self, table: Table, start: date, end: date, rows: int
+    ) -> dict[date | None, Fingerprint]:
         """The fingerprint of every day of [start, end) that has rows, and of the rows with no
-        day (under None): one grouped query through the date index."""
+        day (under None): one grouped query, which scans the table if the days hold more than
+        `CHECKSUM_SCAN_SHARE` of it by `rows`, an estimate (the lake's count of them).
+
+        Left to choose, the source's optimiser may read a tenth of the table through the date
+        index, row by row at random where rows are in no date order: several times slower
+        than scanning (benchmarks/results/nightly.md)."""
         column = table.partition_column
         return self._fingerprints(
-            table, f"(`{column}` >= '{start.isoformat()}' AND `{column}` < '{end.isoformat()}')"
+            table,
+            f"(`{column}` >= '{start.isoformat()}' AND `{column}` < '{end.isoformat()}')",
+            self._scans(table, rows, CHECKSUM_SCAN_SHARE),
         )
 
     def fingerprints_of_days(
-        self, table: Table, days: Iterable[date]
+        self, table: Table, days: Iterable[date], rows: int
     ) -> dict[date | None, Fingerprint]:
         """As `fingerprints`, of the given days only: a nightly run extracts a few days of its
         window, and checksumming the others would read their rows for nothing."""
-        return self._fingerprints(table, day_ranges_sql(table.partition_column, days))
+        return self._fingerprints(
+            table,
+            day_ranges_sql(table.partition_column, days),
+            self._scans(table, rows, CHECKSUM_SCAN_SHARE),
+        )
 
     def counts_of_days(self, table: Table, days: Iterable[date]) -> dict[date | None, int]:
         """The rows of each of the given days that has rows, and of the rows with no day (under
@@ -159,19 +176,25 @@ class SourceReader:
         rows = self._by_day(table, "COUNT(*) AS n", day_ranges_sql(table.partition_column, days))
         return {row["day"]: row["n"] for row in rows}
 
-    def _fingerprints(self, table: Table, days_sql: str) -> dict[date | None, Fingerprint]:
+    def _fingerprints(
+        self, table: Table, days_sql: str, scan: bool
+    ) -> dict[date | None, Fingerprint]:
         rows = self._by_day(
             table,
             f"COUNT(*) AS n, CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest",
             days_sql,
+            scan,
         )
         return {row["day"]: Fingerprint(row["n"], row["digest"]) for row in rows}
 
-    def _by_day(self, table: Table, aggregates: str, days_sql: str) -> list[Row]:
-        """`aggregates` of the rows of `days_sql`'s days and of those with no day, by day."""
+    def _by_day(
+        self, table: Table, aggregates: str, days_sql: str, scan: bool = False
+    ) -> list[Row]:
+        """`aggregates` of the rows of `days_sql`'s days and of those with no day, by day; by
+        scanning the table if `scan`, else as the source's optimiser chooses."""
         column = table.partition_column
         return self._sql(
-            f"SELECT DATE(`{column}`) AS day, {aggregates} FROM `{table.name}` "
+            f"SELECT DATE(`{column}`) AS day, {aggregates} FROM {_table_sql(table, scan)} "
             f"WHERE {days_sql} OR `{column}` IS NULL GROUP BY DATE(`{column}`)"
         ).collect()
 
@@ -215,6 +238,11 @@ class SourceReader:
             for row in rows
         }
 
+    def _scans(self, table: Table, rows: int, share: float) -> bool:
+        """Whether a read of `rows` of the table scans it: when they are more than `share` of
+        it (no rows need no statistics)."""
+        return rows > 0 and rows > share * self.table_rows(table)
+
     def table_rows(self, table: Table) -> int:
         """The source's estimate of the table's rows, from its statistics: nothing is scanned."""
         rows = self._sql(
@@ -231,10 +259,9 @@ class SourceReader:
             return self.spark.read.jdbc(
                 self.source.jdbc_url, relation, properties=self.source.properties()
             )
-        # `USE INDEX ()`: no index, whatever the source's optimiser would pick.
         return self.spark.read.jdbc(
             self.source.jdbc_url,
-            f"`{table.name}`" + (" USE INDEX ()" if scan else ""),
+            _table_sql(table, scan),
             predicates=predicates,
             properties=self.source.properties(),
         ).select(*source_columns(table))
@@ -251,3 +278,9 @@ class SourceReader:
 
     def _stamp(self, df: DataFrame, table: Table) -> DataFrame:
         return conform(df.withColumn(EXTRACTED_AT.name, F.lit(self.extracted_at)), table)
+
+
+def _table_sql(table: Table, scan: bool) -> str:
+    """The table in a FROM clause; if `scan`, with no index (`USE INDEX ()`), whatever the
+    source's optimiser would pick."""
+    return f"`{table.name}`" + (" USE INDEX ()" if scan else "")

@@ -96,6 +96,13 @@ class Lake:
         found = (layout.parse_period_key(key) for key in self.state.table(table.id).partitions)
         return sorted(period for period in found if period is not None)
 
+    def committed_rows(self, table: Table, days: Iterable[date]) -> int:
+        """The rows the lake holds for the given days: what the source held when they were
+        extracted, so an estimate of what it holds now."""
+        partitions = self.state.table(table.id).partitions
+        found = (partitions.get(day.isoformat()) for day in days)
+        return sum(partition.rows for partition in found if partition is not None)
+
     def read(self, table: Table, keys: Iterable[str] | None = None) -> DataFrame:
         """The committed rows of the table's partitions (every one, or those of `keys`)."""
         return self._read(table, self.state.files(table.id, keys))

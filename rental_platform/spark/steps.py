@@ -271,9 +271,7 @@ def extract_daily(step: _Step) -> None:
         if not source_schema.passed:
             return
         days = step.days_of(table)
-        fingerprints, counts = _source_before_reading(
-            reader, table, days, step.request.source_fingerprints.get(table.id, {})
-        )
+        fingerprints, counts = _source_before_reading(step, reader, table, days)
         window_rows = sum(n for day, n in counts.items() if day is not None)
         # The read is split on day boundaries: each day's rows come from one JDBC query.
         key = changes.DAILY_SOURCES[table]
@@ -323,7 +321,7 @@ def extract_daily(step: _Step) -> None:
 
 
 def _source_before_reading(
-    reader: SourceReader, table: Table, days: list[date], seen: dict[str, dict[str, Any]]
+    step: _Step, reader: SourceReader, table: Table, days: list[date]
 ) -> tuple[dict[date | None, Fingerprint], dict[date | None, int]]:
     """Each day's fingerprint to record with its rows, and the source's row counts to check
     the extraction against, both read before the rows are (a row changed in between makes the
@@ -331,7 +329,9 @@ def _source_before_reading(
 
     Where the plan's comparison checksummed a day (`seen`, by partition key), its fingerprint
     is kept, read earlier still, and the day is only counted now (`SourceReader.counts_of_days`).
-    The other days are checksummed."""
+    The other days are checksummed, by a scan if the lake's count of their rows says they are
+    a large share of the table."""
+    seen = step.request.source_fingerprints.get(table.id, {})
     known = [day for day in days if day.isoformat() in seen]
     unknown = [day for day in days if day.isoformat() not in seen]
     fingerprints: dict[date | None, Fingerprint] = {
@@ -343,7 +343,8 @@ def _source_before_reading(
     checksum = bool(unknown) or UNDATED not in seen
     counts = reader.counts_of_days(table, known) if known or not checksum else {}
     if checksum:
-        checksummed = reader.fingerprints_of_days(table, unknown)
+        estimate = step.lake.committed_rows(table, unknown)
+        checksummed = reader.fingerprints_of_days(table, unknown, estimate)
         fingerprints |= checksummed
         counts |= {day: f.rows for day, f in checksummed.items()}
     return fingerprints, counts
