@@ -104,6 +104,21 @@ def test_a_small_share_is_read_through_the_index_a_large_one_by_scanning(
     assert read_days == set(days)  # every day asked for, and no other (not the fourth)
 
 
+def test_a_scan_lists_scattered_days_and_selects_the_same_rows(platform: Platform) -> None:
+    """Through the index, days are ranges; a scan tests each row, and gets scattered days as a
+    list of dates instead, consecutive ones still as a range. The source selects the same rows
+    either way."""
+    days = [SCALE.start + timedelta(days=n) for n in (0, 1, 3, 6)]
+    ranges = extract.day_ranges_sql("viewed_at", days)
+    listed = extract.day_ranges_sql("viewed_at", days, scan=True)
+    assert ranges.count(" OR ") == 2
+    assert listed == "DATE(`viewed_at`) IN (" + ", ".join(f"'{day}'" for day in days) + ")"
+    assert extract.day_ranges_sql("viewed_at", days[:2], scan=True) == (
+        extract.day_ranges_sql("viewed_at", days[:2])
+    )
+    assert _count(platform, listed) == _count(platform, ranges) > 0
+
+
 def test_keys_are_looked_up_in_batches_each_found_once(
     reader: SourceReader, platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:

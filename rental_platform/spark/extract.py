@@ -90,15 +90,21 @@ def row_digest_sql(table: Table) -> str:
     return f"CRC32(CONCAT_WS('|', {nulls}, {values}))"
 
 
-def day_ranges_sql(column: str, days: Iterable[date]) -> str:
-    """A predicate on `column` for a set of days, as few ranges as the days allow (each
-    served by the date index)."""
+def day_ranges_sql(column: str, days: Iterable[date], scan: bool = False) -> str:
+    """A predicate on `column` for a set of days: as few ranges as the days allow, each served
+    by the date index. For a scan, which tests every row of the table, days in more than one
+    range are listed instead (`DATE(column) IN`): the source tests a row against ranges one
+    after another, and searches a list by halves (benchmarks/results/nightly.md)."""
+    chosen = sorted(set(days))
     ranges: list[tuple[date, date]] = []
-    for day in sorted(set(days)):
+    for day in chosen:
         if ranges and ranges[-1][1] == day:
             ranges[-1] = (ranges[-1][0], day + timedelta(days=1))
         else:
             ranges.append((day, day + timedelta(days=1)))
+    if scan and len(ranges) > 1:
+        listed = ", ".join(f"'{day.isoformat()}'" for day in chosen)
+        return f"DATE(`{column}`) IN ({listed})"
     return (
         " OR ".join(
             f"(`{column}` >= '{a.isoformat()}' AND `{column}` < '{b.isoformat()}')"
@@ -131,7 +137,7 @@ class SourceReader:
         parts = max(1, min(len(chosen), SCAN_READ_PARTITIONS if scan else MAX_READ_PARTITIONS))
         bounds = [round(i * len(chosen) / parts) for i in range(parts + 1)]
         predicates = [
-            day_ranges_sql(column, chosen[a:b]) for a, b in pairwise(bounds) if b > a
+            day_ranges_sql(column, chosen[a:b], scan) for a, b in pairwise(bounds) if b > a
         ] or ["FALSE"]
         return self._stamp(self._query(table, predicates, scan), table)
 
@@ -163,11 +169,8 @@ class SourceReader:
     ) -> dict[date | None, Fingerprint]:
         """As `fingerprints`, of the given days only: a nightly run extracts a few days of its
         window, and checksumming the others would read their rows for nothing."""
-        return self._fingerprints(
-            table,
-            day_ranges_sql(table.partition_column, days),
-            self._scans(table, rows, CHECKSUM_SCAN_SHARE),
-        )
+        scan = self._scans(table, rows, CHECKSUM_SCAN_SHARE)
+        return self._fingerprints(table, day_ranges_sql(table.partition_column, days, scan), scan)
 
     def counts_of_days(self, table: Table, days: Iterable[date]) -> dict[date | None, int]:
         """The rows of each of the given days that has rows, and of the rows with no day (under
