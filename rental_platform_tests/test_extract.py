@@ -109,12 +109,12 @@ def test_a_scan_lists_scattered_days_and_selects_the_same_rows(platform: Platfor
     list of dates instead, consecutive ones still as a range. The source selects the same rows
     either way."""
     days = [SCALE.start + timedelta(days=n) for n in (0, 1, 3, 6)]
-    ranges = extract.day_ranges_sql("viewed_at", days)
-    listed = extract.day_ranges_sql("viewed_at", days, scan=True)
+    ranges = extract.days_predicate("viewed_at", days)
+    listed = extract.days_predicate("viewed_at", days, scan=True)
     assert ranges.count(" OR ") == 2
     assert listed == "DATE(`viewed_at`) IN (" + ", ".join(f"'{day}'" for day in days) + ")"
-    assert extract.day_ranges_sql("viewed_at", days[:2], scan=True) == (
-        extract.day_ranges_sql("viewed_at", days[:2])
+    assert extract.days_predicate("viewed_at", days[:2], scan=True) == (
+        extract.days_predicate("viewed_at", days[:2])
     )
     assert _count(platform, listed) == _count(platform, ranges) > 0
 

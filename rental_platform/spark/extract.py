@@ -90,7 +90,7 @@ def row_digest_sql(table: Table) -> str:
     return f"CRC32(CONCAT_WS('|', {nulls}, {values}))"
 
 
-def day_ranges_sql(column: str, days: Iterable[date], scan: bool = False) -> str:
+def days_predicate(column: str, days: Iterable[date], scan: bool = False) -> str:
     """A predicate on `column` for a set of days: as few ranges as the days allow, each served
     by the date index. For a scan, which tests every row of the table, days in more than one
     range are listed instead (`DATE(column) IN`): the source tests a row against ranges one
@@ -137,7 +137,7 @@ class SourceReader:
         parts = max(1, min(len(chosen), SCAN_READ_PARTITIONS if scan else MAX_READ_PARTITIONS))
         bounds = [round(i * len(chosen) / parts) for i in range(parts + 1)]
         predicates = [
-            day_ranges_sql(column, chosen[a:b], scan) for a, b in pairwise(bounds) if b > a
+            days_predicate(column, chosen[a:b], scan) for a, b in pairwise(bounds) if b > a
         ] or ["FALSE"]
         return self._stamp(self._query(table, predicates, scan), table)
 
@@ -170,13 +170,13 @@ class SourceReader:
         """As `fingerprints`, of the given days only: a nightly run extracts a few days of its
         window, and checksumming the others would read their rows for nothing."""
         scan = self._scans(table, rows, CHECKSUM_SCAN_SHARE)
-        return self._fingerprints(table, day_ranges_sql(table.partition_column, days, scan), scan)
+        return self._fingerprints(table, days_predicate(table.partition_column, days, scan), scan)
 
     def counts_of_days(self, table: Table, days: Iterable[date]) -> dict[date | None, int]:
         """The rows of each of the given days that has rows, and of the rows with no day (under
         None): counted through the date index alone, which costs the source far less than
         checksumming their rows (benchmarks/results/nightly.md)."""
-        rows = self._by_day(table, "COUNT(*) AS n", day_ranges_sql(table.partition_column, days))
+        rows = self._by_day(table, "COUNT(*) AS n", days_predicate(table.partition_column, days))
         return {row["day"]: row["n"] for row in rows}
 
     def _fingerprints(
@@ -205,7 +205,7 @@ class SourceReader:
         """(key, day) of the rows of the given days, and of the rows with no day if `undated`
         (day null): what the source holds there now, to compare with the lake's."""
         column = table.partition_column
-        where = day_ranges_sql(column, days) + (f" OR `{column}` IS NULL" if undated else "")
+        where = days_predicate(column, days) + (f" OR `{column}` IS NULL" if undated else "")
         return self._sql(
             f"SELECT `{key}` AS `key`, DATE(`{column}`) AS day FROM `{table.name}` WHERE {where}"
         )
