@@ -565,7 +565,7 @@ def curate_daily(step: _Step) -> None:
             step,
             curated_table,
             quarantine_table,
-            _committed_rows(step.lake, raw_table, [d.isoformat() for d in days]),
+            step.lake.committed_rows(raw_table, days),
             curated_df,
             dated_quarantine,
             dated,
@@ -605,11 +605,6 @@ def _curate_undated(
         ),
         collapsed=undated.collapsed_rows(),
     )
-
-
-def _committed_rows(lake: Lake, table: Table, keys: list[str]) -> int:
-    partitions = lake.state.table(table.id).partitions
-    return sum(partitions[k].rows for k in keys if k in partitions)
 
 
 # --- presentation ------------------------------------------------------------------------------
