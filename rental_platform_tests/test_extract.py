@@ -104,6 +104,20 @@ def test_a_small_share_is_read_through_the_index_a_large_one_by_scanning(
     assert read_days == set(days)  # every day asked for, and no other (not the fourth)
 
 
+def test_a_step_s_checksum_and_read_of_a_table_ask_its_statistics_once(
+    reader: SourceReader, platform: Platform
+) -> None:
+    """The checksum of an extraction's days and their read each judge by the table's row
+    estimate: one statistics query between them, not one each."""
+    fresh = SourceReader(reader.spark, reader.source, reader.extracted_at)
+    days = [SCALE.start + timedelta(days=n) for n in range(3)]
+    fresh.fingerprints_of_days(VIEWS, days, rows=1)
+    after_checksum = fresh.queries
+    fresh.days(VIEWS, days, rows=1)
+    assert fresh.queries - after_checksum == min(len(days), extract.MAX_READ_PARTITIONS)
+    assert fresh.table_rows(VIEWS) == reader.table_rows(VIEWS) > 0
+
+
 def test_a_scan_lists_scattered_days_and_selects_the_same_rows(platform: Platform) -> None:
     """Through the index, days are ranges; a scan tests each row, and gets scattered days as a
     list of dates instead, consecutive ones still as a range. The source selects the same rows

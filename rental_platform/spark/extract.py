@@ -123,6 +123,8 @@ class SourceReader:
         # counted under a lock: a step reads tables from several threads.
         self.queries = 0
         self._counting = threading.Lock()
+        # Each table's row estimate, asked once: a step's checksum and its read both judge by it.
+        self._table_rows: dict[str, int] = {}
 
     def snapshot(self, table: Table) -> DataFrame:
         return self._stamp(self._query(table, None), table)
@@ -247,12 +249,15 @@ class SourceReader:
         return rows > 0 and rows > share * self.table_rows(table)
 
     def table_rows(self, table: Table) -> int:
-        """The source's estimate of the table's rows, from its statistics: nothing is scanned."""
-        rows = self._sql(
-            "SELECT TABLE_ROWS AS n FROM information_schema.TABLES "
-            f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table.name}'"
-        ).collect()
-        return int(rows[0]["n"] or 0) if rows else 0
+        """The source's estimate of the table's rows, from its statistics: nothing is scanned.
+        Asked once per reader (a step)."""
+        if table.name not in self._table_rows:
+            rows = self._sql(
+                "SELECT TABLE_ROWS AS n FROM information_schema.TABLES "
+                f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table.name}'"
+            ).collect()
+            self._table_rows[table.name] = int(rows[0]["n"] or 0) if rows else 0
+        return self._table_rows[table.name]
 
     def _query(self, table: Table, predicates: list[str] | None, scan: bool = False) -> DataFrame:
         self._count(len(predicates) if predicates else 1)
