@@ -26,12 +26,14 @@ from rental_platform.runs import RunOutcome
 from rental_platform.spark.changes import _may_hold, row_differences
 from rental_platform.spark.extract import NO_ROWS, SourceReader
 from rental_platform.spark.lake import Lake, spark_schema
-from rental_platform.spark.manifest import committed_files
+from rental_platform.spark.manifest import UNDATED, Partition, committed_files
 from rental_platform.spark.steps import run_step
+from rental_platform.tables import Table
 from rental_platform_tests.harness import Platform
 
 FIRST, BACKFILLED, NIGHT = date(2025, 1, 1), date(2025, 1, 20), date(2025, 1, 21)
 HORIZON = 7  # days compared by the nightly run: Jan 14 .. Jan 21
+BOOKINGS_RAW, VIEWS_RAW = tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING
 LISTINGS = [
     # id, title, source, price, currency, listing_created_on, is_active, last_modified
     (1, "Loft", "web", "100.00", "USD", "2024-12-01 09:00:00", 1, None),
@@ -69,7 +71,7 @@ BOOKINGS[5] = booking(106, 3, 9, date(2025, 1, 6))  # a booking of the late list
 VIEWS = [
     (1, 1, f"{FIRST + timedelta(days=n)} 08:00:00", 0, None if n % 2 else "book_now")
     for n in range(BACKFILLED.day)
-]
+] + [(3, 2, None, 0, "book_now")]  # no day: quarantined, and unchanged tonight
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Night:
     differences: dict[str, list[tuple]]
     reference: Path
     history: Path
+    undated_before: dict[str, Partition | None]  # per raw table, before the night
 
 
 def _reference(platform: Platform, folder: Path, as_of: date, history: Path) -> Path:
@@ -140,6 +143,8 @@ def night(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Night
     # Older than the horizon: the nightly run cannot see it, the audit will.
     platform.execute("UPDATE bookings SET booking_status = 'cancelled' WHERE booking_id = 104")
 
+    lake = Lake(local_session(), platform.settings.lake_root)
+    undated_before = {t.id: lake.partition(t, UNDATED) for t in (BOOKINGS_RAW, VIEWS_RAW)}
     outcomes = platform.nightly(NIGHT)
     (snapshots,) = [o for o in outcomes if o.job == "snapshots"]
     plan = _latest_plan(platform)
@@ -155,6 +160,7 @@ def night(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Night
         _differences(platform, reference),
         reference,
         history,
+        undated_before,
     )
 
 
@@ -167,7 +173,8 @@ def test_a_first_backfill_reads_nothing_from_the_source_it_extracts_anyway(night
     """Every day of a range run is extracted whatever its fingerprint says, and an empty lake
     holds no copy a moved key could have left: no day is checksummed, no key is read. What
     remains: each table's columns (for schema drift) and the checksum of its rows with no day."""
-    assert night.backfill_plan["cost"] == {"source_queries": 4, "source_rows_checksummed": 0}
+    # The one view with no day is the only row checksummed.
+    assert night.backfill_plan["cost"] == {"source_queries": 4, "source_rows_checksummed": 1}
     days = (BACKFILLED - FIRST).days + 1
     assert len(night.backfill_plan["extract"]["raw.bookings"]) == days + 1  # and the undated
 
@@ -265,6 +272,43 @@ def test_an_extraction_records_the_plan_s_fingerprints_and_counts_the_source_now
     assert lake.partition(views, "undated").facts["fingerprint"] == (
         checksummed.get(None, NO_ROWS).to_json()
     )
+
+
+def test_rows_with_no_day_are_read_again_only_when_the_plan_found_them_changed(
+    night: Night,
+) -> None:
+    """The plan checksums each table's rows with no day. The views' are as they were extracted:
+    the extraction keeps their committed version rather than reading them again, and its row
+    count check leaves them out. The bookings' changed (118 lost its date): read again."""
+    lake = Lake(local_session(), night.platform.settings.lake_root)
+    kept = lake.partition(VIEWS_RAW, UNDATED)
+    assert kept == night.undated_before[VIEWS_RAW.id] is not None
+    assert kept.rows == 1
+    before = night.undated_before[BOOKINGS_RAW.id]
+    read = lake.partition(BOOKINGS_RAW, UNDATED)
+    assert before is not None and read is not None
+    assert (before.rows, read.rows) == (0, 1)
+    assert read.version != before.version
+    metadata = _daily_metadata(night, VIEWS_RAW)
+    assert metadata["undated_rows"] == 1
+    assert metadata["re_extracted"]["changed_days"] == {
+        "2025-01-14": {"removed": 1},
+        "2025-01-15": {"added": 1},
+    }
+
+
+def _daily_metadata(night: Night, table: Table) -> dict:
+    """The raw asset's metadata from the night's daily run (the run's, on each partition)."""
+    (daily,) = [o for o in night.outcomes if o.job == "daily"]
+    records = [
+        r
+        for r in night.platform.instance.all_logs(
+            daily.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+        if r.asset_materialization.asset_key == asset_key(table)
+    ]
+    assert records
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
 def test_every_check_answers_for_every_day_of_the_nightly_run(night: Night) -> None:

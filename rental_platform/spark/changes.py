@@ -30,7 +30,7 @@ from rental_platform import tables
 from rental_platform.spark.concurrency import map_concurrently
 from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
 from rental_platform.spark.lake import Lake
-from rental_platform.spark.manifest import UNDATED
+from rental_platform.spark.manifest import UNDATED, Partition
 from rental_platform.spark.quality import source_schema_unchanged
 from rental_platform.tables import Table
 
@@ -88,6 +88,12 @@ def _difference(recorded: Fingerprint | None, source: Fingerprint) -> str | None
         delta = source.rows - recorded.rows
         return f"changed: {abs(delta)} rows {'added' if delta > 0 else 'removed'} (net)"
     return f"changed: rows changed ({source.rows} rows)"
+
+
+def recorded_fingerprint(partition: Partition | None) -> Fingerprint | None:
+    """The source's fingerprint of a raw partition's rows when they were extracted; None for
+    a partition never extracted (or from before fingerprints were recorded)."""
+    return Fingerprint.from_json(partition.facts.get("fingerprint")) if partition else None
 
 
 def detect(
@@ -163,14 +169,10 @@ def _compare_table(
         if force_from is not None and day >= force_from:
             differing[day] = "new" if recorded is None else "asked for"
             continue
-        fingerprint = Fingerprint.from_json(recorded.facts.get("fingerprint")) if recorded else None
-        reason = _difference(fingerprint, source.get(day, NO_ROWS))
+        reason = _difference(recorded_fingerprint(recorded), source.get(day, NO_ROWS))
         if reason:
             differing[day] = reason
-    undated = committed.get(UNDATED)
-    undated_changed = undated is None or Fingerprint.from_json(
-        undated.facts.get("fingerprint")
-    ) != source.get(None, NO_ROWS)
+    undated_changed = recorded_fingerprint(committed.get(UNDATED)) != source.get(None, NO_ROWS)
     planned = {UNDATED: "rows with no day changed"} if undated_changed else {}
     planned.update((day.isoformat(), reason) for day, reason in differing.items())
     # A moved key can leave a stale copy only in a partition the plan keeps: with none kept
@@ -396,13 +398,14 @@ def unknown_apartments(quarantine: DataFrame) -> dict[str, list[int]]:
 
 
 def row_differences(
-    lake: Lake, raw: Table, key: str | None, dated: DataFrame, undated: DataFrame
+    lake: Lake, raw: Table, key: str | None, dated: DataFrame, undated: DataFrame | None
 ) -> dict[str, Any]:
     """What a re-extraction changed, for the raw asset's metadata: days extracted for the
     first time, days unchanged, and per changed day the rows added, removed and changed
     (by key; a table without one compares whole rows). Only days whose fingerprint differs
     from the one recorded are compared, against their committed version. `dated` and
-    `undated` are the rows the step wrote."""
+    `undated` are the rows the step wrote (`undated` None when it kept the rows with no
+    day)."""
     staged = lake.staged(raw)
     new_days, same, changed = [], 0, []
     for day_key in staged:
@@ -420,7 +423,7 @@ def row_differences(
     day = F.coalesce(F.to_date(raw.partition_column).cast("string"), F.lit(UNDATED))
     changed_days = [k for k in changed if k != UNDATED]
     new = dated.where(F.to_date(raw.partition_column).cast("string").isin(changed_days))
-    if UNDATED in changed:
+    if undated is not None and UNDATED in changed:
         new = new.unionByName(undated)
     signed = (
         lake.read(raw, changed)

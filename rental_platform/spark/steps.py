@@ -30,7 +30,7 @@ from rental_platform.spark import changes, curate, figures, history, kpis, layou
 from rental_platform.spark.concurrency import map_concurrently
 from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
 from rental_platform.spark.lake import Lake
-from rental_platform.spark.manifest import UNDATED, WHOLE
+from rental_platform.spark.manifest import UNDATED, WHOLE, Partition
 from rental_platform.tables import Grain, Layer, Table
 
 
@@ -282,31 +282,26 @@ def extract_daily(step: _Step) -> None:
             clustered=True,
             per_period={"min_key": F.min(key), "max_key": F.max(key)} if key else None,
         )
-        undated = step.land_undated(table, reader.undated(table))
         for day in days:
             step.add_facts(
                 table, day.isoformat(), fingerprint=fingerprints.get(day, NO_ROWS).to_json()
             )
-        span = undated.agg(F.min(key), F.max(key)).collect()[0] if key else None
-        step.add_facts(
-            table,
-            UNDATED,
-            fingerprint=fingerprints.get(None, NO_ROWS).to_json(),
-            **({"min_key": span[0], "max_key": span[1]} if span else {}),
-        )
-        staged = step.lake.staged(table)
-        lake_counts = {k: p.rows for k, p in staged.items()}
+        kept = _unchanged_undated(step, table)
+        undated = None
+        if kept is None:
+            undated = _extract_undated(step, reader, table, fingerprints.get(None))
+        lake_counts = {k: p.rows for k, p in step.lake.staged(table).items()}
         source_counts = {
             day.isoformat() if day else UNDATED: n
             for day, n in counts.items()
-            if day is None or day in set(days)
+            if day in set(days) or (day is None and kept is None)
         }
         differences = changes.row_differences(step.lake, table, key, dated, undated)
         step.record(
             table,
             sum(lake_counts.values()),
             partitions=len(days),
-            undated_rows=lake_counts[UNDATED],
+            undated_rows=lake_counts[UNDATED] if kept is None else kept.rows,
             re_extracted=differences,
             **_new_columns(source_schema),
         )
@@ -318,6 +313,34 @@ def extract_daily(step: _Step) -> None:
         )
 
     map_concurrently(extract, _selected(step, tables.RAW_BOOKINGS, tables.RAW_USER_VIEWING))
+
+
+def _unchanged_undated(step: _Step, table: Table) -> Partition | None:
+    """The committed rows with no day, if the plan's comparison found them unchanged (its
+    fingerprint of them is the one they were extracted with): the step keeps them rather than
+    reading them again. A change since then shows at the next comparison."""
+    seen = step.request.source_fingerprints.get(table.id, {}).get(UNDATED)
+    committed = step.lake.partition(table, UNDATED)
+    if seen is None or changes.recorded_fingerprint(committed) != Fingerprint.from_json(seen):
+        return None
+    return committed
+
+
+def _extract_undated(
+    step: _Step, reader: SourceReader, table: Table, fingerprint: Fingerprint | None
+) -> DataFrame:
+    """Stage the source's rows with no day, with their fingerprint and key range (which
+    tells the next comparison whether a moved key may be among them)."""
+    undated = step.land_undated(table, reader.undated(table))
+    key = changes.DAILY_SOURCES[table]
+    span = undated.agg(F.min(key), F.max(key)).collect()[0] if key else None
+    step.add_facts(
+        table,
+        UNDATED,
+        fingerprint=(fingerprint or NO_ROWS).to_json(),
+        **({"min_key": span[0], "max_key": span[1]} if span else {}),
+    )
+    return undated
 
 
 def _source_before_reading(
