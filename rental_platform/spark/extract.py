@@ -159,12 +159,8 @@ class SourceReader:
         Left to choose, the source's optimiser may read a tenth of the table through the date
         index, row by row at random where rows are in no date order: several times slower
         than scanning (benchmarks/results/nightly.md)."""
-        column = table.partition_column
-        return self._fingerprints(
-            table,
-            f"(`{column}` >= '{start.isoformat()}' AND `{column}` < '{end.isoformat()}')",
-            self._scans(table, rows, CHECKSUM_SCAN_SHARE),
-        )
+        days = [start + timedelta(days=n) for n in range((end - start).days)]
+        return self.fingerprints_of_days(table, days, rows)
 
     def fingerprints_of_days(
         self, table: Table, days: Iterable[date], rows: int
