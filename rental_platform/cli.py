@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from datetime import date
 
+from rental_platform.cycle_lock import cycle_running
 from rental_platform.cycle_tags import Cycle, extracted_days, yesterday
 from rental_platform.settings import Settings, SettingsError, parse_date
 
@@ -134,7 +135,10 @@ def _cycle(settings: Settings, cycle: Cycle) -> int:
     """Run the cycle in this process, through the Dagster instance (the UI shows its runs)."""
     if "DAGSTER_HOME" not in os.environ:
         raise SettingsError("DAGSTER_HOME: must name the folder of the Dagster instance")
-    _start_local_session(settings, cycle)
+    if cycle_running(os.environ["DAGSTER_HOME"]):
+        print("another cycle on this Dagster instance is running: this one waits for it to end")
+    else:
+        _start_local_session(settings, cycle)
     import dagster as dg
 
     from rental_platform.runs import run_cycle
@@ -152,8 +156,9 @@ def _cycle(settings: Settings, cycle: Cycle) -> int:
 def _start_local_session(settings: Settings, cycle: Cycle) -> None:
     """Start the local runner's JVM in the background, tuned for the cycle, before Dagster is
     imported and the definitions built: about a second that the first step no longer waits
-    for (the run's own start, `LocalSparkRunner.start_session`, then finds it begun). A
-    command that waits for another's cycle to end (`runs.py`) keeps its JVM idle meanwhile."""
+    for (the run's own start, `LocalSparkRunner.start_session`, then finds it begun). Not
+    for a command that will wait for another's cycle to end: its JVM would sit idle, holding
+    its memory, all that time."""
     if settings.runner.remote:
         return
     from rental_platform.local.session import start_in_background

@@ -9,12 +9,10 @@ naming it.
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 
@@ -28,6 +26,7 @@ from rental_platform.cycle import (
     plan_of_run,
     stale_kpi_partitions,
 )
+from rental_platform.cycle_lock import one_cycle_at_a_time
 from rental_platform.cycle_tags import Cycle, Mode
 from rental_platform.definitions import build_definitions
 from rental_platform.jobs import SNAPSHOTS_JOB
@@ -66,7 +65,13 @@ def run_cycle(settings: Settings, instance: dg.DagsterInstance, cycle: Cycle) ->
     """The snapshots run, the daily runs of its plan, and the KPI runs of what they touched."""
     partitions = PlatformPartitions.starting(settings.partitions_start)
     _check_days_exist(partitions, cycle.compare_from, cycle.as_of)
-    with _one_cycle_at_a_time(instance), _shared_jobs_end_with_it(settings, instance):
+    # Headless cycles on one instance run whole, one after the other. The `lake` pool alone
+    # lets their steps alternate, and a KPI step of one cycle would then find days the other
+    # has re-extracted but not yet curated (and fail on them).
+    with (
+        one_cycle_at_a_time(instance.root_directory),
+        _shared_jobs_end_with_it(settings, instance),
+    ):
         defs = build_definitions(settings)
         defs.resources["spark"].start_session(cycle.tags())
         release_abandoned_runs(instance)
@@ -84,17 +89,6 @@ def _shared_jobs_end_with_it(settings: Settings, instance: dg.DagsterInstance) -
             from rental_platform.resources.shared_job import close_shared_jobs
 
             close_shared_jobs(instance.root_directory)
-
-
-@contextmanager
-def _one_cycle_at_a_time(instance: dg.DagsterInstance) -> Iterator[None]:
-    """Headless cycles on one instance run whole, one after the other. The `lake` pool alone
-    lets their steps alternate, and a KPI step of one cycle would then find days the other has
-    re-extracted but not yet curated (and fail on them). The lock is the kernel's: a process
-    that dies, however, lets go of it."""
-    with (Path(instance.root_directory) / "rental-cycle.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _run_cycle(

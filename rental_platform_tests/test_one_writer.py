@@ -7,6 +7,7 @@ one waiting for ever."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -17,8 +18,10 @@ from itertools import pairwise
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
 
+from rental_platform.cycle_lock import one_cycle_at_a_time
 from rental_platform_tests import chaos
 from rental_platform_tests.harness import Platform, start_cli_run
 
@@ -135,3 +138,34 @@ def test_a_killed_run_does_not_hold_the_lake(
     dead = instance.get_run_by_id(dead.run_id)
     assert dead.status == dg.DagsterRunStatus.FAILURE
     assert not instance.event_log_storage.get_concurrency_run_ids()
+
+
+def _line(process: subprocess.Popen, timeout: float = 120) -> str:
+    """The process's next line of output; fails rather than wait for ever."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    return process.stdout.readline().decode()
+
+
+def _jvms(process: subprocess.Popen) -> list[psutil.Process]:
+    return [p for p in psutil.Process(process.pid).children(recursive=True) if p.name() == "java"]
+
+
+def test_a_run_waiting_for_another_cycle_starts_its_jvm_only_when_its_turn_comes(
+    shared: Shared,
+) -> None:
+    """A command that finds another cycle running on the instance says so, and waits for it
+    without a JVM of its own: one started early would sit idle, holding its memory, for the
+    whole of the other cycle. When the other ends, it runs as ever."""
+    with one_cycle_at_a_time(shared.home):  # held here, as another cycle's process holds it
+        waiting = start_cli_run(
+            shared.env | {"PYTHONUNBUFFERED": "1"}, FIRST, LAST, output=subprocess.PIPE
+        )
+        assert "waits for it to end" in _line(waiting)
+        # Printed once Dagster is imported: an early start would have begun seconds before.
+        assert "run as of" in _line(waiting)
+        time.sleep(2)
+        assert waiting.poll() is None
+        assert _jvms(waiting) == []
+    _finish(waiting)
+    assert shared.platform.state() == shared.undisturbed
