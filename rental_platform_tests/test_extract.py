@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame
 
 from rental_platform import tables
-from rental_platform.contract import SourceConnection
+from rental_platform.contract import SourceConnection, StepRequest
 from rental_platform.local.session import local_session
 from rental_platform.seed import SCALES, seed_source
-from rental_platform.spark import extract
+from rental_platform.spark import changes, extract
 from rental_platform.spark.extract import SourceReader
+from rental_platform.spark.lake import Lake
+from rental_platform.spark.steps import run_step
 from rental_platform_tests.harness import Platform
 
 SCALE = SCALES["tiny"]
@@ -151,3 +154,52 @@ def test_keys_are_looked_up_in_batches_each_found_once(
     assert reader.queries - queries == 5  # 24 keys, 5 to a query
     assert reader.days_of(tables.RAW_BOOKINGS, "booking_id", []) == {}
     assert reader.queries - queries == 5
+
+
+def test_a_first_extraction_estimates_its_days_from_a_sample_and_checksums_them_by_a_scan(
+    reader: SourceReader, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lake holds no day of the table yet: the rows of the days to checksum are estimated
+    from a few of them counted through the index (one query), and, as the whole window is a
+    large share of the table, checksummed by a scan, not as the source's optimiser would
+    choose (through the index, at random, on a large source). Once the lake holds days, it
+    estimates them itself: its count of the days it holds, its mean per day for the others."""
+    days = [SCALE.start + timedelta(days=n) for n in range(SCALE.days)]
+    exact = _count(platform, f"viewed_at >= '{days[0]}' AND viewed_at < '{SCALE.end}'")
+    empty = Lake(reader.spark, str(tmp_path / "empty"))
+    queries = reader.queries
+    sampled = changes.estimated_rows(empty, reader, VIEWS, days)
+    assert reader.queries - queries == 1
+    assert exact / 2 < sampled < exact * 2
+
+    sent: list[str] = []
+    send = SourceReader._sql
+
+    def recording(self: SourceReader, query: str) -> DataFrame:
+        sent.append(query)
+        return send(self, query)
+
+    monkeypatch.setattr(SourceReader, "_sql", recording)
+    lake_root = str(tmp_path / "lake")
+    held = days[: SCALE.days // 2]
+    run_step(
+        reader.spark,
+        StepRequest(
+            "extract_daily",
+            (VIEWS.id,),
+            lake_root,
+            held[0],
+            held[-1] + timedelta(days=1),
+            source=reader.source,
+        ),
+    )
+    (checksum,) = [query for query in sent if "CRC32" in query]
+    assert "USE INDEX ()" in checksum
+
+    lake = Lake(reader.spark, lake_root)
+    per_day = {day: lake.partition(VIEWS, day.isoformat()).rows for day in held}
+    queries = reader.queries
+    asked = days[len(held) - 3 : len(held) + 2]  # 3 held, 2 not
+    expected = sum(per_day[day] for day in asked[:3]) + 2 * sum(per_day.values()) // len(held)
+    assert changes.estimated_rows(lake, reader, VIEWS, asked) == expected
+    assert reader.queries == queries

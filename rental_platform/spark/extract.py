@@ -45,6 +45,9 @@ CHECKSUM_SCAN_SHARE = 0.008
 # Parallel reads of a scanned window: each scans the whole table on the source, so no more
 # than keep two cores busy.
 SCAN_READ_PARTITIONS = 2
+# Days counted to estimate the rows of days the lake has never held (a first backfill), for
+# choosing between the index and a scan: the first, the middle and the last.
+SAMPLED_DAYS = 3
 # Keys looked up by primary key in one query, at most: a mass deletion can leave millions of
 # keys gone from the compared days, more than one statement can list (max_allowed_packet).
 KEYS_PER_LOOKUP = 50_000
@@ -154,7 +157,7 @@ class SourceReader:
     ) -> dict[date | None, Fingerprint]:
         """The fingerprint of every day of [start, end) that has rows, and of the rows with no
         day (under None): one grouped query, which scans the table if the days hold more than
-        `CHECKSUM_SCAN_SHARE` of it by `rows`, an estimate (the lake's count of them).
+        `CHECKSUM_SCAN_SHARE` of it by `rows`, an estimate (`changes.estimated_rows`).
 
         Left to choose, the source's optimiser may read a tenth of the table through the date
         index, row by row at random where rows are in no date order: several times slower
@@ -176,6 +179,19 @@ class SourceReader:
         checksumming their rows (benchmarks/results/nightly.md)."""
         rows = self._by_day(table, "COUNT(*) AS n", days_predicate(table.partition_column, days))
         return {row["day"]: row["n"] for row in rows}
+
+    def sampled_rows(self, table: Table, days: Iterable[date]) -> int:
+        """The rows of the given days, estimated from `SAMPLED_DAYS` of them counted through
+        the date index: a few index lookups, where counting them all reads as many index
+        entries as they have rows."""
+        chosen = sorted(days)
+        if not chosen:
+            return 0
+        step = (len(chosen) - 1) / max(1, SAMPLED_DAYS - 1)
+        sample = sorted({chosen[round(i * step)] for i in range(SAMPLED_DAYS)})
+        counted = self.counts_of_days(table, sample)
+        rows = sum(n for day, n in counted.items() if day is not None)
+        return rows * len(chosen) // len(sample)
 
     def _fingerprints(
         self, table: Table, days_sql: str, scan: bool

@@ -352,8 +352,8 @@ def _source_before_reading(
 
     Where the plan's comparison checksummed a day (`seen`, by partition key), its fingerprint
     is kept, read earlier still, and the day is only counted now (`SourceReader.counts_of_days`).
-    The other days are checksummed, by a scan if the lake's count of their rows says they are
-    a large share of the table."""
+    The other days are checksummed, by a scan if their estimated rows
+    (`changes.estimated_rows`) are a large share of the table."""
     seen = step.request.source_fingerprints.get(table.id, {})
     known = [day for day in days if day.isoformat() in seen]
     unknown = [day for day in days if day.isoformat() not in seen]
@@ -366,7 +366,7 @@ def _source_before_reading(
     checksum = bool(unknown) or UNDATED not in seen
     counts = reader.counts_of_days(table, known) if known or not checksum else {}
     if checksum:
-        estimate = step.lake.committed_rows(table, unknown)
+        estimate = changes.estimated_rows(step.lake, reader, table, unknown)
         checksummed = reader.fingerprints_of_days(table, unknown, estimate)
         fingerprints |= checksummed
         counts |= {day: f.rows for day, f in checksummed.items()}
