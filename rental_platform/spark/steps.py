@@ -291,10 +291,9 @@ def extract_daily(step: _Step) -> None:
         if kept is None:
             undated = _extract_undated(step, reader, table, fingerprints.get(None))
         lake_counts = {k: p.rows for k, p in step.lake.staged(table).items()}
+        read = {*days, *([None] if kept is None else [])}
         source_counts = {
-            day.isoformat() if day else UNDATED: n
-            for day, n in counts.items()
-            if day in set(days) or (day is None and kept is None)
+            day.isoformat() if day else UNDATED: n for day, n in counts.items() if day in read
         }
         differences = changes.row_differences(step.lake, table, key, dated, undated)
         step.record(
