@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -46,17 +45,14 @@ from dagster._core.events import DagsterEventType
 
 from rental_platform import tables
 from rental_platform.seed import SCALES, SeedScale, seed_source
-from rental_platform.seed.changes import NIGHT_SCALES, play_night
+from rental_platform.seed.changes import NIGHT_SCALES, NightScale, play_night
 from rental_platform.settings import MySqlSource, Settings
 from rental_platform.spark import layout
 from rental_platform.spark.manifest import (
     CommitLog,
     LocalStore,
-    Partition,
-    TableChange,
-    new_version,
 )
-from rental_platform.tables import Grain, Layer, Table
+from rental_platform.tables import Layer
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -69,15 +65,6 @@ HISTORIES = {"3 months": 90, "3 years": 3 * 365}
 # How much changes in the source each night, per scale (rental_platform.seed.changes). The
 # nightly targets are for `large`: `xlarge` measures the backfill's growth alone.
 NIGHTS = {"small": "small", "large": "large"}
-# Daily lake tables the increment reads history from; synthetic history is made for these.
-DAILY_TABLES = tuple(
-    t
-    for t in tables.ALL_TABLES
-    if t.grain is Grain.DAILY and t.layer in (Layer.RAW, Layer.CURATED, Layer.QUARANTINE)
-)
-# Synthetic history offsets these ids per copy, so keys stay unique across copies.
-ID_COLUMNS = ("booking_id",)
-ID_OFFSET = 10**9
 RUN_ID = re.compile(r"\brun ([0-9a-f-]{36})\s*$")
 
 
@@ -323,137 +310,62 @@ def server_version(source: MySqlSource) -> str:
 # --- history for the nights -------------------------------------------------------------------
 
 
-def history_sandbox(backfill: Sandbox, target: Sandbox, first: date, day: date) -> None:
-    """A lake holding the days [first, day) and the backfill's snapshots, and the backfill's
-    warehouse without the periods before `first`. The files are the backfill's, hard-linked
-    (a version is never written into again); the days the backfill lacks are synthesised,
-    committed like any other (`synthesise`); the days before `first` are dropped by a commit."""
-    target.fresh()
-    shutil.copytree(backfill.lake, target.lake, copy_function=os.link)
-    shutil.copy(backfill.warehouse, target.warehouse)
-    log = CommitLog(LocalStore(str(target.lake)))
-    head = log.head()
-    real = sorted(
-        layout.parse_period_key(key)
-        for key in head.table(tables.RAW_BOOKINGS.id).partitions
-        if layout.parse_period_key(key)
+def history_scale(scale: SeedScale, days: int) -> SeedScale:
+    """A marketplace of `scale`'s listings and daily activity (users, bookings, views per day)
+    that has `days` days of history, ending where `scale` ends."""
+    share = days / scale.days
+    return replace(
+        scale,
+        users=round(scale.users * share),
+        bookings=round(scale.bookings * share),
+        views=round(scale.views * share),
+        start=scale.end - timedelta(days=days),
+        days=days,
     )
-    log.commit(
-        {
-            table.id: TableChange(
-                removed=tuple(
-                    key
-                    for key in head.table(table.id).partitions
-                    if (period := layout.parse_period_key(key)) and period < first
-                )
-            )
-            for table in DAILY_TABLES
-        },
-        "benchmark: history from " + first.isoformat(),
+
+
+@dataclass(frozen=True)
+class History:
+    """A marketplace with some history, for the nights: a source of its own, seeded with that
+    history, and a lake (with warehouse) backfilled from it by the platform."""
+
+    name: str
+    scale: SeedScale
+    source: MySqlSource
+    sandbox: Sandbox
+    seeding_s: float
+    backfill: PlatformRun
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "")
+
+    @property
+    def listing_history(self) -> Path:
+        """The reference's listing history of this source, snapshotted night by night."""
+        return self.sandbox.root / "reference_listing_history.duckdb"
+
+
+def build_history(scale_name: str, name: str, days: int, scratch: Path) -> History:
+    """Seed `rental_bench_{scale}_{name}` with `days` days of `scale_name`'s activity and
+    backfill a lake from it. A source of three years makes every scan of the source three
+    times as long as one of a year: the lake's history alone would not show it."""
+    scale = history_scale(SCALES[scale_name], days)
+    slug = name.replace(" ", "")
+    source = replace(bench_source(scale_name), database=f"rental_bench_{scale_name}_{slug}")
+    say(f"seeding {name} of history into {source.database}")
+    seeding = seed(source, scale)
+    last = scale.end - timedelta(days=1)
+    say(f"backfill of {name} of history, {scale.start}..{last}")
+    sandbox = Sandbox(scratch / f"nightly-{slug}").fresh()
+    backfill = run_platform(
+        source,
+        sandbox,
+        scale.start,
+        ["run", "--start", scale.start.isoformat(), "--end", last.isoformat()],
+        scratch / "logs" / f"history-{slug}.log",
     )
-    if first < real[0]:
-        synthesise(target.lake, first, real[0], day)
-    with duckdb.connect(str(target.warehouse)) as connection:
-        for table in tables.tables_of(Layer.PRESENTATION):
-            start = layout.period_start(table.grain, first)
-            connection.execute(
-                f'DELETE FROM presentation."{table.name}" WHERE "{table.partition_column}" < ?',
-                [start],
-            )
-
-
-def synthesise(lake: Path, first: date, real: date, day: date) -> None:
-    """Fill [first, real) with the real days [real, day) moved back by whole multiples of their
-    span: every date and timestamp shifted alike, booking ids offset per copy. Each synthetic
-    day is thus a real day's rows (same volume, same dirt) under another date, committed with
-    what a real day's partitions carry: a curated day names the raw version it came from."""
-    log = CommitLog(LocalStore(str(lake)))
-    head = log.head()
-    span = (day - real).days
-    copies = math.ceil((real - first).days / span)
-    history_seq = head.table(tables.CURATED_LISTINGS_HISTORY.id).facts.get("seq", 0)
-    written: dict[str, dict[str, Partition]] = {}
-    raw_versions: dict[str, dict[str, str]] = {}
-    for table in sorted(DAILY_TABLES, key=lambda t: t.layer != Layer.RAW):
-        files = [
-            f
-            for key, partition in head.table(table.id).partitions.items()
-            if layout.parse_period_key(key)
-            for f in [str(lake / k) for k in partition.keys]
-        ]
-        if not files:
-            continue
-        version = new_version()
-        folder = f"{table.layer}/{table.name}/{version}"
-        counts = _write_shifted(table, files, lake / folder, first, day, span, copies)
-        raw_of = raw_versions.get(_raw_of(table).id, {})
-        partitions = {}
-        for period, rows, lowest, highest in counts:
-            key = period.isoformat()
-            subfolder = f"{folder}/{layout.period_label(table.grain, period)}"
-            names = tuple(p.name for p in (lake / subfolder).glob("*.parquet"))
-            facts: dict[str, Any] = {}
-            if table.layer is Layer.RAW:
-                facts = {"fingerprint": {"rows": rows, "digest": "synthetic"}}
-                if highest is not None:
-                    facts |= {"min_key": lowest, "max_key": highest}
-            else:
-                facts = {"raw_version": raw_of[key]}
-                if table.name == "bookings":
-                    facts["listings_seq"] = history_seq
-            partitions[key] = Partition(subfolder, names, rows, facts)
-        written[table.id] = partitions
-        if table.layer is Layer.RAW:
-            raw_versions[table.id] = {key: version for key in partitions}
-    log.commit({t: TableChange(p) for t, p in written.items()}, "benchmark: synthetic history")
-
-
-def _raw_of(table: Table) -> Table:
-    return tables.TABLES[f"raw.{table.name}"]
-
-
-def _write_shifted(
-    table: Table,
-    files: list[str],
-    folder: Path,
-    first: date,
-    day: date,
-    span: int,
-    copies: int,
-) -> list[tuple[date, int, int | None, int | None]]:
-    """Write the shifted copies partitioned by day under `folder`; (day, rows, lowest and
-    highest key) of each day written."""
-    back = f"CAST(k * {span} AS INTEGER)"  # days copy k is moved back by
-    columns = []
-    for column in table.columns:
-        name = f'"{column.name}"'
-        if column.type == "timestamp":
-            columns.append(f"{name} - to_days({back}) AS {name}")
-        elif column.type == "date":
-            columns.append(f"{name} - {back} AS {name}")
-        elif column.name in ID_COLUMNS:
-            columns.append(f"{name} + k * {ID_OFFSET} AS {name}")
-        else:
-            columns.append(name)
-    label = layout.PERIOD_PREFIX[table.grain]
-    day_of = f'CAST("{table.partition_column}" AS DATE)'
-    query = (
-        f"SELECT {', '.join(columns)}, {day_of} - {back} AS {label} "
-        f"FROM read_parquet({files!r}), range(1, {copies + 1}) AS copies(k) "
-        f"WHERE {day_of} < DATE '{day}' AND {day_of} - {back} >= DATE '{first}'"
-    )
-    key = "booking_id" if "booking_id" in table.column_names else None
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        connection.execute(f"CREATE TEMP TABLE shifted AS {query}")
-        connection.execute(
-            f"COPY shifted TO '{folder}' (FORMAT parquet, PARTITION_BY ({label}), "
-            "WRITE_PARTITION_COLUMNS false)"
-        )
-        span = f"min({key}), max({key})" if key else "NULL, NULL"
-        return connection.execute(
-            f"SELECT {label}, count(*), {span} FROM shifted GROUP BY {label} ORDER BY 1"
-        ).fetchall()
+    return History(name, scale, source, sandbox, seeding.wall_s, backfill)
 
 
 # --- the reference -----------------------------------------------------------------------------
@@ -582,50 +494,78 @@ def nights(
     day: date,
     repeat: int,
 ) -> dict[str, Any]:
-    """`repeat` nights from `day` on: each plays the night on the source (the same changes for
-    every lake), then runs `rental-platform nightly --as-of` on a lake with 3 months and on one
-    with 3 years of history before the first night. Afterwards, the 3-month lake's KPI tables
-    are compared with the reference's full recompute, and the audit is timed on the backfill's
-    lake (a year of real days; its comparison is a query over every day of the source)."""
+    """`repeat` nights from `day` on, over a marketplace with 3 months and one with 3 years of
+    history (`build_history`), each with its own source and lake. Each night plays the same
+    changes (one seed) on every source, the backfill's included, then runs `rental-platform
+    nightly --as-of` on each history's lake. Afterwards, each history's KPI tables are compared
+    with the reference's full recompute of its source, and the audit is timed on the
+    backfill's lake (its year of days; its comparison is a query over every day of the
+    source)."""
     reference = load_reference()
-    scale = NIGHT_SCALES[NIGHTS[scale_name]]
-    sandboxes = {}
-    for name, days in HISTORIES.items():
-        say(f"building {name} of history before {day}")
-        began = time.perf_counter()
-        sandbox = Sandbox(scratch / f"nightly-{name.replace(' ', '')}")
-        history_sandbox(backfill, sandbox, day - timedelta(days=days), day)
-        sandboxes[name] = (sandbox, day - timedelta(days=days), time.perf_counter() - began)
-    history = scratch / "reference_history.duckdb"
+    night_scale = NIGHT_SCALES[NIGHTS[scale_name]]
+    histories: list[History] = []
+    try:
+        for name, days in HISTORIES.items():
+            histories.append(build_history(scale_name, name, days, scratch))
+        return _play_nights(
+            reference, source, backfill, histories, scratch, night_scale, day, repeat
+        )
+    finally:
+        for history in histories:
+            drop_database(history.source)
+
+
+def _play_nights(
+    reference: ModuleType | None,
+    source: MySqlSource,
+    backfill: Sandbox,
+    histories: list[History],
+    scratch: Path,
+    night_scale: NightScale,
+    day: date,
+    repeat: int,
+) -> dict[str, Any]:
     if reference is not None:
-        reference.snapshot_listings(history, source, day - timedelta(days=1))
-    runs: dict[str, list[PlatformRun]] = {name: [] for name in HISTORIES}
+        for h in histories:
+            reference.snapshot_listings(h.listing_history, h.source, day - timedelta(days=1))
+    runs: dict[str, list[PlatformRun]] = {h.name: [] for h in histories}
     played = []
     for n in range(repeat):
         night = day + timedelta(days=n)
-        say(f"night {night}: the source changes")
-        with pymysql.connect(**source.pymysql_kwargs()) as connection:
-            played.append(play_night(connection, night, seed=7, scale=scale).counts())
-        if reference is not None:
-            reference.snapshot_listings(history, source, night)
-        for name, (sandbox, first, _) in sandboxes.items():
-            say(f"nightly {night} over {name} of history")
-            log = scratch / "logs" / f"nightly-{name.replace(' ', '')}-{night}.log"
+        say(f"night {night}: the sources change")
+        for changed in (source, *(h.source for h in histories)):
+            with pymysql.connect(**changed.pymysql_kwargs()) as connection:
+                counts = play_night(connection, night, seed=7, scale=night_scale).counts()
+            if changed is source:
+                played.append(counts)
+        for h in histories:
+            if reference is not None:
+                reference.snapshot_listings(h.listing_history, h.source, night)
+            say(f"nightly {night} over {h.name} of history")
+            log = scratch / "logs" / f"nightly-{h.slug}-{night}.log"
             arguments = ["nightly", "--as-of", night.isoformat()]
-            runs[name].append(run_platform(source, sandbox, first, arguments, log))
+            runs[h.name].append(run_platform(h.source, h.sandbox, h.scale.start, arguments, log))
     last = day + timedelta(days=repeat - 1)
-    sandbox, first, _ = sandboxes["3 months"]
     result: dict[str, Any] = {
-        name: summarise(runs[name])
-        | {"first_day": str(first), "history_build_s": built, "nights": [str(day), str(last)]}
-        for name, (_, first, built) in sandboxes.items()
+        h.name: summarise(runs[h.name])
+        | {
+            "first_day": str(h.scale.start),
+            "source": {"bookings": h.scale.bookings, "views": h.scale.views, "days": h.scale.days},
+            "history_seeding_s": h.seeding_s,
+            "history_backfill_s": h.backfill.wall,
+            "nights": [str(day), str(last)],
+        }
+        for h in histories
     }
     result["changes_per_night"] = dict(sorted(Counter(played[0]).items()))
     if reference is not None:
-        say(f"reference {first}..{last} (after the nights)")
-        database = scratch / "reference-nights.duckdb"
-        reference.run_reference(source, first, last, database, history)
-        differing = differences(reference, sandbox.warehouse, database)
+        differing: dict[str, list] = {}
+        for h in histories:
+            say(f"reference {h.scale.start}..{last} over {h.name} of history (after the nights)")
+            database = scratch / f"reference-nights-{h.slug}.duckdb"
+            reference.run_reference(h.source, h.scale.start, last, database, h.listing_history)
+            found = differences(reference, h.sandbox.warehouse, database)
+            differing |= {f"{h.name}: {table}": rows for table, rows in found.items()}
         result["reference_status"] = "differs" if differing else "equal"
         result["reference_differences"] = {
             table: {"rows": len(rows), "first": [str(row) for row in rows[:10]]}
@@ -791,6 +731,17 @@ def figure_rows(results: dict[str, Any]) -> list[list[str]]:
         return rows
     months, years = _nightly(results)
     nightly = results["nightly"]
+    for name in HISTORIES:
+        history = nightly[name]
+        source = history["source"]
+        rows += [
+            [
+                f"{name} of history: its source, seeded",
+                f"{source['bookings']:,} bookings, {source['views']:,} views over "
+                f"{source['days']} days, {history['history_seeding_s']:.1f} s",
+            ],
+            [f"{name} of history: its backfill", f"{history['history_backfill_s']:.1f} s"],
+        ]
     rows += [
         ["nightly, 3 months of history", f"{months['wall_s']:.1f} s"],
         ["nightly, 3 years of history", f"{years['wall_s']:.1f} s"],
