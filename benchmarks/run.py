@@ -338,7 +338,7 @@ class History:
 
     @property
     def slug(self) -> str:
-        return self.name.replace(" ", "")
+        return history_slug(self.name)
 
     @property
     def listing_history(self) -> Path:
@@ -346,13 +346,23 @@ class History:
         return self.sandbox.root / "reference_listing_history.duckdb"
 
 
+def history_slug(name: str) -> str:
+    return name.replace(" ", "")
+
+
+def history_source(scale_name: str, name: str) -> MySqlSource:
+    return replace(
+        bench_source(scale_name), database=f"rental_bench_{scale_name}_{history_slug(name)}"
+    )
+
+
 def build_history(scale_name: str, name: str, days: int, scratch: Path) -> History:
     """Seed `rental_bench_{scale}_{name}` with `days` days of `scale_name`'s activity and
     backfill a lake from it. A source of three years makes every scan of the source three
     times as long as one of a year: the lake's history alone would not show it."""
     scale = history_scale(SCALES[scale_name], days)
-    slug = name.replace(" ", "")
-    source = replace(bench_source(scale_name), database=f"rental_bench_{scale_name}_{slug}")
+    slug = history_slug(name)
+    source = history_source(scale_name, name)
     say(f"seeding {name} of history into {source.database}")
     seeding = seed(source, scale)
     last = scale.end - timedelta(days=1)
@@ -503,16 +513,16 @@ def nights(
     source)."""
     reference = load_reference()
     night_scale = NIGHT_SCALES[NIGHTS[scale_name]]
-    histories: list[History] = []
     try:
-        for name, days in HISTORIES.items():
-            histories.append(build_history(scale_name, name, days, scratch))
+        histories = [
+            build_history(scale_name, name, days, scratch) for name, days in HISTORIES.items()
+        ]
         return _play_nights(
             reference, source, backfill, histories, scratch, night_scale, day, repeat
         )
     finally:
-        for history in histories:
-            drop_database(history.source)
+        for name in HISTORIES:
+            drop_database(history_source(scale_name, name))
 
 
 def _play_nights(
