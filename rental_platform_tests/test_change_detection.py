@@ -274,6 +274,52 @@ def test_an_extraction_records_the_plan_s_fingerprints_and_counts_the_source_now
     )
 
 
+def test_an_extraction_checksums_no_rows_the_plan_fingerprinted(
+    night: Night, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the plan fingerprinted the rows with no day, the extraction's checksum of the days
+    the plan has none for leaves them out (the source finds them through its index one by one):
+    they are recorded with the plan's fingerprint and counted with the known days. Made-up
+    fingerprints show which were recorded."""
+    views = tables.RAW_USER_VIEWING
+    made_up = {"2025-01-15": {"rows": 99, "digest": "42"}, UNDATED: {"rows": 7, "digest": "43"}}
+    sent: list[str] = []
+    send = SourceReader._sql
+
+    def recording(self: SourceReader, query: str) -> DataFrame:
+        sent.append(query)
+        return send(self, query)
+
+    monkeypatch.setattr(SourceReader, "_sql", recording)
+    mysql = night.platform.settings.mysql
+    request = StepRequest(
+        "extract_daily",
+        (views.id,),
+        str(tmp_path / "lake"),
+        date(2025, 1, 14),
+        NIGHT + timedelta(days=1),
+        source=SourceConnection(mysql.jdbc_url, mysql.user, mysql.password),
+        only_days={views.id: (date(2025, 1, 15), NIGHT)},
+        source_fingerprints={views.id: made_up},
+    )
+    spark = local_session()
+    report = run_step(spark, request)
+    (counted,) = [c for c in report.checks if c.name == ROW_COUNT.name]
+    assert counted.passed, counted.description
+    (checksum,) = [query for query in sent if "CRC32" in query]
+    assert "IS NULL" not in checksum.split(" WHERE ")[1]
+    lake = Lake(spark, request.lake_root)
+    assert lake.partition(views, UNDATED).facts["fingerprint"] == made_up[UNDATED]
+    assert lake.partition(views, "2025-01-15").facts["fingerprint"] == made_up["2025-01-15"]
+    monkeypatch.undo()
+    reader = SourceReader(spark, request.source, datetime.now())
+    checksummed = reader.fingerprints_of_days(views, [NIGHT], rows=0, undated=False)
+    assert None not in checksummed
+    assert lake.partition(views, NIGHT.isoformat()).facts["fingerprint"] == (
+        checksummed.get(NIGHT, NO_ROWS).to_json()
+    )
+
+
 def test_rows_with_no_day_are_read_again_only_when_the_plan_found_them_changed(
     night: Night,
 ) -> None:

@@ -166,12 +166,14 @@ class SourceReader:
         return self.fingerprints_of_days(table, days, rows)
 
     def fingerprints_of_days(
-        self, table: Table, days: Iterable[date], rows: int
+        self, table: Table, days: Iterable[date], rows: int, undated: bool = True
     ) -> dict[date | None, Fingerprint]:
-        """As `fingerprints`, of the given days only: a nightly run extracts a few days of its
-        window, and checksumming the others would read their rows for nothing."""
+        """As `fingerprints`, of the given days only (and of the rows with no day if
+        `undated`): a nightly run extracts a few days of its window, and checksumming the
+        others would read their rows for nothing."""
         scan = self._scans(table, rows, CHECKSUM_SCAN_SHARE)
-        return self._fingerprints(table, days_predicate(table.partition_column, days, scan), scan)
+        days_sql = days_predicate(table.partition_column, days, scan)
+        return self._fingerprints(table, days_sql, scan, undated)
 
     def counts_of_days(self, table: Table, days: Iterable[date]) -> dict[date | None, int]:
         """The rows of each of the given days that has rows, and of the rows with no day (under
@@ -194,25 +196,32 @@ class SourceReader:
         return rows * len(chosen) // len(sample)
 
     def _fingerprints(
-        self, table: Table, days_sql: str, scan: bool
+        self, table: Table, days_sql: str, scan: bool, undated: bool = True
     ) -> dict[date | None, Fingerprint]:
         rows = self._by_day(
             table,
             f"COUNT(*) AS n, CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest",
             days_sql,
             scan,
+            undated,
         )
         return {row["day"]: Fingerprint(row["n"], row["digest"]) for row in rows}
 
     def _by_day(
-        self, table: Table, aggregates: str, days_sql: str, scan: bool = False
+        self,
+        table: Table,
+        aggregates: str,
+        days_sql: str,
+        scan: bool = False,
+        undated: bool = True,
     ) -> list[Row]:
-        """`aggregates` of the rows of `days_sql`'s days and of those with no day, by day; by
-        scanning the table if `scan`, else as the source's optimiser chooses."""
+        """`aggregates` of the rows of `days_sql`'s days and, if `undated`, of those with no
+        day, by day; by scanning the table if `scan`, else as the source's optimiser chooses."""
         column = table.partition_column
+        where = f"{days_sql} OR `{column}` IS NULL" if undated else days_sql
         return self._sql(
             f"SELECT DATE(`{column}`) AS day, {aggregates} FROM {_table_sql(table, scan)} "
-            f"WHERE {days_sql} OR `{column}` IS NULL GROUP BY DATE(`{column}`)"
+            f"WHERE {where} GROUP BY DATE(`{column}`)"
         ).collect()
 
     def keys_by_day(self, table: Table, key: str, days: Iterable[date], undated: bool) -> DataFrame:
