@@ -536,46 +536,57 @@ def _play_nights(
     repeat: int,
 ) -> dict[str, Any]:
     if reference is not None:
-        for h in histories:
-            reference.snapshot_listings(h.listing_history, h.source, day - timedelta(days=1))
-    runs: dict[str, list[PlatformRun]] = {h.name: [] for h in histories}
+        for history in histories:
+            reference.snapshot_listings(
+                history.listing_history, history.source, day - timedelta(days=1)
+            )
+    runs: dict[str, list[PlatformRun]] = {history.name: [] for history in histories}
     played = []
     for n in range(repeat):
         night = day + timedelta(days=n)
         say(f"night {night}: the sources change")
-        for changed in (source, *(h.source for h in histories)):
+        for changed in (source, *(history.source for history in histories)):
             with pymysql.connect(**changed.pymysql_kwargs()) as connection:
                 counts = play_night(connection, night, seed=7, scale=night_scale).counts()
             if changed is source:
                 played.append(counts)
-        for h in histories:
+        for history in histories:
             if reference is not None:
-                reference.snapshot_listings(h.listing_history, h.source, night)
-            say(f"nightly {night} over {h.name} of history")
-            log = scratch / "logs" / f"nightly-{h.slug}-{night}.log"
+                reference.snapshot_listings(history.listing_history, history.source, night)
+            say(f"nightly {night} over {history.name} of history")
+            log = scratch / "logs" / f"nightly-{history.slug}-{night}.log"
             arguments = ["nightly", "--as-of", night.isoformat()]
-            runs[h.name].append(run_platform(h.source, h.sandbox, h.scale.start, arguments, log))
+            runs[history.name].append(
+                run_platform(history.source, history.sandbox, history.scale.start, arguments, log)
+            )
     last = day + timedelta(days=repeat - 1)
     result: dict[str, Any] = {
-        h.name: summarise(runs[h.name])
+        history.name: summarise(runs[history.name])
         | {
-            "first_day": str(h.scale.start),
-            "source": {"bookings": h.scale.bookings, "views": h.scale.views, "days": h.scale.days},
-            "history_seeding_s": h.seeding_s,
-            "history_backfill_s": h.backfill.wall,
+            "first_day": str(history.scale.start),
+            "source": {
+                "bookings": history.scale.bookings,
+                "views": history.scale.views,
+                "days": history.scale.days,
+            },
+            "history_seeding_s": history.seeding_s,
+            "history_backfill_s": history.backfill.wall,
             "nights": [str(day), str(last)],
         }
-        for h in histories
+        for history in histories
     }
     result["changes_per_night"] = dict(sorted(Counter(played[0]).items()))
     if reference is not None:
         differing: dict[str, list] = {}
-        for h in histories:
-            say(f"reference {h.scale.start}..{last} over {h.name} of history (after the nights)")
-            database = scratch / f"reference-nights-{h.slug}.duckdb"
-            reference.run_reference(h.source, h.scale.start, last, database, h.listing_history)
-            found = differences(reference, h.sandbox.warehouse, database)
-            differing |= {f"{h.name}: {table}": rows for table, rows in found.items()}
+        for history in histories:
+            first = history.scale.start
+            say(f"reference {first}..{last} over {history.name} of history (after the nights)")
+            database = scratch / f"reference-nights-{history.slug}.duckdb"
+            reference.run_reference(
+                history.source, history.scale.start, last, database, history.listing_history
+            )
+            found = differences(reference, history.sandbox.warehouse, database)
+            differing |= {f"{history.name}: {table}": rows for table, rows in found.items()}
         result["reference_status"] = "differs" if differing else "equal"
         result["reference_differences"] = {
             table: {"rows": len(rows), "first": [str(row) for row in rows[:10]]}

@@ -24,13 +24,16 @@ import duckdb
 import psutil
 import psycopg
 import pymysql
+import pytest
 import yaml
+from pyspark.sql import DataFrame
 
 from rental_platform import tables
 from rental_platform.cycle_tags import Cycle
 from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.runs import RunOutcome, materialize_range, run_cycle
 from rental_platform.settings import MySqlSource, Settings
+from rental_platform.spark.extract import SourceReader
 from rental_platform.spark.manifest import committed_files
 from rental_platform.tables import Table
 from rental_platform_tests import worked_example as example
@@ -229,3 +232,17 @@ def running_services(
                         with contextlib.suppress(psutil.NoSuchProcess):
                             descendant.kill()
                 service.wait()
+
+
+def queries_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The queries every SourceReader sends from now on (a step makes readers of its own),
+    recorded in order while the monkeypatch holds."""
+    sent: list[str] = []
+    send = SourceReader._sql
+
+    def recording(self: SourceReader, query: str) -> DataFrame:
+        sent.append(query)
+        return send(self, query)
+
+    monkeypatch.setattr(SourceReader, "_sql", recording)
+    return sent

@@ -29,7 +29,7 @@ from rental_platform.spark.lake import Lake, spark_schema
 from rental_platform.spark.manifest import UNDATED, Partition, committed_files
 from rental_platform.spark.steps import run_step
 from rental_platform.tables import Table
-from rental_platform_tests.harness import Platform
+from rental_platform_tests.harness import Platform, queries_sent
 
 FIRST, BACKFILLED, NIGHT = date(2025, 1, 1), date(2025, 1, 20), date(2025, 1, 21)
 HORIZON = 7  # days compared by the nightly run: Jan 14 .. Jan 21
@@ -237,6 +237,25 @@ def test_a_plan_s_fingerprints_stand_in_only_while_fresh(night: Night) -> None:
     assert fresh_fingerprints(night.plan, raw, later) == {}
 
 
+def _extraction_of_views(
+    night: Night, tmp_path: Path, fingerprints: dict[str, dict]
+) -> StepRequest:
+    """The views of 2025-01-15 and of the night extracted into a lake of their own, with the
+    plan's `fingerprints`."""
+    views = tables.RAW_USER_VIEWING
+    mysql = night.platform.settings.mysql
+    return StepRequest(
+        "extract_daily",
+        (views.id,),
+        str(tmp_path / "lake"),
+        date(2025, 1, 14),
+        NIGHT + timedelta(days=1),
+        source=SourceConnection(mysql.jdbc_url, mysql.user, mysql.password),
+        only_days={views.id: (date(2025, 1, 15), NIGHT)},
+        source_fingerprints={views.id: fingerprints},
+    )
+
+
 def test_an_extraction_records_the_plan_s_fingerprints_and_counts_the_source_now(
     night: Night, tmp_path: Path
 ) -> None:
@@ -246,17 +265,7 @@ def test_an_extraction_records_the_plan_s_fingerprints_and_counts_the_source_now
     checksummed as ever. The plan's fingerprint here is made up, so that it shows."""
     views = tables.RAW_USER_VIEWING
     made_up = {"rows": 99, "digest": "42"}
-    mysql = night.platform.settings.mysql
-    request = StepRequest(
-        "extract_daily",
-        (views.id,),
-        str(tmp_path / "lake"),
-        date(2025, 1, 14),
-        NIGHT + timedelta(days=1),
-        source=SourceConnection(mysql.jdbc_url, mysql.user, mysql.password),
-        only_days={views.id: (date(2025, 1, 15), NIGHT)},
-        source_fingerprints={views.id: {"2025-01-15": made_up}},
-    )
+    request = _extraction_of_views(night, tmp_path, {"2025-01-15": made_up})
     spark = local_session()
     report = run_step(spark, request)
     (counted,) = [c for c in report.checks if c.name == ROW_COUNT.name]
@@ -283,25 +292,8 @@ def test_an_extraction_checksums_no_rows_the_plan_fingerprinted(
     fingerprints show which were recorded."""
     views = tables.RAW_USER_VIEWING
     made_up = {"2025-01-15": {"rows": 99, "digest": "42"}, UNDATED: {"rows": 7, "digest": "43"}}
-    sent: list[str] = []
-    send = SourceReader._sql
-
-    def recording(self: SourceReader, query: str) -> DataFrame:
-        sent.append(query)
-        return send(self, query)
-
-    monkeypatch.setattr(SourceReader, "_sql", recording)
-    mysql = night.platform.settings.mysql
-    request = StepRequest(
-        "extract_daily",
-        (views.id,),
-        str(tmp_path / "lake"),
-        date(2025, 1, 14),
-        NIGHT + timedelta(days=1),
-        source=SourceConnection(mysql.jdbc_url, mysql.user, mysql.password),
-        only_days={views.id: (date(2025, 1, 15), NIGHT)},
-        source_fingerprints={views.id: made_up},
-    )
+    sent = queries_sent(monkeypatch)
+    request = _extraction_of_views(night, tmp_path, made_up)
     spark = local_session()
     report = run_step(spark, request)
     (counted,) = [c for c in report.checks if c.name == ROW_COUNT.name]

@@ -19,7 +19,7 @@ from rental_platform.spark import changes, extract
 from rental_platform.spark.extract import SourceReader
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.steps import run_step
-from rental_platform_tests.harness import Platform
+from rental_platform_tests.harness import Platform, queries_sent
 
 SCALE = SCALES["tiny"]
 VIEWS = tables.RAW_USER_VIEWING
@@ -65,14 +65,7 @@ def test_fingerprints_of_a_large_share_are_read_by_scanning_the_same_either_way(
 ) -> None:
     """Days said to hold a large share of the table are checksummed by a scan, a small share
     as the source's optimiser chooses; the fingerprints are the same."""
-    sent: list[str] = []
-    send = reader._sql
-
-    def recording(query: str) -> DataFrame:
-        sent.append(query)
-        return send(query)
-
-    monkeypatch.setattr(reader, "_sql", recording)
+    sent = queries_sent(monkeypatch)
     table_rows = reader.table_rows(VIEWS)
     start, end = SCALE.start, SCALE.start + timedelta(days=SCALE.days)
     days = [start + timedelta(days=n) for n in range(0, SCALE.days, 2)]
@@ -172,14 +165,7 @@ def test_a_first_extraction_estimates_its_days_from_a_sample_and_checksums_them_
     assert reader.queries - queries == 1
     assert exact / 2 < sampled < exact * 2
 
-    sent: list[str] = []
-    send = SourceReader._sql
-
-    def recording(self: SourceReader, query: str) -> DataFrame:
-        sent.append(query)
-        return send(self, query)
-
-    monkeypatch.setattr(SourceReader, "_sql", recording)
+    sent = queries_sent(monkeypatch)
     lake_root = str(tmp_path / "lake")
     held = days[: SCALE.days // 2]
     run_step(
