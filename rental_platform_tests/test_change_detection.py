@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from benchmarks.reference import compare, history_differences, run_reference, snapshot_listings
 from rental_platform import tables
@@ -27,7 +28,7 @@ from rental_platform.spark.changes import _may_hold, row_differences
 from rental_platform.spark.extract import NO_ROWS, SourceReader
 from rental_platform.spark.lake import Lake, spark_schema
 from rental_platform.spark.manifest import UNDATED, Partition, committed_files
-from rental_platform.spark.steps import run_step
+from rental_platform.spark.steps import LAST_CHECKOUT, days_with_stays, run_step
 from rental_platform.tables import Table
 from rental_platform_tests.harness import Platform, queries_sent
 
@@ -436,6 +437,34 @@ def test_only_the_changes_older_than_the_horizon_are_left(night: Night) -> None:
     for table, rows in night.differences.items():
         periods = {row[0] for _, row in rows}
         assert periods <= reading.get(table, {date(2024, 12, 30)}), table
+
+
+def test_a_month_reads_only_the_booking_days_whose_stays_reach_it(night: Night) -> None:
+    """Each curated bookings day records its stays' last checkout. The occupancy of the
+    months from a day on reads the booking days whose stays reach that day, and days with no
+    booking (no fact); not those whose stays all end before."""
+    lake = Lake(local_session(), night.platform.settings.lake_root)
+    curated = tables.CURATED_BOOKINGS
+    partitions = lake.state.table(curated.id).partitions
+    rows = lake.read(curated, [k for k in partitions if k != UNDATED])
+    last = {
+        row["day"].isoformat(): row["last"].isoformat()
+        for row in rows.groupBy(F.to_date("booking_date").alias("day"))
+        .agg(F.max("checkout_date").alias("last"))
+        .collect()
+    }
+    assert {k: partitions[k].facts[LAST_CHECKOUT] for k in last} == last
+    # Booked on the 10th, in on the 12th, out on the 15th; the 2nd also holds booking 119,
+    # moved there from the 19th with its stay (out on the 24th).
+    assert last["2025-01-10"] == "2025-01-15"
+    assert last["2025-01-02"] == "2025-01-24"
+    first = date(2025, 1, 12)
+    read = days_with_stays(lake, first, date(2025, 2, 1))
+    assert read == [
+        k for k in sorted(partitions) if k != UNDATED and (k not in last or last[k] > "2025-01-12")
+    ]
+    assert {"2025-01-02", "2025-01-08", "2025-01-17"} <= set(read)  # the 17th: deleted, empty
+    assert not {"2025-01-05", "2025-01-07"} & set(read)
 
 
 def test_the_listing_history_matches_the_reference(night: Night) -> None:

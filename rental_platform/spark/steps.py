@@ -525,16 +525,24 @@ def curate_listings(step: _Step) -> None:
         )
 
 
+# A fact of each curated bookings day: the last checkout date of its stays (ISO). Bookings are
+# made ahead, so a month's occupancy reads every booking day before the month's end; a day
+# whose stays all end by the month's first day holds none of its nights (`days_with_stays`).
+LAST_CHECKOUT = "last_checkout"
+
+
 @dataclass(frozen=True)
 class _CuratedPair:
     """A raw table, the two tables its rules split it into, and the rules. `clustered`: the
-    rules return the curated rows already gathered by day (see `Lake.stage_periods`)."""
+    rules return the curated rows already gathered by day (see `Lake.stage_periods`);
+    `per_period`: facts of each curated day (`Lake.stage_periods`)."""
 
     raw: Table
     curated: Table
     quarantine: Table
     rules: Callable[[DataFrame], curate.Curated]
     clustered: bool = False
+    per_period: dict[str, Column] | None = None
 
 
 def curate_daily(step: _Step) -> None:
@@ -546,6 +554,7 @@ def curate_daily(step: _Step) -> None:
             tables.CURATED_BOOKINGS,
             tables.QUARANTINE_BOOKINGS,
             lambda df: curate.curate_bookings(df, versions),
+            per_period={LAST_CHECKOUT: F.date_format(F.max("checkout_date"), "yyyy-MM-dd")},
         ),
         _CuratedPair(
             tables.RAW_USER_VIEWING,
@@ -571,7 +580,9 @@ def curate_daily(step: _Step) -> None:
             )
         raw = step.lake.read(raw_table, [day.isoformat() for day in days])
         dated = pair.rules(raw)
-        curated_df = step.land_periods(curated_table, dated.curated, days, pair.clustered)
+        curated_df = step.land_periods(
+            curated_table, dated.curated, days, pair.clustered, pair.per_period
+        )
         step.check_schema(curated_table)
         if curated_table is tables.CURATED_BOOKINGS:
             step.check(quality.listings_exist(curated_df, versions, days))
@@ -756,13 +767,25 @@ def kpis_monthly(step: _Step) -> None:
     versions = step.lake.read_snapshot(tables.CURATED_LISTINGS_HISTORY)
 
     def occupancy(months: list[date]) -> DataFrame:
-        # Bookings are made ahead: any booking made up to the month's end may hold its nights.
-        bookings = step.lake.read_periods(
-            tables.CURATED_BOOKINGS, None, layout.next_period(Grain.MONTHLY, months[-1])
-        )
-        return kpis.occupancy_rate(versions, bookings, months)
+        end = layout.next_period(Grain.MONTHLY, months[-1])
+        days = days_with_stays(step.lake, months[0], end)
+        return kpis.occupancy_rate(versions, step.lake.read(tables.CURATED_BOOKINGS, days), months)
 
     _publishable(step, Grain.MONTHLY, {tables.OCCUPANCY_RATE: occupancy})
+
+
+def days_with_stays(lake: Lake, first: date, end: date) -> list[str]:
+    """The committed curated booking days before `end` that may hold a night from `first` on:
+    bookings are made ahead, so any earlier day may, unless its stays all end by `first` (its
+    `LAST_CHECKOUT`). A day curated before that fact was recorded is read. Over 3 years of
+    history, the months of a nightly read a few months of days instead of all of them."""
+    partitions = lake.state.table(tables.CURATED_BOOKINGS.id).partitions
+    keys = [day.isoformat() for day in lake.periods_in(tables.CURATED_BOOKINGS, None, end)]
+    return [
+        key
+        for key in keys
+        if (partitions[key].facts.get(LAST_CHECKOUT) or date.max.isoformat()) > first.isoformat()
+    ]
 
 
 STEPS: dict[str, Callable[[_Step], None]] = {
