@@ -48,10 +48,7 @@ from rental_platform.seed import SCALES, SeedScale, seed_source
 from rental_platform.seed.changes import NIGHT_SCALES, NightScale, play_night
 from rental_platform.settings import MySqlSource, Settings
 from rental_platform.spark import layout
-from rental_platform.spark.manifest import (
-    CommitLog,
-    LocalStore,
-)
+from rental_platform.spark.manifest import CommitLog, LocalStore
 from rental_platform.tables import Layer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -582,9 +579,7 @@ def _play_nights(
             first = history.scale.start
             say(f"reference {first}..{last} over {history.name} of history (after the nights)")
             database = scratch / f"reference-nights-{history.slug}.duckdb"
-            reference.run_reference(
-                history.source, history.scale.start, last, database, history.listing_history
-            )
+            reference.run_reference(history.source, first, last, database, history.listing_history)
             found = differences(reference, history.sandbox.warehouse, database)
             differing |= {f"{history.name}: {table}": rows for table, rows in found.items()}
         result["reference_status"] = "differs" if differing else "equal"
