@@ -348,6 +348,19 @@ def test_activity_falls_in_the_range(db: Any) -> None:
         assert (high.date() - low.date()).days >= SCALE.days - 2, table
 
 
+def test_bookings_are_numbered_in_time_order(db: Any) -> None:
+    """As an application numbers them: a booking's day is never before the previous one's.
+    The views are inserted in time order too, in parts, which the platform's reads rely on
+    for speed only (test_extract)."""
+    later = one(
+        db,
+        "SELECT COUNT(*) FROM bookings a JOIN bookings b ON b.booking_id = a.booking_id + 1"
+        " WHERE DATE(b.booking_date) < DATE(a.booking_date)",
+    )
+    dated = one(db, "SELECT COUNT(*) FROM bookings WHERE booking_date IS NOT NULL")
+    assert later == 0 and dated > 0.99 * SCALE.bookings
+
+
 def test_stays_are_plausible(db: Any) -> None:
     clean = "checkout_date > checkin_date AND checkin_date >= DATE(booking_date)"
     db.execute(

@@ -9,6 +9,11 @@ multiplicative mix (CRC32 alone is affine over GF(2), so different salts would g
 draws). Only integer arithmetic and IEEE doubles are involved, so the same seed gives the same
 rows. Dirt is placed by a permutation of the row numbers rather than by chance, so every kind of
 dirt occurs an exact number of times (at least once) at any scale.
+
+Bookings and browsing views take their hour in the order of their row numbers, so they are
+inserted in time order, as a marketplace's application inserts them: a day's rows lie together
+in the table, which is what makes reading a few days through the date index cheap
+(rental_platform/spark/extract.py).
 """
 
 from __future__ import annotations
@@ -149,6 +154,13 @@ def _user(r: _Random, scale: SeedScale, prefix: str, key: str) -> str:
     return f"((({index}) * {mult}) % {scale.users} + 1)"
 
 
+def _hour_slot(row: str, rows: int, hour_slots: int) -> str:
+    """The hour pick slot of row number `row` of `rows`: slots are laid out in time order with
+    as many per hour as the hour's weight, so rows spread over them in turn are in time order
+    and still follow the weights."""
+    return f"((({row}) - 1) * {hour_slots}) DIV {rows}"
+
+
 def _orphan_id(r: _Random, scale: SeedScale, salt: str, key: str) -> str:
     return f"({LISTING_ID_BASE + scale.listings + 1} + {r.below(salt, key, 1000)})"
 
@@ -229,7 +241,7 @@ SELECT
   {status}
 FROM seq_1_to_{scale.bookings} s
 JOIN {LISTING_PICK} lp ON lp.slot = {r.below("ba", n, listing_slots)}
-JOIN {HOUR_PICK} hp ON hp.slot = {r.below("bh", n, hour_slots)}
+JOIN {HOUR_PICK} hp ON hp.slot = {_hour_slot(n, scale.bookings, hour_slots)}
 """
 
 
@@ -343,5 +355,5 @@ SELECT
   {cta}
 FROM (SELECT seq, {dup_of} AS k FROM seq_{first}_to_{last}) s
 JOIN {LISTING_PICK} lp ON lp.slot = {r.below("va", k, listing_slots)}
-JOIN {HOUR_PICK} hp ON hp.slot = {r.below("vh", k, hour_slots)}
+JOIN {HOUR_PICK} hp ON hp.slot = {_hour_slot(k, rows, hour_slots)}
 """

@@ -171,7 +171,7 @@ def seed_source(
     # browsing views. Those are generated in parts, ranges of row numbers, and whichever
     # connection is free takes the next part, so that neither core waits for the other. Each
     # row is a function of its row number, so the rows are the same on every run; their
-    # physical order is not, and nothing reads the tables in it.
+    # physical order is not, but each part is in time order, as are the bookings (fill.py).
     browse = scale.views - funnel
     parts: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
     for part in fill.row_ranges(browse, BROWSE_PARTS):
