@@ -100,6 +100,50 @@ def test_a_small_share_is_read_through_the_index_a_large_one_by_scanning(
     assert read_days == set(days)  # every day asked for, and no other (not the fourth)
 
 
+def _store_views_in_order(platform: Platform, order: str) -> None:
+    """Store the source's views again, the same rows, in the order `order` sorts them: the
+    order a scan of the table meets them in."""
+    platform.execute("CREATE TEMPORARY TABLE views_kept AS SELECT * FROM user_viewing")
+    platform.execute("DELETE FROM user_viewing")
+    platform.execute(f"INSERT INTO user_viewing SELECT * FROM views_kept ORDER BY {order}")
+    platform.execute("DROP TEMPORARY TABLE views_kept")
+
+
+def test_a_table_in_date_order_is_read_through_its_index_up_to_a_larger_share(
+    reader: SourceReader, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window of a few percent of the table is scanned where the table keeps its rows in no
+    date order, and read through the date index where it keeps them in date order, as a table
+    an application appends to does: there its rows lie together. The same rows either way."""
+    monkeypatch.setattr(extract, "ORDER_SAMPLE_ROWS", 100)  # the tiny table is 60 samples
+    days = [SCALE.start + timedelta(days=n) for n in range(5, 7)]
+    rows = _count(platform, f"viewed_at >= '{days[0]}' AND viewed_at < '{days[0] + timedelta(2)}'")
+    read = {}
+    try:
+        for order, ordered in [
+            ("viewed_at", True),
+            ("CRC32(CONCAT_WS('|', user_id, apartment_id, viewed_at, call_to_action))", False),
+        ]:
+            _store_views_in_order(platform, order)
+            fresh = SourceReader(reader.spark, reader.source, reader.extracted_at)
+            table_rows = fresh.table_rows(VIEWS)
+            assert (
+                extract.FULL_SCAN_SHARE * table_rows
+                < rows
+                < extract.ORDERED_SCAN_SHARE * table_rows
+            )
+            assert fresh.in_date_order(VIEWS) == ordered
+            read[ordered] = fresh.days(VIEWS, days, rows)
+            plan = read[ordered]._jdf.queryExecution().logical().toString()
+            assert ("FORCE INDEX (`idx_user_viewing_viewed_at`)" in plan) == ordered
+            assert _scans(read[ordered]) != ordered
+            assert _scans(fresh.days(VIEWS, days, table_rows))
+    finally:
+        _store_views_in_order(platform, "viewed_at")
+    assert _rows(read[True]) == _rows(read[False])
+    assert sum(_rows(read[True]).values()) == rows
+
+
 def test_a_step_s_checksum_and_read_of_a_table_ask_its_statistics_once(
     reader: SourceReader, platform: Platform
 ) -> None:

@@ -2,11 +2,12 @@
 
 Daily tables are read one window at a time, split into contiguous day ranges. A short window
 (an increment) is read through the table's date index. A window holding a larger share of the
-table is read by scanning it: where the source keeps rows in no date order (the seeded ones
-do), fetching them through the index reads its pages at random, which costs far more than
-reading them all in order; where it keeps them in date order, a scan costs little more.
-Rows whose partition column is null are read separately: they belong to no day, but must not
-be lost.
+table is read by scanning it where the source keeps rows in no date order: fetching them
+through the index reads its pages at random, which costs far more than reading them all in
+order. Where it keeps them in date order, as a table its application appends to does, a
+window's rows lie together and the index reaches them for a fraction of a scan; the first
+rows the table stores tell which (`SourceReader.in_date_order`). Rows whose partition column
+is null are read separately: they belong to no day, but must not be lost.
 
 The source has no change timestamps, so what changed is found by fingerprints: per day, the
 rows and the sum of a CRC32 of each row's values (a sum, not a XOR, so that two equal rows do
@@ -42,6 +43,12 @@ FULL_SCAN_SHARE = 0.02
 # through the index their cost grows with the days, while a scan's does not (the measurements
 # are in benchmarks/results/nightly.md).
 CHECKSUM_SCAN_SHARE = 0.008
+# A table keeps its rows in date order when the first `ORDER_SAMPLE_ROWS` it stores span at
+# most `ORDERED_SPAN_SHARE` of its days; its windows are then read through the index up to
+# `ORDERED_SCAN_SHARE` of it (benchmarks/results/nightly.md has the measurements).
+ORDER_SAMPLE_ROWS = 10_000
+ORDERED_SPAN_SHARE = 0.05
+ORDERED_SCAN_SHARE = 0.12
 # Parallel reads of a scanned window: each scans the whole table on the source, so no more
 # than keep two cores busy.
 SCAN_READ_PARTITIONS = 2
@@ -126,8 +133,10 @@ class SourceReader:
         # counted under a lock: a step reads tables from several threads.
         self.queries = 0
         self._counting = threading.Lock()
-        # Each table's row estimate, asked once: a step's checksum and its read both judge by it.
+        # Each table's row estimate and order, asked once: a step's checksum and its read both
+        # judge by them. A table in date order maps to its date index, else to None.
         self._table_rows: dict[str, int] = {}
+        self._ordered_index: dict[str, str | None] = {}
 
     def snapshot(self, table: Table) -> DataFrame:
         return self._stamp(self._query(table, None), table)
@@ -220,7 +229,7 @@ class SourceReader:
         column = table.partition_column
         where = f"{days_sql} OR `{column}` IS NULL" if undated else days_sql
         return self._sql(
-            f"SELECT DATE(`{column}`) AS day, {aggregates} FROM {_table_sql(table, scan)} "
+            f"SELECT DATE(`{column}`) AS day, {aggregates} FROM {self._from(table, scan)} "
             f"WHERE {where} GROUP BY DATE(`{column}`)"
         ).collect()
 
@@ -266,8 +275,36 @@ class SourceReader:
 
     def _scans(self, table: Table, rows: int, share: float) -> bool:
         """Whether a read of `rows` of the table scans it: when they are more than `share` of
-        it (no rows need no statistics)."""
-        return rows > 0 and rows > share * self.table_rows(table)
+        it or, where the table keeps its rows in date order, more than `ORDERED_SCAN_SHARE`.
+        The order is asked only of a read that `share` alone would scan."""
+        if rows <= 0 or rows <= share * self.table_rows(table):
+            return False
+        return rows > ORDERED_SCAN_SHARE * self.table_rows(table) or not self.in_date_order(table)
+
+    def in_date_order(self, table: Table) -> bool:
+        """Whether the table keeps its rows in date order: the first `ORDER_SAMPLE_ROWS` it
+        stores (a scan's first rows, in the table's own order) span at most
+        `ORDERED_SPAN_SHARE` of the days the whole table spans (its date index's two ends).
+        Rows in no order span most of the table's days in any few thousand of them. Its reads
+        that do not scan then go through the date index (`_from`): the source's optimiser,
+        which does not know the order, would scan a window of a tenth of the table."""
+        if table.name not in self._ordered_index:
+            column = table.partition_column
+            row = self._sql(
+                f"SELECT (SELECT DATEDIFF(MAX(d), MIN(d)) FROM (SELECT `{column}` AS d "
+                f"FROM `{table.name}` USE INDEX () LIMIT {ORDER_SAMPLE_ROWS}) AS head) AS head, "
+                f"(SELECT DATEDIFF(MAX(`{column}`), MIN(`{column}`)) FROM `{table.name}`) AS days, "
+                "(SELECT MIN(INDEX_NAME) FROM information_schema.STATISTICS "
+                f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table.name}' "
+                f"AND COLUMN_NAME = '{column}' AND SEQ_IN_INDEX = 1) AS date_index"
+            ).collect()[0]
+            ordered = (
+                row["head"] is not None
+                and row["days"]
+                and (row["head"] <= ORDERED_SPAN_SHARE * row["days"])
+            )
+            self._ordered_index[table.name] = row["date_index"] if ordered else None
+        return self._ordered_index[table.name] is not None
 
     def table_rows(self, table: Table) -> int:
         """The source's estimate of the table's rows, from its statistics: nothing is scanned.
@@ -290,10 +327,19 @@ class SourceReader:
             )
         return self.spark.read.jdbc(
             self.source.jdbc_url,
-            _table_sql(table, scan),
+            self._from(table, scan),
             predicates=predicates,
             properties=self.source.properties(),
         ).select(*source_columns(table))
+
+    def _from(self, table: Table, scan: bool) -> str:
+        """The table in a FROM clause: with no index (`USE INDEX ()`) if `scan`; through its
+        date index if it is in date order (`in_date_order`); else as the source's optimiser
+        chooses."""
+        if scan:
+            return f"`{table.name}` USE INDEX ()"
+        index = self._ordered_index.get(table.name)
+        return f"`{table.name}` FORCE INDEX (`{index}`)" if index else f"`{table.name}`"
 
     def _count(self, queries: int) -> None:
         with self._counting:
@@ -307,9 +353,3 @@ class SourceReader:
 
     def _stamp(self, df: DataFrame, table: Table) -> DataFrame:
         return conform(df.withColumn(EXTRACTED_AT.name, F.lit(self.extracted_at)), table)
-
-
-def _table_sql(table: Table, scan: bool) -> str:
-    """The table in a FROM clause; if `scan`, with no index (`USE INDEX ()`), whatever the
-    source's optimiser would pick."""
-    return f"`{table.name}`" + (" USE INDEX ()" if scan else "")
