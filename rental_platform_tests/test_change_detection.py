@@ -173,11 +173,12 @@ def _latest_plan(platform: Platform) -> dict:
 def test_a_first_backfill_reads_nothing_from_the_source_it_extracts_anyway(night: Night) -> None:
     """Every day of a range run is extracted whatever its fingerprint says, and an empty lake
     holds no copy a moved key could have left: no day is checksummed, no key is read. What
-    remains: each table's columns (for schema drift) and the checksum of its rows with no day."""
-    # The one view with no day is the only row checksummed.
-    assert night.backfill_plan["cost"] == {"source_queries": 4, "source_rows_checksummed": 1}
+    remains: each table's columns (for schema drift) and the checksum of the bookings' rows
+    with no day (none yet). The views' are read again whatever they are: never checksummed."""
+    assert night.backfill_plan["cost"] == {"source_queries": 3, "source_rows_checksummed": 0}
     days = (BACKFILLED - FIRST).days + 1
-    assert len(night.backfill_plan["extract"]["raw.bookings"]) == days + 1  # and the undated
+    for extracted in night.backfill_plan["extract"].values():
+        assert len(extracted) == days + 1  # and the undated
 
 
 def test_the_plan_names_every_changed_day_and_why(night: Night) -> None:
@@ -198,7 +199,9 @@ def test_the_plan_names_every_changed_day_and_why(night: Night) -> None:
     assert bookings["2025-01-15"] == "changed: rows changed (1 rows)"
     assert bookings["2025-01-02"].startswith("a row moved here (booking_id 119)")
     assert bookings["2025-01-03"].startswith("a row moved away (booking_id 103)")
-    assert set(extract["raw.user_viewing"]) == {"2025-01-14", "2025-01-15", "2025-01-21"}
+    views = extract["raw.user_viewing"]
+    assert views.pop("undated") == "rows with no day: read every time"  # no key to compare
+    assert set(views) == {"2025-01-14", "2025-01-15", "2025-01-21"}
     # Booking 105 of Jan 5 was confirmed too, but Jan 5 is older than the horizon.
     assert "2025-01-05" not in bookings
     # The late listing's bookings (Jan 6) are re-curated, and so is the first day, which the
@@ -222,6 +225,8 @@ def test_the_plan_carries_the_fingerprints_its_comparison_read(night: Night) -> 
         "undated",
     }
     assert fingerprints["2025-01-17"]["rows"] == 0  # its one booking was deleted
+    # The views' rows with no day are read again, not compared: the plan has no fingerprint.
+    assert set(night.plan["fingerprints"]["raw.user_viewing"]) == {"2025-01-14", "2025-01-15"}
     lake = Lake(local_session(), night.platform.settings.lake_root)
     for key, seen in fingerprints.items():
         assert lake.partition(tables.RAW_BOOKINGS, key).facts["fingerprint"] == seen
@@ -238,96 +243,112 @@ def test_a_plan_s_fingerprints_stand_in_only_while_fresh(night: Night) -> None:
     assert fresh_fingerprints(night.plan, raw, later) == {}
 
 
-def _extraction_of_views(
-    night: Night, tmp_path: Path, fingerprints: dict[str, dict]
+def _extraction_of(
+    night: Night, tmp_path: Path, table: Table, fingerprints: dict[str, dict]
 ) -> StepRequest:
-    """The views of 2025-01-15 and of the night extracted into a lake of their own, with the
-    plan's `fingerprints`."""
-    views = tables.RAW_USER_VIEWING
+    """The table's rows of 2025-01-15 and of the night extracted into a lake of their own, with
+    the plan's `fingerprints`."""
     mysql = night.platform.settings.mysql
     return StepRequest(
         "extract_daily",
-        (views.id,),
+        (table.id,),
         str(tmp_path / "lake"),
         date(2025, 1, 14),
         NIGHT + timedelta(days=1),
         source=SourceConnection(mysql.jdbc_url, mysql.user, mysql.password),
-        only_days={views.id: (date(2025, 1, 15), NIGHT)},
-        source_fingerprints={views.id: fingerprints},
+        only_days={table.id: (date(2025, 1, 15), NIGHT)},
+        source_fingerprints={table.id: fingerprints},
     )
 
 
+def _checksum(sent: list[str]) -> str:
+    """The WHERE clause of the one checksum query among `sent`."""
+    (checksum,) = [query for query in sent if "CRC32" in query]
+    return checksum.split(" WHERE ")[1]
+
+
 def test_an_extraction_records_the_plan_s_fingerprints_and_counts_the_source_now(
-    night: Night, tmp_path: Path
+    night: Night, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A day the plan's comparison checksummed keeps that fingerprint (read before its rows,
     so a change since shows at the next comparison) and is only counted; the row count check
     judges the rows against the source's count now. A day the plan has none for is
-    checksummed as ever. The plan's fingerprint here is made up, so that it shows."""
+    checksummed as ever. The views' rows with no day are read and counted, never checksummed:
+    they have no fingerprint. The plan's fingerprint here is made up, so that it shows."""
     views = tables.RAW_USER_VIEWING
     made_up = {"rows": 99, "digest": "42"}
-    request = _extraction_of_views(night, tmp_path, {"2025-01-15": made_up})
+    sent = queries_sent(monkeypatch)
+    request = _extraction_of(night, tmp_path, views, {"2025-01-15": made_up})
     spark = local_session()
     report = run_step(spark, request)
     (counted,) = [c for c in report.checks if c.name == ROW_COUNT.name]
     assert counted.passed, counted.description
     assert counted.partitions["2025-01-15"]["metadata"] == {"source_rows": 2, "lake_rows": 2}
+    # The two views of the 15th, none on the night, and the one with no day.
+    assert (counted.metadata["source_rows"], counted.metadata["lake_rows"]) == (3, 3)
+    assert "IS NULL" not in _checksum(sent)
     lake = Lake(spark, request.lake_root)
     assert lake.partition(views, "2025-01-15").facts["fingerprint"] == made_up
+    undated = lake.partition(views, UNDATED)
+    assert undated is not None and undated.rows == 1
+    assert "fingerprint" not in undated.facts
+    monkeypatch.undo()
     reader = SourceReader(spark, request.source, datetime.now())
     checksummed = reader.fingerprints_of_days(views, [NIGHT], rows=0)
     assert lake.partition(views, NIGHT.isoformat()).facts["fingerprint"] == (
         checksummed.get(NIGHT, NO_ROWS).to_json()
-    )
-    assert lake.partition(views, "undated").facts["fingerprint"] == (
-        checksummed.get(None, NO_ROWS).to_json()
     )
 
 
 def test_an_extraction_checksums_no_rows_the_plan_fingerprinted(
     night: Night, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Where the plan fingerprinted the rows with no day, the extraction's checksum of the days
-    the plan has none for leaves them out (the source finds them through its index one by one):
-    they are recorded with the plan's fingerprint and counted with the known days. Made-up
-    fingerprints show which were recorded."""
-    views = tables.RAW_USER_VIEWING
+    """Where the plan fingerprinted the bookings' rows with no day, the extraction's checksum
+    of the days the plan has none for leaves them out (the source finds them through its index
+    one by one): they are recorded with the plan's fingerprint and counted with the known days.
+    Made-up fingerprints show which were recorded."""
+    bookings = tables.RAW_BOOKINGS
     made_up = {"2025-01-15": {"rows": 99, "digest": "42"}, UNDATED: {"rows": 7, "digest": "43"}}
     sent = queries_sent(monkeypatch)
-    request = _extraction_of_views(night, tmp_path, made_up)
+    request = _extraction_of(night, tmp_path, bookings, made_up)
     spark = local_session()
     report = run_step(spark, request)
     (counted,) = [c for c in report.checks if c.name == ROW_COUNT.name]
     assert counted.passed, counted.description
-    (checksum,) = [query for query in sent if "CRC32" in query]
-    assert "IS NULL" not in checksum.split(" WHERE ")[1]
+    assert "IS NULL" not in _checksum(sent)
     lake = Lake(spark, request.lake_root)
-    assert lake.partition(views, UNDATED).facts["fingerprint"] == made_up[UNDATED]
-    assert lake.partition(views, "2025-01-15").facts["fingerprint"] == made_up["2025-01-15"]
+    undated = lake.partition(bookings, UNDATED)
+    assert undated is not None and undated.rows == 1  # 118, its date set to null
+    assert undated.facts["fingerprint"] == made_up[UNDATED]
+    assert lake.partition(bookings, "2025-01-15").facts["fingerprint"] == made_up["2025-01-15"]
     monkeypatch.undo()
     reader = SourceReader(spark, request.source, datetime.now())
-    checksummed = reader.fingerprints_of_days(views, [NIGHT], rows=0, undated=False)
+    checksummed = reader.fingerprints_of_days(bookings, [NIGHT], rows=0, undated=False)
     assert None not in checksummed
-    assert lake.partition(views, NIGHT.isoformat()).facts["fingerprint"] == (
+    assert lake.partition(bookings, NIGHT.isoformat()).facts["fingerprint"] == (
         checksummed.get(NIGHT, NO_ROWS).to_json()
     )
 
 
-def test_rows_with_no_day_are_read_again_only_when_the_plan_found_them_changed(
+def test_rows_with_no_day_are_read_again_when_they_changed_or_have_no_key(
     night: Night,
 ) -> None:
-    """The plan checksums each table's rows with no day. The views' are as they were extracted:
-    the extraction keeps their committed version rather than reading them again, and its row
-    count check leaves them out. The bookings' changed (118 lost its date): read again."""
+    """The bookings' rows with no day changed (118 lost its date): read again. The views' did
+    not, but views have no key: the plan does not compare them, and every extraction reads
+    them again, which the quarantine's copy follows."""
     lake = Lake(local_session(), night.platform.settings.lake_root)
-    kept = lake.partition(VIEWS_RAW, UNDATED)
-    assert kept == night.undated_before[VIEWS_RAW.id] is not None
-    assert kept.rows == 1
     before = night.undated_before[BOOKINGS_RAW.id]
     read = lake.partition(BOOKINGS_RAW, UNDATED)
     assert before is not None and read is not None
     assert (before.rows, read.rows) == (0, 1)
     assert read.version != before.version
+    before = night.undated_before[VIEWS_RAW.id]
+    read = lake.partition(VIEWS_RAW, UNDATED)
+    assert before is not None and read is not None
+    assert (before.rows, read.rows) == (1, 1)
+    assert read.version != before.version
+    quarantined = lake.partition(tables.QUARANTINE_USER_VIEWING, UNDATED)
+    assert quarantined is not None and quarantined.facts["raw_version"] == read.version
     metadata = _daily_metadata(night, VIEWS_RAW)
     assert metadata["undated_rows"] == 1
     assert metadata["re_extracted"]["changed_days"] == {
@@ -473,17 +494,24 @@ def test_the_listing_history_matches_the_reference(night: Night) -> None:
 
 
 def test_the_audit_finds_what_the_night_could_not(night: Night, tmp_path: Path) -> None:
+    lake = Lake(local_session(), night.platform.settings.lake_root)
+    undated = lake.partition(BOOKINGS_RAW, UNDATED)
     outcomes = night.platform.audit(NIGHT)
     plan = (
         night.platform.instance.get_latest_materialization_event(SOURCE_CHANGES)
         .asset_materialization.metadata["plan"]
         .value
     )
-    assert set(plan["extract"]["raw.bookings"]) - {"undated"} == {
+    assert set(plan["extract"]["raw.bookings"]) == {
         "2025-01-04",
         "2025-01-05",
         "2025-01-21",  # the as-of day is always extracted
     }
+    # The bookings' rows with no day did not change since the night: kept, not read again.
+    assert (
+        Lake(local_session(), night.platform.settings.lake_root).partition(BOOKINGS_RAW, UNDATED)
+        == undated
+    )
     assert outcomes[0].job == "snapshots"
     reference = _reference(night.platform, tmp_path, NIGHT, night.history)
     assert _differences(night.platform, reference) == {}

@@ -10,6 +10,12 @@ both lie in the window compared. When only one does, the booking's key finds the
 gone from a day is looked up in the source (where is it now?), and a key new to a day is looked
 up in the lake (where was it?), so that no copy is left in a day it left, nor is one lost.
 
+Rows with no day are compared by fingerprint too where the table has a key (a key that left
+or reached them is followed like any other). A table without one has them read again by every
+extraction: they lie anywhere in the source table and are found through its index one by one,
+so checksumming them costs what reading them does, and without a key no fewer of them could be
+read again. Every extraction replaces them anyway (kpis.md).
+
 Curated days can also be stale with their raw day unchanged: curated before their raw day's
 latest extraction (a run that died between the two), or judged against listings the history
 has changed since (`pending_listing_effects` of curated.listings_history).
@@ -175,11 +181,16 @@ def _compare_table(
         # fails the table's source_schema_unchanged check, naming the column.
         return _Comparison({(end - timedelta(days=1)).isoformat(): "source schema changed"}, {}, 0)
     # Days from `force_from` on are extracted whatever their fingerprints say: only those
-    # before it (and the rows with no day) are checksummed.
+    # before it (and a keyed table's rows with no day) are checksummed.
     checksummed_end = max(start, min(end, force_from)) if force_from else end
     checksummed_days = _days(start, checksummed_end)
+    keyed = key is not None
     source = reader.fingerprints(
-        raw, start, checksummed_end, estimated_rows(lake, reader, raw, checksummed_days)
+        raw,
+        start,
+        checksummed_end,
+        estimated_rows(lake, reader, raw, checksummed_days),
+        undated=keyed,
     )
     committed = lake.state.table(raw.id).partitions
     differing: dict[date, str] = {}
@@ -191,8 +202,14 @@ def _compare_table(
         reason = _difference(recorded_fingerprint(recorded), source.get(day, NO_ROWS))
         if reason:
             differing[day] = reason
-    undated_changed = recorded_fingerprint(committed.get(UNDATED)) != source.get(None, NO_ROWS)
-    planned = {UNDATED: "rows with no day changed"} if undated_changed else {}
+    undated_changed = keyed and (
+        recorded_fingerprint(committed.get(UNDATED)) != source.get(None, NO_ROWS)
+    )
+    planned: dict[str, str] = {}
+    if undated_changed:
+        planned[UNDATED] = "rows with no day changed"
+    elif not keyed:
+        planned[UNDATED] = "rows with no day: read every time"
     planned.update((day.isoformat(), reason) for day, reason in differing.items())
     # A moved key can leave a stale copy only in a partition the plan keeps: with none kept
     # (a first backfill, a range over the whole lake) there is nothing to look for.
@@ -205,7 +222,8 @@ def _compare_table(
         _follow_moves(lake, reader, raw, key, set(differing), undated_changed, planned, first_day)
     checksummed = {day.isoformat(): day for day in checksummed_days}
     seen = {k: source.get(checksummed[k], NO_ROWS) for k in planned if k in checksummed}
-    seen[UNDATED] = source.get(None, NO_ROWS)
+    if keyed:
+        seen[UNDATED] = source.get(None, NO_ROWS)
     return _Comparison(
         planned,
         {k: fingerprint.to_json() for k, fingerprint in seen.items()},

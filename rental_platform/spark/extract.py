@@ -162,24 +162,28 @@ class SourceReader:
         return self._sql(f"SELECT COUNT(*) AS n FROM `{table.name}`").collect()[0]["n"]
 
     def fingerprints(
-        self, table: Table, start: date, end: date, rows: int
+        self, table: Table, start: date, end: date, rows: int, undated: bool = True
     ) -> dict[date | None, Fingerprint]:
         """The fingerprint of every day of [start, end) that has rows, and of the rows with no
-        day (under None): one grouped query, which scans the table if the days hold more than
-        `CHECKSUM_SCAN_SHARE` of it by `rows`, an estimate (`changes.estimated_rows`).
+        day (under None) if `undated`: one grouped query, which scans the table if the days
+        hold more than `CHECKSUM_SCAN_SHARE` of it by `rows`, an estimate
+        (`changes.estimated_rows`).
 
         Left to choose, the source's optimiser may read a tenth of the table through the date
         index, row by row at random where rows are in no date order: several times slower
         than scanning (benchmarks/results/nightly.md)."""
         days = [start + timedelta(days=n) for n in range((end - start).days)]
-        return self.fingerprints_of_days(table, days, rows)
+        return self.fingerprints_of_days(table, days, rows, undated)
 
     def fingerprints_of_days(
         self, table: Table, days: Iterable[date], rows: int, undated: bool = True
     ) -> dict[date | None, Fingerprint]:
         """As `fingerprints`, of the given days only (and of the rows with no day if
         `undated`): a nightly run extracts a few days of its window, and checksumming the
-        others would read their rows for nothing."""
+        others would read their rows for nothing. No query when there is nothing to checksum."""
+        days = list(days)
+        if not days and not undated:
+            return {}
         scan = self._scans(table, rows, CHECKSUM_SCAN_SHARE)
         days_sql = days_predicate(table.partition_column, days, scan)
         return self._fingerprints(table, days_sql, scan, undated)

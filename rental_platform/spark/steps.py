@@ -289,7 +289,8 @@ def extract_daily(step: _Step) -> None:
         kept = _unchanged_undated(step, table)
         undated = None
         if kept is None:
-            undated = _extract_undated(step, reader, table, fingerprints.get(None))
+            fingerprint = fingerprints.get(None, NO_ROWS) if key else None
+            undated = _extract_undated(step, reader, table, fingerprint)
         lake_counts = {k: p.rows for k, p in step.lake.staged(table).items()}
         read = {*days, *([None] if kept is None else [])}
         source_counts = {
@@ -329,14 +330,15 @@ def _extract_undated(
     step: _Step, reader: SourceReader, table: Table, fingerprint: Fingerprint | None
 ) -> DataFrame:
     """Stage the source's rows with no day, with their fingerprint and key range (which
-    tells the next comparison whether a moved key may be among them)."""
+    tell the next comparison whether they changed, and whether a moved key may be among
+    them). A keyless table's have neither: every extraction reads them (changes.py)."""
     undated = step.land_undated(table, reader.undated(table))
     key = changes.DAILY_SOURCES[table]
     span = undated.agg(F.min(key), F.max(key)).collect()[0] if key else None
     step.add_facts(
         table,
         UNDATED,
-        fingerprint=(fingerprint or NO_ROWS).to_json(),
+        **({"fingerprint": fingerprint.to_json()} if fingerprint else {}),
         **({"min_key": span[0], "max_key": span[1]} if span else {}),
     )
     return undated
@@ -355,22 +357,23 @@ def _source_before_reading(
     checksummed, by a scan if their estimated rows (`changes.estimated_rows`) are a large
     share of the table. The source finds the rows with no day through its index one by one:
     checksumming them again where the plan had made a 3-year source's checksum of a nightly's
-    one new day take 2.2 s instead of 0.1 s (benchmarks/results/nightly.md)."""
+    one new day take 2.2 s instead of 0.1 s (benchmarks/results/nightly.md). A keyless
+    table's rows with no day are only counted: every extraction reads them (changes.py)."""
     seen = step.request.source_fingerprints.get(table.id, {})
     known = [day for day in days if day.isoformat() in seen]
     unknown = [day for day in days if day.isoformat() not in seen]
     fingerprints: dict[date | None, Fingerprint] = {
         day: Fingerprint.from_json(seen[day.isoformat()]) or NO_ROWS for day in known
     }
-    undated_seen = UNDATED in seen
-    if undated_seen:
+    if UNDATED in seen:
         fingerprints[None] = Fingerprint.from_json(seen[UNDATED]) or NO_ROWS
+    checksum_undated = UNDATED not in seen and changes.DAILY_SOURCES[table] is not None
     # The counts cover the rows with no day too.
-    counts = reader.counts_of_days(table, known) if known or undated_seen else {}
-    if unknown or not undated_seen:
+    counts = reader.counts_of_days(table, known) if known or not checksum_undated else {}
+    if unknown or checksum_undated:
         estimate = changes.estimated_rows(step.lake, reader, table, unknown)
         checksummed = reader.fingerprints_of_days(
-            table, unknown, estimate, undated=not undated_seen
+            table, unknown, estimate, undated=checksum_undated
         )
         fingerprints |= checksummed
         counts |= {day: f.rows for day, f in checksummed.items()}
@@ -621,12 +624,12 @@ def _curate_undated(
 ) -> quality.Curation | None:
     """Quarantine the raw rows with no day (they always break a rule: their date is null),
     unless the quarantine has them already: curated from the same extraction, with the same
-    inputs. They belong to no window, so a window's run leaves them alone unless they changed.
-    None when nothing was curated."""
+    inputs. They belong to no window, so a window's run leaves them alone unless they were
+    extracted again. None when nothing was curated."""
     if not step.selected(pair.quarantine):
         return None
     extracted = step.lake.partition(pair.raw, UNDATED)
-    source = {"raw_fingerprint": extracted.facts.get("fingerprint") if extracted else None}
+    source = {"raw_version": extracted.version if extracted else None}
     source |= lineage
     done = step.lake.partition(pair.quarantine, UNDATED)
     if done is not None and all(done.facts.get(k) == v for k, v in source.items()):
