@@ -115,6 +115,12 @@ def estimated_rows(lake: Lake, reader: SourceReader, raw: Table, days: Sequence[
     return held + reader.sampled_rows(raw, missing)
 
 
+def compares_undated(raw: Table) -> bool:
+    """Whether the comparison fingerprints the table's rows with no day: only where it has a
+    key (the module's docstring). A keyless table's are read by every extraction instead."""
+    return DAILY_SOURCES[raw] is not None
+
+
 def recorded_fingerprint(partition: Partition | None) -> Fingerprint | None:
     """The source's fingerprint of a raw partition's rows when they were extracted; None for
     a partition never extracted (or from before fingerprints were recorded)."""
@@ -184,13 +190,13 @@ def _compare_table(
     # before it (and a keyed table's rows with no day) are checksummed.
     checksummed_end = max(start, min(end, force_from)) if force_from else end
     checksummed_days = _days(start, checksummed_end)
-    keyed = key is not None
+    compared = compares_undated(raw)
     source = reader.fingerprints(
         raw,
         start,
         checksummed_end,
         estimated_rows(lake, reader, raw, checksummed_days),
-        undated=keyed,
+        undated=compared,
     )
     committed = lake.state.table(raw.id).partitions
     differing: dict[date, str] = {}
@@ -202,13 +208,13 @@ def _compare_table(
         reason = _difference(recorded_fingerprint(recorded), source.get(day, NO_ROWS))
         if reason:
             differing[day] = reason
-    undated_changed = keyed and (
+    undated_changed = compared and (
         recorded_fingerprint(committed.get(UNDATED)) != source.get(None, NO_ROWS)
     )
     planned: dict[str, str] = {}
     if undated_changed:
         planned[UNDATED] = "rows with no day changed"
-    elif not keyed:
+    elif not compared:
         planned[UNDATED] = "rows with no day: read every time"
     planned.update((day.isoformat(), reason) for day, reason in differing.items())
     # A moved key can leave a stale copy only in a partition the plan keeps: with none kept
@@ -222,7 +228,7 @@ def _compare_table(
         _follow_moves(lake, reader, raw, key, set(differing), undated_changed, planned, first_day)
     checksummed = {day.isoformat(): day for day in checksummed_days}
     seen = {k: source.get(checksummed[k], NO_ROWS) for k in planned if k in checksummed}
-    if keyed:
+    if compared:
         seen[UNDATED] = source.get(None, NO_ROWS)
     return _Comparison(
         planned,

@@ -289,7 +289,9 @@ def extract_daily(step: _Step) -> None:
         kept = _unchanged_undated(step, table)
         undated = None
         if kept is None:
-            fingerprint = fingerprints.get(None, NO_ROWS) if key else None
+            fingerprint = (
+                fingerprints.get(None, NO_ROWS) if changes.compares_undated(table) else None
+            )
             undated = _extract_undated(step, reader, table, fingerprint)
         lake_counts = {k: p.rows for k, p in step.lake.staged(table).items()}
         read = {*days, *([None] if kept is None else [])}
@@ -367,7 +369,7 @@ def _source_before_reading(
     }
     if UNDATED in seen:
         fingerprints[None] = Fingerprint.from_json(seen[UNDATED]) or NO_ROWS
-    checksum_undated = UNDATED not in seen and changes.DAILY_SOURCES[table] is not None
+    checksum_undated = UNDATED not in seen and changes.compares_undated(table)
     # The counts cover the rows with no day too.
     counts = reader.counts_of_days(table, known) if known or not checksum_undated else {}
     if unknown or checksum_undated:
