@@ -361,6 +361,37 @@ def test_bookings_are_numbered_in_time_order(db: Any) -> None:
     assert later == 0 and dated > 0.99 * SCALE.bookings
 
 
+def test_a_part_of_the_browsing_views_computes_its_row_numbers_once_in_time_order(
+    db: Any,
+) -> None:
+    """A part's row numbers are a materialised derived table (EXPLAIN shows it DERIVED, not
+    merged into the query, where each row's number would be computed again at each of its
+    uses), and its rows still come out in row order: hour after hour."""
+    rows = 1_000
+    with pymysql.connect(**KWARGS, autocommit=True) as connection, connection.cursor() as cursor:
+        load._session(cursor)
+        listings = generate.generate_listings(SCALE, 42)
+        listing_slots, hour_slots = load._create_pick_tables(cursor, SCALE, listings)
+        sql = fill.browse_views_sql(SCALE, 42, rows, listing_slots, hour_slots, (1, rows))
+        cursor.execute(f"EXPLAIN {sql}")
+        assert "DERIVED" in [row[1] for row in cursor.fetchall()]
+        # Shadows the seeded table in this session only, numbering the rows as inserted.
+        cursor.execute(
+            "CREATE TEMPORARY TABLE user_viewing (n SERIAL, user_id BIGINT NULL,"
+            " apartment_id BIGINT NULL, viewed_at DATETIME NULL, is_wishlisted TINYINT(1) NULL,"
+            " call_to_action VARCHAR(100) NULL)"
+        )
+        cursor.execute(sql)
+        cursor.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT hour), SUM(hour < previous) FROM"
+            " (SELECT DATE_FORMAT(viewed_at, '%Y%m%d%H') AS hour,"
+            "  LAG(DATE_FORMAT(viewed_at, '%Y%m%d%H')) OVER (ORDER BY n) AS previous"
+            "  FROM user_viewing WHERE viewed_at IS NOT NULL) t"
+        )
+        dated, hours, earlier = cursor.fetchone()
+    assert dated > 0.99 * rows and hours > 100 and earlier == 0
+
+
 def test_stays_are_plausible(db: Any) -> None:
     clean = "checkout_date > checkin_date AND checkin_date >= DATE(booking_date)"
     db.execute(

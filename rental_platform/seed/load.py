@@ -239,9 +239,10 @@ def _check_scale(scale: SeedScale) -> None:
 
 
 def _session(cursor: Any) -> None:
-    """Session settings only: a fast bulk load into empty tables, big enough in-memory picks."""
+    """Session settings only: a fast bulk load into empty tables, big enough in-memory picks
+    and materialised row numbers (fill.browse_views_sql)."""
     cursor.execute("SET SESSION unique_checks = 0, foreign_key_checks = 0")
-    cursor.execute("SET SESSION max_heap_table_size = 268435456")
+    cursor.execute("SET SESSION max_heap_table_size = 268435456, tmp_table_size = 268435456")
     cursor.execute("SET SESSION time_zone = '+00:00'")
 
 
