@@ -343,8 +343,8 @@ def browse_views_sql(
     dup_of = f"seq + IF({d.is_('duplicate', 'seq')}, IF(seq = 1, 1, -1), 0)"
     # A LIMIT of all the part's rows keeps MariaDB from merging the derived table into the
     # query, where `k` would be computed again at each of its dozen uses: materialised (in
-    # memory, see load._session, and in row order), it is computed once per row. A quarter of
-    # a part's time at `xlarge`.
+    # memory, see load._session, and in row order), it is computed once per row
+    # (benchmarks/results/xlarge.md).
     rows_in_part = last - first + 1
 
     def unless(kind: str, expr: str) -> str:
