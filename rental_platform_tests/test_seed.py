@@ -375,12 +375,10 @@ def test_a_part_of_the_browsing_views_computes_its_row_numbers_once_in_time_orde
         sql = fill.browse_views_sql(SCALE, 42, rows, listing_slots, hour_slots, (1, rows))
         cursor.execute(f"EXPLAIN {sql}")
         assert "DERIVED" in [row[1] for row in cursor.fetchall()]
-        # Shadows the seeded table in this session only, numbering the rows as inserted.
-        cursor.execute(
-            "CREATE TEMPORARY TABLE user_viewing (n SERIAL, user_id BIGINT NULL,"
-            " apartment_id BIGINT NULL, viewed_at DATETIME NULL, is_wishlisted TINYINT(1) NULL,"
-            " call_to_action VARCHAR(100) NULL)"
-        )
+        # The contract's table, shadowed in this session only, numbering the rows as inserted.
+        contract = schema_statements()["user_viewing"]
+        cursor.execute(contract.replace("CREATE TABLE", "CREATE TEMPORARY TABLE", 1))
+        cursor.execute("ALTER TABLE user_viewing ADD COLUMN n SERIAL")
         cursor.execute(sql)
         cursor.execute(
             "SELECT COUNT(*), COUNT(DISTINCT hour), SUM(hour < previous) FROM"
