@@ -468,22 +468,36 @@ def row_differences(
     new = dated.where(F.to_date(raw.partition_column).cast("string").isin(changed_days))
     if undated is not None and UNDATED in changed:
         new = new.unionByName(undated)
-    signed = (
-        lake.read(raw, changed)
-        .select(day.alias("_day"), *columns, F.lit(-1).alias("_sign"))
-        .unionByName(new.select(day.alias("_day"), *columns, F.lit(1).alias("_sign")))
-    )
+    keys = [key] if key else []
+
+    def signed(rows: DataFrame, sign: int) -> DataFrame:
+        return rows.select(
+            day.alias("_day"), *keys, _row_hash(columns).alias("_row"), F.lit(sign).alias("_sign")
+        )
+
     # A row in both versions of its day cancels out: what is left of the old version was
     # removed, what is left of the new one added. One aggregation, where a join of the two
-    # versions (or Spark's exceptAll) shuffles and sorts each of them.
+    # versions (or Spark's exceptAll) shuffles and sorts each of them; over a hash of each
+    # row, so that it shuffles a long per row rather than the row's columns.
     left = (
-        signed.groupBy("_day", *columns).agg(F.sum("_sign").alias("_net")).where(F.col("_net") != 0)
+        signed(lake.read(raw, changed), -1)
+        .unionByName(signed(new, 1))
+        .groupBy("_day", *keys, "_row")
+        .agg(F.sum("_sign").alias("_net"))
+        .where(F.col("_net") != 0)
     )
     kinds = _keyed_differences(left, key) if key else _unkeyed_differences(left)
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for row in kinds.groupBy("_day", "_kind").agg(F.sum("_rows").alias("_rows")).collect():
         counts[row["_day"]][row["_kind"]] = row["_rows"]
     return report | {"changed_days": dict(sorted(counts.items()))}
+
+
+def _row_hash(columns: list[str]) -> Column:
+    """A 64-bit hash of a row's values and of which of them are null (Spark's hashes skip a
+    null, so (7, null) and (null, 7) alone would hash alike). Two rows of a day (and key) that
+    differ and still hash alike would pass for one: a chance in 2^64 for each pair."""
+    return F.xxhash64(*columns, F.array(*[F.col(c).isNull() for c in columns]))
 
 
 def _unkeyed_differences(left: DataFrame) -> DataFrame:
