@@ -50,8 +50,10 @@ def spark_schema(table: Table) -> T.StructType:
 
 
 def conform(df: DataFrame, table: Table) -> DataFrame:
-    """Exactly the catalogue's columns, in its order, with its types."""
-    return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in table.columns])
+    """Exactly the catalogue's columns, in its order, with its types. As SQL text, in one call
+    into the JVM: building each column's expression in Python takes several calls per column,
+    and every read and write of the lake conforms."""
+    return df.selectExpr(*[f"CAST(`{c.name}` AS {c.type}) AS `{c.name}`" for c in table.columns])
 
 
 def period_of(table: Table) -> Column:
