@@ -226,6 +226,9 @@ def seed_source(
     return {table: counts[table] for table in SOURCE_TABLES}
 
 
+# How large the session's in-memory tables may grow (the picks, and a part's row numbers).
+IN_MEMORY_TABLE_BYTES = 256 * 2**20
+
 # Below these, the guaranteed "at least one of each kind of dirt" would crowd out clean rows.
 _MINIMUM = {"listings": 30, "users": 1, "bookings": 200, "views": 200, "days": 1}
 
@@ -242,7 +245,10 @@ def _session(cursor: Any) -> None:
     """Session settings only: a fast bulk load into empty tables, big enough in-memory picks
     and materialised row numbers (fill.browse_views_sql)."""
     cursor.execute("SET SESSION unique_checks = 0, foreign_key_checks = 0")
-    cursor.execute("SET SESSION max_heap_table_size = 268435456, tmp_table_size = 268435456")
+    cursor.execute(
+        "SET SESSION max_heap_table_size = %s, tmp_table_size = %s",
+        (IN_MEMORY_TABLE_BYTES, IN_MEMORY_TABLE_BYTES),
+    )
     cursor.execute("SET SESSION time_zone = '+00:00'")
 
 
