@@ -66,7 +66,7 @@ def source_columns(table: Table) -> list[str]:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """A day's rows in the source: how many, and the sum of their CRC32s."""
+    """Rows in the source (a day's, or a snapshot's): how many, and the sum of their CRC32s."""
 
     rows: int
     digest: str
@@ -158,8 +158,14 @@ class SourceReader:
     def undated(self, table: Table) -> DataFrame:
         return self._stamp(self._query(table, [f"`{table.partition_column}` IS NULL"]), table)
 
-    def count_snapshot(self, table: Table) -> int:
-        return self._sql(f"SELECT COUNT(*) AS n FROM `{table.name}`").collect()[0]["n"]
+    def fingerprint_of_snapshot(self, table: Table) -> Fingerprint:
+        """The whole table's fingerprint, in one query: a snapshot reads it before its rows,
+        to compare with the one the lake's snapshot was taken with, and to count them by."""
+        row = self._sql(
+            f"SELECT COUNT(*) AS n, CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest "
+            f"FROM `{table.name}`"
+        ).collect()[0]
+        return Fingerprint(row["n"], row["digest"] or NO_ROWS.digest)
 
     def fingerprints(
         self, table: Table, start: date, end: date, rows: int, undated: bool = True

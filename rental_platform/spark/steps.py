@@ -121,6 +121,12 @@ class _Step:
                 table_id, sum(p.rows for p in partitions), {"unchanged": reason}
             )
 
+    def keep(self, reason: str) -> None:
+        """Rewrite nothing, but commit the table facts set (a later stamp): the step compared
+        its tables' inputs with those they were made from, and found them the same."""
+        self.skip(reason)
+        self.commit()
+
     def commit(self) -> None:
         """Commit the selected tables whose commit group's blocking checks all passed."""
         failed = {
@@ -220,7 +226,12 @@ def _stamp(facts: dict[str, Any]) -> date | None:
 
 def extract_snapshot(step: _Step) -> None:
     """The listing tables, whole, stamped with the run's as-of day; nothing if a snapshot with
-    that stamp or a later one was taken already (the history only moves forward)."""
+    that stamp or a later one was taken already (the history only moves forward).
+
+    Each table's fingerprint is read first. Where every table's is the one the lake's snapshot
+    was taken with, the source has not changed since: that snapshot is kept and only its stamp
+    moves (a quiet night rewrites no listing table; `curate_listings` then keeps the history).
+    """
     stamp = step.request.as_of
     if stamp is None:
         raise ValueError("step extract_snapshot needs the as-of day to stamp the snapshot with")
@@ -232,25 +243,43 @@ def extract_snapshot(step: _Step) -> None:
         )
         return
     reader = _reader(step)
+    chosen = _selected(step, tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
+    source_schemas: dict[Table, CheckResult] = {}
+    fingerprints: dict[Table, Fingerprint] = {}
+
+    def compare(table: Table) -> None:
+        source_schemas[table] = _check_source_schema(step, reader, table)
+        if source_schemas[table].passed:
+            fingerprints[table] = reader.fingerprint_of_snapshot(table)
+
+    map_concurrently(compare, chosen)
+    if len(fingerprints) == len(chosen) and all(
+        Fingerprint.from_json(step.lake.table_facts(t).get("fingerprint")) == fingerprints[t]
+        for t in chosen
+    ):
+        for table in chosen:
+            step.lake.set_table_facts(table, stamp=stamp.isoformat())
+        step.keep(
+            f"the source's listings are as the snapshot of {recorded} read them (same rows and "
+            f"checksums): that snapshot is kept, stamped {stamp}"
+        )
+        return
 
     def extract(table: Table) -> None:
-        source_schema = _check_source_schema(step, reader, table)
-        if not source_schema.passed:
-            return
         step.land_snapshot(table, reader.snapshot(table))
         rows = step.lake.staged(table)[WHOLE].rows
-        step.lake.set_table_facts(table, stamp=stamp.isoformat())
-        step.record(table, rows, stamp=stamp.isoformat(), **_new_columns(source_schema))
+        step.lake.set_table_facts(
+            table, stamp=stamp.isoformat(), fingerprint=fingerprints[table].to_json()
+        )
+        step.record(table, rows, stamp=stamp.isoformat(), **_new_columns(source_schemas[table]))
         step.check_schema(table)
         step.check(
             quality.row_count_matches_source(
-                table, {"all": reader.count_snapshot(table)}, {"all": rows}
+                table, {"all": fingerprints[table].rows}, {"all": rows}
             )
         )
 
-    map_concurrently(
-        extract, _selected(step, tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
-    )
+    map_concurrently(extract, [t for t in chosen if t in fingerprints])
 
 
 def _check_source_schema(step: _Step, reader: SourceReader, table: Table) -> CheckResult:
@@ -474,7 +503,11 @@ def _check_rows(step: _Step, table: Table, landed: DataFrame) -> int:
 
 def curate_listings(step: _Step) -> None:
     """Curate the latest raw listings snapshot and apply it to the listing history; nothing if
-    the history has it (or a later one) already."""
+    the history has it (or a later one) already.
+
+    A snapshot kept under a later stamp (its source unchanged, `extract_snapshot`) is the one
+    the history was last applied from: applying it again would start and close no version, so
+    the history, the curated listings and their quarantine stay, and only the stamp moves."""
     stamp = _stamp(step.lake.table_facts(tables.RAW_APARTMENTS))
     history_facts = step.lake.table_facts(tables.CURATED_LISTINGS_HISTORY)
     recorded = _stamp(history_facts)
@@ -482,6 +515,17 @@ def curate_listings(step: _Step) -> None:
         raise StepInputsMissing("no listings snapshot has been extracted yet (raw.apartments)")
     if recorded is not None and stamp <= recorded:
         step.skip(f"the listing history has the snapshot of {recorded} already")
+        return
+    snapshots = {
+        table.id: partition.version if (partition := step.lake.partition(table, WHOLE)) else None
+        for table in (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
+    }
+    if history_facts.get("snapshots") == snapshots:
+        step.lake.set_table_facts(tables.CURATED_LISTINGS_HISTORY, stamp=stamp.isoformat())
+        step.keep(
+            f"the snapshot stamped {stamp} is the one of {recorded}, its source unchanged: "
+            "no listing changed"
+        )
         return
     raw = step.lake.read_snapshot(tables.RAW_APARTMENTS)
     result = curate.curate_listings(raw, step.lake.read_snapshot(tables.RAW_APARTMENT_ATTRIBUTES))
@@ -499,7 +543,11 @@ def curate_listings(step: _Step) -> None:
     if effects:
         pending.append({"seq": seq, "stamp": stamp.isoformat(), "days": effects})
     step.lake.set_table_facts(
-        tables.CURATED_LISTINGS_HISTORY, stamp=stamp.isoformat(), seq=seq, pending_effects=pending
+        tables.CURATED_LISTINGS_HISTORY,
+        stamp=stamp.isoformat(),
+        seq=seq,
+        pending_effects=pending,
+        snapshots=snapshots,
     )
     for table in (
         tables.CURATED_LISTINGS,
