@@ -31,6 +31,8 @@ from rental_platform.spark.manifest import committed_files
 RESULTS = Path(__file__).resolve().parent / "results"
 
 BACKFILL, NIGHT, BEYOND_HORIZON, AUDIT = "backfill", "night", "beyond horizon", "audit"
+# A night on which the source did not change: the platform keeps what it has.
+QUIET = "quiet night"
 
 
 @dataclass
@@ -39,7 +41,8 @@ class NightResult:
     on which the platform and the full recompute disagree (none, if the night went right)."""
 
     day: date
-    # backfill, night, night beyond the horizon (changes rows older than it), or audit
+    # backfill, night, night beyond the horizon (changes rows older than it), quiet night (no
+    # change), or audit
     kind: str
     changes: dict[str, int]
     platform_seconds: float
@@ -108,12 +111,19 @@ class Soak:
                 beyond_horizon=beyond_horizon,
                 scale=scale,
             )
+        kind = BEYOND_HORIZON if beyond_horizon else NIGHT
+        return self._nightly(day, kind, log.counts())
+
+    def quiet_night(self, day: date) -> NightResult:
+        """Run the nightly of `day` on a source that has not changed since the last, compare."""
+        return self._nightly(day, QUIET, {})
+
+    def _nightly(self, day: date, kind: str, changes: dict[str, int]) -> NightResult:
         began = time.perf_counter()
         self.nightly(day)
         seconds = time.perf_counter() - began
         differences, history = self.check(day)
-        kind = BEYOND_HORIZON if beyond_horizon else NIGHT
-        return NightResult(day, kind, log.counts(), round(seconds, 2), differences, history)
+        return NightResult(day, kind, changes, round(seconds, 2), differences, history)
 
 
 def soak(
@@ -125,16 +135,21 @@ def soak(
     horizon: int,
     scale: NightScale,
     beyond_horizon_every: int = 0,
+    quiet_every: int = 0,
 ) -> list[NightResult]:
     """`nights` nights from `first_night` on, after a backfill up to the day before. The
     first result is the backfill's (the reference's history starts with its snapshot). Every
     `beyond_horizon_every`-th night also changes rows older than the horizon; the audit that
-    follows such a night must leave no difference (its result follows the night's)."""
+    follows such a night must leave no difference (its result follows the night's). Every
+    `quiet_every`-th night (unless it is one beyond the horizon) changes nothing."""
     backfilled = first_night - timedelta(days=1)
     results = [NightResult(backfilled, BACKFILL, {}, 0.0, *platform.check(backfilled))]
     for n in range(nights):
         day = first_night + timedelta(days=n)
         beyond = bool(beyond_horizon_every) and (n + 1) % beyond_horizon_every == 0
+        if not beyond and quiet_every and (n + 1) % quiet_every == 0:
+            results.append(platform.quiet_night(day))
+            continue
         results.append(platform.night(day, seed, horizon, scale, beyond))
         if beyond:
             began = time.perf_counter()

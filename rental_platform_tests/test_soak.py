@@ -1,5 +1,6 @@
 """The soak, short: nights of a changing source (every kind of change of
-`rental_platform.seed.changes`), each followed by `rental-platform nightly`'s own code path.
+`rental_platform.seed.changes`) and a night on which it did not change, each followed by
+`rental-platform nightly`'s own code path.
 After every night, every KPI table equals the DuckDB reference's full recompute over the
 source as it is then, and the listing history the reference's own: zero differences. A last
 night also changes rows older than the mutable horizon, which the audit then finds. The long
@@ -46,11 +47,12 @@ def nights(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> list
     return soak(
         soaked,
         SCALE.end,
-        4,
+        5,
         seed=SEED,
         horizon=HORIZON,
         scale=NIGHT_SCALES["small"],
-        beyond_horizon_every=4,
+        beyond_horizon_every=5,
+        quiet_every=3,
     )
 
 
@@ -61,6 +63,7 @@ def test_every_night_equals_a_full_recompute(nights: list[NightResult]) -> None:
         "backfill",
         "night",
         "night",
+        "quiet night",
         "night",
         "beyond horizon",
         "audit",
