@@ -100,6 +100,11 @@ def row_digest_sql(table: Table) -> str:
     return f"CRC32(CONCAT_WS('|', {nulls}, {values}))"
 
 
+def fingerprint_sql(table: Table) -> str:
+    """The aggregates of a fingerprint (`Fingerprint`) of the rows a query selects: n, digest."""
+    return f"COUNT(*) AS n, CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest"
+
+
 def days_predicate(column: str, days: Iterable[date], scan: bool = False) -> str:
     """A predicate on `column` for a set of days: as few ranges as the days allow, each served
     by the date index. For a scan, which tests every row of the table, days in more than one
@@ -161,10 +166,7 @@ class SourceReader:
     def fingerprint_of_snapshot(self, table: Table) -> Fingerprint:
         """The whole table's fingerprint, in one query: a snapshot reads it before its rows,
         to compare with the one the lake's snapshot was taken with, and to count them by."""
-        row = self._sql(
-            f"SELECT COUNT(*) AS n, CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest "
-            f"FROM `{table.name}`"
-        ).collect()[0]
+        row = self._sql(f"SELECT {fingerprint_sql(table)} FROM `{table.name}`").collect()[0]
         return Fingerprint(row["n"], row["digest"] or NO_ROWS.digest)
 
     def fingerprints(
@@ -219,7 +221,7 @@ class SourceReader:
     ) -> dict[date | None, Fingerprint]:
         rows = self._by_day(
             table,
-            f"COUNT(*) AS n, CAST(SUM({row_digest_sql(table)}) AS CHAR) AS digest",
+            fingerprint_sql(table),
             days_sql,
             scan,
             undated,
