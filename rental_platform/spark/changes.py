@@ -34,6 +34,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from rental_platform import tables
+from rental_platform.spark import curate
 from rental_platform.spark.concurrency import map_concurrently
 from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
 from rental_platform.spark.lake import Lake
@@ -352,8 +353,9 @@ def _lake_keys(lake: Lake, raw: Table, key: str, keys: list[str], undated: bool)
 
 
 def _stale_curation(lake: Lake, plan: ChangePlan) -> None:
-    """Curated days missing, or curated from an older extraction than the raw day's current
-    one (a run that died between extracting and curating)."""
+    """Curated days missing, curated from an older extraction than the raw day's current one
+    (a run that died between extracting and curating), or under other rules: of every age, as
+    a full recompute would curate them all."""
     for raw, curated in CURATED_OF.items():
         raw_partitions = lake.state.table(raw.id).partitions
         curated_partitions = lake.state.table(curated.id).partitions
@@ -363,8 +365,22 @@ def _stale_curation(lake: Lake, plan: ChangePlan) -> None:
             done = curated_partitions.get(day)
             if done is None:
                 plan.curate[curated.id][day] = "extracted, never curated"
-            elif done.facts.get("raw_version") != partition.version:
-                plan.curate[curated.id][day] = "re-extracted since it was curated"
+            elif reason := curation_out_of_date(done, partition):
+                plan.curate[curated.id][day] = reason
+
+
+# A fact of each curated and quarantine partition: the rules it was curated under.
+RULES = "rules"
+
+
+def curation_out_of_date(done: Partition, extracted: Partition) -> str | None:
+    """Why a curated day does not hold what curating its raw day now gives, or None: it was
+    curated from an older extraction, or under other rules (a deploy changed them)."""
+    if done.facts.get("raw_version") != extracted.version:
+        return "re-extracted since it was curated"
+    if done.facts.get(RULES) != curate.rules_version():
+        return "curated under other rules"
+    return None
 
 
 def _pending_listing_effects(lake: Lake, plan: ChangePlan) -> None:

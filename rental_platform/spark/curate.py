@@ -3,10 +3,20 @@
 Each rule set is an ordered list of (reason, condition on the raw values). A row's
 `reject_reason` is the first rule it breaks; rows that break none are normalised into the
 curated table. Quarantined rows keep their raw values unchanged.
+
+Each curated partition records which rules it was curated under (`rules_version`), so that a
+deploy that changes them reaches every curated day and the listings, not only those whose
+source changes next (kpis.md, "Always equal to a full recompute").
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import io
+import sys
+import tokenize
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Observation
@@ -19,6 +29,22 @@ from rental_platform.tables import EXTRACTED_AT, REJECT_REASON, Table
 VALID_STATUSES = ("confirmed", "cancelled", "pending")
 # Exactly three ASCII capitals: `\z`, not `$`, which would also match before a final newline.
 THREE_LETTERS = r"^[A-Z]{3}\z"
+
+
+@functools.cache
+def rules_version() -> str:
+    """The rules this module applies, as a digest of its code: a partition curated under
+    another digest is curated again. Read from the module's source, which the remote jobs'
+    archive carries too, so every runner agrees."""
+    return code_digest(inspect.getsource(sys.modules[__name__]))
+
+
+def code_digest(source: str) -> str:
+    """A digest of Python code that comments and blank lines do not change: a reworded
+    comment curates nothing again."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    code = [t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL)]
+    return hashlib.sha256("\x00".join(code).encode()).hexdigest()[:16]
 
 
 def currency_invalid(column: str = "currency") -> Column:

@@ -9,6 +9,7 @@ pass or fail together). It returns a `StepReport`. Nothing here knows about Dags
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -175,7 +176,7 @@ def _require_curated_days(step: _Step, table: Table, first: date, last: date) ->
     """Every day of [first, last] must be committed in `table`, curated from its raw day's
     current extraction; else the step stops, naming the days."""
     raw = {v: k for k, v in changes.CURATED_OF.items()}[table]
-    missing, stale = [], []
+    problems: dict[str, list[str]] = defaultdict(list)
     day = first
     while day <= last:
         done, extracted = (
@@ -183,22 +184,17 @@ def _require_curated_days(step: _Step, table: Table, first: date, last: date) ->
             step.lake.partition(raw, day.isoformat()),
         )
         if done is None or extracted is None:
-            missing.append(day.isoformat())
-        elif done.facts.get("raw_version") != extracted.version:
-            stale.append(day.isoformat())
+            problems["not committed"].append(day.isoformat())
+        elif reason := changes.curation_out_of_date(done, extracted):
+            problems[reason].append(day.isoformat())
         day += timedelta(days=1)
-    problems = [
-        f"{len(days)} days {what}: {', '.join(days[:5])}{' ...' if len(days) > 5 else ''}"
-        for days, what in (
-            (missing, "not committed"),
-            (stale, "curated from an older extraction than the raw day's"),
-        )
-        if days
-    ]
     if problems:
         raise StepInputsMissing(
             f"step {step.request.step}: {table.id} is incomplete for [{first}, {last}]: "
-            + "; ".join(problems)
+            + "; ".join(
+                f"{len(days)} days {what}: {', '.join(days[:5])}{' ...' if len(days) > 5 else ''}"
+                for what, days in problems.items()
+            )
             + ". Extract and curate those days first (rental-platform nightly, or run)."
         )
 
@@ -506,8 +502,9 @@ def curate_listings(step: _Step) -> None:
     the history has it (or a later one) already.
 
     A snapshot kept under a later stamp (its source unchanged, `extract_snapshot`) is the one
-    the history was last applied from: applying it again would start and close no version, so
-    the history, the curated listings and their quarantine stay, and only the stamp moves."""
+    the history was last applied from: applying it again under the same rules would start and
+    close no version, so the history, the curated listings and their quarantine stay, and only
+    the stamp moves. Under other rules (a deploy changed them) it is applied again."""
     stamp = _stamp(step.lake.table_facts(tables.RAW_APARTMENTS))
     history_facts = step.lake.table_facts(tables.CURATED_LISTINGS_HISTORY)
     recorded = _stamp(history_facts)
@@ -520,11 +517,12 @@ def curate_listings(step: _Step) -> None:
         table.id: partition.version if (partition := step.lake.partition(table, WHOLE)) else None
         for table in (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
     }
-    if history_facts.get("snapshots") == snapshots:
+    rules = curate.rules_version()
+    if history_facts.get("snapshots") == snapshots and history_facts.get(changes.RULES) == rules:
         step.lake.set_table_facts(tables.CURATED_LISTINGS_HISTORY, stamp=stamp.isoformat())
         step.keep(
-            f"the snapshot stamped {stamp} is the one of {recorded}, its source unchanged: "
-            "no listing changed"
+            f"the snapshot stamped {stamp} is the one of {recorded}, its source unchanged, "
+            "curated under the same rules: no listing changed"
         )
         return
     raw = step.lake.read_snapshot(tables.RAW_APARTMENTS)
@@ -548,6 +546,7 @@ def curate_listings(step: _Step) -> None:
         seq=seq,
         pending_effects=pending,
         snapshots=snapshots,
+        **{changes.RULES: rules},
     )
     for table in (
         tables.CURATED_LISTINGS,
@@ -640,8 +639,9 @@ def curate_daily(step: _Step) -> None:
         if curated_table is tables.CURATED_BOOKINGS:
             step.check(quality.listings_exist(curated_df, versions, days))
         dated_quarantine = step.land_periods(quarantine_table, dated.quarantine, days)
-        # What each day was curated from, so that a later run can tell it is out of date.
-        lineage: dict[str, Any] = {}
+        # What each day was curated from, and under which rules, so that a later run can
+        # tell it is out of date.
+        lineage: dict[str, Any] = {changes.RULES: curate.rules_version()}
         if curated_table is tables.CURATED_BOOKINGS:
             lineage["listings_seq"] = listings_seq
             unknown = changes.unknown_apartments(dated_quarantine)

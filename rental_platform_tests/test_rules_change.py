@@ -1,0 +1,90 @@
+"""A deploy that changes the curated rules: the next nightly curates every day and the listings
+again under them, though no source row changed, and leaves the lake and the KPI tables as a
+full recompute under the new rules would (kpis.md, "Always equal to a full recompute")."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from datetime import date, timedelta
+
+import pytest
+from pyspark.sql import functions as F
+
+from rental_platform import tables
+from rental_platform.spark import changes, curate
+from rental_platform.spark.manifest import UNDATED, CommitLog, store_for
+from rental_platform_tests.harness import Platform
+
+START, DAY = date(2025, 1, 1), date(2025, 1, 6)
+DEPLOYED = "a digest of the deployed rules"
+
+
+def _deploy_stricter_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a deploy with one more booking rule and one more listing rule would run."""
+    bookings, listings = curate.booking_rules, curate.listing_rules
+    monkeypatch.setattr(
+        curate,
+        "booking_rules",
+        lambda: [*bookings(), ("total_price_above_500", F.col("total_price") > 500)],
+    )
+    monkeypatch.setattr(
+        curate, "listing_rules", lambda: [*listings(), ("price_above_250", F.col("price") > 250)]
+    )
+    monkeypatch.setattr(curate, "rules_version", lambda: DEPLOYED)
+
+
+def _rules_of_curated_days(platform: Platform) -> set[str]:
+    head = CommitLog(store_for(platform.settings.lake_root)).head()
+    return {
+        partition.facts.get(changes.RULES)
+        for table in (tables.CURATED_BOOKINGS, tables.QUARANTINE_USER_VIEWING)
+        for key, partition in head.table(table.id).partitions.items()
+        if key != UNDATED
+    }
+
+
+def test_a_deploy_that_changes_the_rules_curates_every_day_again(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One row of the worked example's few breaks each new rule: a share no check allows.
+    platform.settings = dataclasses.replace(platform.settings, max_quarantine_share=1.0)
+    platform.load_worked_example()
+    platform.run(START, DAY)
+    before = platform.kpis()
+    assert _rules_of_curated_days(platform) == {curate.rules_version()}
+
+    _deploy_stricter_rules(monkeypatch)
+    deployed = DAY + timedelta(days=1)
+    outcomes = platform.nightly(deployed)
+
+    assert all(not o.failed_checks for o in outcomes)
+    assert _rules_of_curated_days(platform) == {DEPLOYED}
+    assert platform.lake(tables.QUARANTINE_BOOKINGS, "SELECT booking_id, reject_reason FROM t") == [
+        (2, "total_price_above_500")
+    ]
+    assert platform.lake(tables.QUARANTINE_LISTINGS, "SELECT id, reject_reason FROM t") == [
+        (2, "price_above_250")
+    ]
+    assert platform.lake(tables.CURATED_LISTINGS, "SELECT id FROM t ORDER BY id") == [(1,), (3,)]
+    # Booking 2 (600.00 USD, confirmed) no longer counts: its week's KPIs changed.
+    after = platform.kpis()
+    assert after["bookings_per_user"] != before["bookings_per_user"]
+    assert after["top_listings"] != before["top_listings"]
+
+    # A full recompute under the deployed rules finds nothing to change.
+    state = platform.state()
+    platform.run(START, deployed)
+    assert platform.state() == state
+
+
+def test_the_rules_digest_follows_the_code_not_its_comments() -> None:
+    source = inspect.getsource(curate)
+    assert curate.rules_version() == curate.code_digest(source)
+    commented = source.replace("def viewing_rules", "# A comment.\n\n\ndef viewing_rules", 1)
+    assert commented != source
+    assert curate.code_digest(commented) == curate.code_digest(source)
+    rule = 'F.col("viewed_at").isNull()'
+    assert rule in source
+    changed = source.replace(rule, f"{rule} | F.col('apartment_id').isNull()", 1)
+    assert curate.code_digest(changed) != curate.code_digest(source)
