@@ -12,6 +12,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from rental_platform import tables
+from rental_platform.definitions import build_definitions
+from rental_platform.runs import step_errors
 from rental_platform.spark import changes, curate
 from rental_platform.spark.manifest import UNDATED, CommitLog, store_for
 from rental_platform_tests.harness import Platform
@@ -76,6 +78,30 @@ def test_a_deploy_that_changes_the_rules_curates_every_day_again(
     state = platform.state()
     platform.run(START, deployed)
     assert platform.state() == state
+
+
+def test_a_kpi_run_before_the_days_are_curated_again_fails_naming_them(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Complete inputs or nothing: a KPI partition launched on its own (from the UI) after
+    such a deploy, before the nightly curated its days again, would compute from what the old
+    rules made. Its step refuses, naming the days, and publishes nothing."""
+    platform.load_worked_example()
+    platform.run(START, DAY)
+    published = platform.kpis()
+    _deploy_stricter_rules(monkeypatch)
+    defs = build_definitions(platform.settings)
+    defs.resources["spark"].start_session({})
+
+    result = defs.resolve_job_def("weekly_kpis").execute_in_process(
+        instance=platform.instance, partition_key=DAY.isoformat(), raise_on_error=False
+    )
+
+    assert not result.success
+    errors = "\n".join(step_errors(result, platform.instance))
+    assert "curated.bookings is incomplete for [2025-01-06, 2025-01-06]" in errors
+    assert "1 days curated under other rules: 2025-01-06" in errors
+    assert platform.kpis() == published
 
 
 def test_the_rules_digest_follows_the_code_not_its_comments() -> None:
