@@ -174,7 +174,7 @@ def latest_day_extracted(lake: Lake) -> date | None:
 
 def _require_curated_days(step: _Step, table: Table, first: date, last: date) -> None:
     """Every day of [first, last] must be committed in `table`, curated from its raw day's
-    current extraction; else the step stops, naming the days."""
+    current extraction under the current rules; else the step stops, naming the days."""
     raw = {v: k for k, v in changes.CURATED_OF.items()}[table]
     problems: dict[str, list[str]] = defaultdict(list)
     day = first
