@@ -36,6 +36,16 @@ def _deploy_stricter_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(curate, "rules_version", lambda: DEPLOYED)
 
 
+@pytest.fixture(scope="module")
+def curated(platform: Platform) -> Platform:
+    """The worked example extracted and curated, 2025-01-01..06, under the rules as they are.
+    One row of its few breaks each new rule: a share no check allows."""
+    platform.settings = dataclasses.replace(platform.settings, max_quarantine_share=1.0)
+    platform.load_worked_example()
+    platform.run(START, DAY)
+    return platform
+
+
 def _rules_of_curated_days(platform: Platform) -> set[str]:
     head = CommitLog(store_for(platform.settings.lake_root)).head()
     return {
@@ -46,13 +56,33 @@ def _rules_of_curated_days(platform: Platform) -> set[str]:
     }
 
 
-def test_a_deploy_that_changes_the_rules_curates_every_day_again(
-    platform: Platform, monkeypatch: pytest.MonkeyPatch
+def test_a_kpi_run_before_the_days_are_curated_again_fails_naming_them(
+    curated: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One row of the worked example's few breaks each new rule: a share no check allows.
-    platform.settings = dataclasses.replace(platform.settings, max_quarantine_share=1.0)
-    platform.load_worked_example()
-    platform.run(START, DAY)
+    """Complete inputs or nothing: a KPI partition launched on its own (from the UI) after
+    such a deploy, before the nightly curated its days again, would compute from what the old
+    rules made. Its step refuses, naming the days, and publishes nothing."""
+    platform = curated
+    published = platform.kpis()
+    _deploy_stricter_rules(monkeypatch)
+    defs = build_definitions(platform.settings)
+    defs.resources["spark"].start_session({})
+
+    result = defs.resolve_job_def("weekly_kpis").execute_in_process(
+        instance=platform.instance, partition_key=DAY.isoformat(), raise_on_error=False
+    )
+
+    assert not result.success
+    errors = "\n".join(step_errors(result, platform.instance))
+    assert "curated.bookings is incomplete for [2025-01-06, 2025-01-06]" in errors
+    assert "1 days curated under other rules: 2025-01-06" in errors
+    assert platform.kpis() == published
+
+
+def test_a_deploy_that_changes_the_rules_curates_every_day_again(
+    curated: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = curated
     before = platform.kpis()
     assert _rules_of_curated_days(platform) == {curate.rules_version()}
 
@@ -78,30 +108,6 @@ def test_a_deploy_that_changes_the_rules_curates_every_day_again(
     state = platform.state()
     platform.run(START, deployed)
     assert platform.state() == state
-
-
-def test_a_kpi_run_before_the_days_are_curated_again_fails_naming_them(
-    platform: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Complete inputs or nothing: a KPI partition launched on its own (from the UI) after
-    such a deploy, before the nightly curated its days again, would compute from what the old
-    rules made. Its step refuses, naming the days, and publishes nothing."""
-    platform.load_worked_example()
-    platform.run(START, DAY)
-    published = platform.kpis()
-    _deploy_stricter_rules(monkeypatch)
-    defs = build_definitions(platform.settings)
-    defs.resources["spark"].start_session({})
-
-    result = defs.resolve_job_def("weekly_kpis").execute_in_process(
-        instance=platform.instance, partition_key=DAY.isoformat(), raise_on_error=False
-    )
-
-    assert not result.success
-    errors = "\n".join(step_errors(result, platform.instance))
-    assert "curated.bookings is incomplete for [2025-01-06, 2025-01-06]" in errors
-    assert "1 days curated under other rules: 2025-01-06" in errors
-    assert platform.kpis() == published
 
 
 def test_the_rules_digest_follows_the_code_not_its_comments() -> None:
