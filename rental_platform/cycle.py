@@ -8,7 +8,9 @@ flows"): which runs, in which order, for which partitions.
    days that need the same tables.
 3. Every weekly and monthly KPI partition that reads a day those runs touched is recomputed
    and published: by the automation sensor when the daemon runs, by the CLI otherwise, from the
-   same partition mappings (`assets/presentation.py`).
+   same partition mappings (`assets/presentation.py`). So is every partition computed under
+   other KPI definitions than the deployed ones: the sensor sees the assets' code version
+   change, the CLI the digest each partition records in the lake.
 
 The three modes differ only in the days compared and the days extracted whatever their
 fingerprints say: `nightly` compares the mutable horizon and extracts day D; `audit` compares
@@ -29,9 +31,10 @@ from rental_platform import tables
 from rental_platform.assets.checks import asset_key
 from rental_platform.assets.reads import INPUTS
 from rental_platform.partitions import PlatformPartitions
-from rental_platform.spark.layout import next_period
+from rental_platform.spark import code_version
+from rental_platform.spark.layout import next_period, period_start
 from rental_platform.spark.layout import periods as layout_periods
-from rental_platform.spark.manifest import UNDATED
+from rental_platform.spark.manifest import UNDATED, LakeState
 from rental_platform.tables import Grain, Layer
 
 # On a daily run: the snapshots run whose plan it carries out (which days of its range).
@@ -153,6 +156,25 @@ def stale_kpi_partitions(
                 stale[table.grain] |= {
                     key for key in mapped.get_partition_keys() if date.fromisoformat(key) <= latest
                 }
+    return stale
+
+
+def kpis_of_other_definitions(
+    partitions: PlatformPartitions, state: LakeState, latest: date
+) -> dict[Grain, set[str]]:
+    """The weekly and monthly partitions the lake holds as computed under other KPI definitions
+    than the deployed ones (or before partitions recorded theirs), of any age, that start on or
+    before the latest day extracted: a full recompute would give other figures."""
+    deployed = code_version.kpis_version()
+    stale: dict[Grain, set[str]] = defaultdict(set)
+    for table in tables.tables_of(Layer.PRESENTATION):
+        first = period_start(table.grain, partitions.first_day)
+        for key, partition in state.table(table.id).partitions.items():
+            if (
+                first <= date.fromisoformat(key) <= latest
+                and partition.facts.get(code_version.KPIS) != deployed
+            ):
+                stale[table.grain].add(key)
     return stale
 
 

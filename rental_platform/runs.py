@@ -23,6 +23,7 @@ from rental_platform.cycle import (
     all_planned_days,
     daily_runs,
     kpi_runs,
+    kpis_of_other_definitions,
     plan_of_run,
     stale_kpi_partitions,
 )
@@ -33,7 +34,7 @@ from rental_platform.jobs import SNAPSHOTS_JOB
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.settings import Settings
 from rental_platform.spark import layout
-from rental_platform.spark.manifest import CommitLog, store_for
+from rental_platform.spark.manifest import CommitLog, LakeState, store_for
 from rental_platform.tables import RAW_BOOKINGS, RAW_USER_VIEWING, Grain
 
 # Step progress at INFO on the console; Dagster's DEBUG events stay in the instance's event log.
@@ -103,10 +104,13 @@ def _run_cycle(
     plan = plan_of_run(instance, snapshots.run_id) or {}
     for run in daily_runs(plan, snapshots.run_id):
         outcomes.append(_execute(defs, instance, DAILY_JOB, {**cycle.tags(), **run.tags()}, run))
-    latest = latest_day_extracted(lake_root)
+    state = CommitLog(store_for(lake_root)).head()
+    latest = latest_day_extracted(state)
     if latest is None:
         return outcomes
     stale = stale_kpi_partitions(partitions, all_planned_days(plan), latest)
+    for grain, keys in kpis_of_other_definitions(partitions, state, latest).items():
+        stale[grain] |= keys
     if cycle.mode is Mode.RANGE:
         for grain in (Grain.WEEKLY, Grain.MONTHLY):
             stale[grain] |= {
@@ -121,9 +125,8 @@ def _run_cycle(
     return outcomes
 
 
-def latest_day_extracted(lake_root: str) -> date | None:
+def latest_day_extracted(state: LakeState) -> date | None:
     """The last day the lake holds bookings or views of: no period after it is computed."""
-    state = CommitLog(store_for(lake_root)).head()
     days = [
         date.fromisoformat(key)
         for table in (RAW_BOOKINGS, RAW_USER_VIEWING)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import pytest
 
 from rental_platform import tables
 from rental_platform.assets.checks import asset_key, check_specs
@@ -25,11 +26,13 @@ from rental_platform.cycle import (
 from rental_platform.definitions import build_definitions
 from rental_platform.partitions import PlatformPartitions
 from rental_platform.settings import Settings
+from rental_platform.spark import code_version
 from rental_platform.tables import Grain, Layer, Table
 
 FIRST = date(2025, 1, 1)
 NOW = datetime(2025, 4, 1, 6, tzinfo=UTC)  # the daily partitions run to March 31
-DEFS = build_definitions(Settings.from_env({"RENTAL_PARTITIONS_START": FIRST.isoformat()}))
+SETTINGS = Settings.from_env({"RENTAL_PARTITIONS_START": FIRST.isoformat()})
+DEFS = build_definitions(SETTINGS)
 KPIS = dg.AssetSelection.groups(str(Layer.PRESENTATION))
 UPSTREAM = (tables.CURATED_BOOKINGS, tables.CURATED_USER_VIEWING)
 
@@ -138,6 +141,42 @@ def test_a_day_two_months_old_makes_its_periods_stale() -> None:
     stale = stale_kpi_partitions(partitions, [date(2025, 2, 1)], latest=date(2025, 3, 31))
     assert stale[Grain.WEEKLY] == requested["repeat_customer_rate"] | week
     assert stale[Grain.MONTHLY] == {"2025-02-01", "2025-03-01"}
+
+
+def test_a_deploy_that_changes_the_kpi_definitions_makes_every_period_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sensor sees the KPI assets' code version (a digest of their code) change: every
+    partition, of any age, is computed again once, though nothing it reads changed. Shown on
+    the KPI that reads the listing history only; the others share its condition and version,
+    and wait for their days' checks besides."""
+    price = dg.AssetSelection.assets(asset_key(tables.AVG_LISTING_PRICE))
+    weeks = set(PlatformPartitions.starting(FIRST).weekly.get_partition_keys(current_time=NOW))
+
+    def tick(defs: dg.Definitions, cursor: object = None) -> dg.EvaluateAutomationConditionsResult:
+        result = dg.evaluate_automation_conditions(
+            defs, instance, asset_selection=price, evaluation_time=NOW, cursor=cursor
+        )
+        _materialise_requested(instance, result)
+        return result
+
+    with dg.instance_for_test() as instance:
+        _materialise(instance, tables.CURATED_LISTINGS_HISTORY, [None])
+        _materialise(instance, tables.AVG_LISTING_PRICE, sorted(weeks))
+        computed = tick(DEFS, tick(DEFS).cursor)
+        assert computed.total_requested == 0
+
+        monkeypatch.setattr(code_version, "kpis_version", lambda: "a deployed digest")
+        deployed = build_definitions(SETTINGS)
+        graph = deployed.resolve_asset_graph()
+        kpi_nodes = [graph.get(asset_key(t)) for t in tables.tables_of(Layer.PRESENTATION)]
+        assert {node.code_version for node in kpi_nodes} == {"a deployed digest"}
+        assert len({node.automation_condition for node in kpi_nodes}) == 1
+
+        recomputed = tick(deployed, computed.cursor)
+        requested = recomputed.get_requested_partitions(asset_key(tables.AVG_LISTING_PRICE))
+        assert set(requested) == weeks
+        assert tick(deployed, recomputed.cursor).total_requested == 0
 
 
 def test_the_plan_of_a_snapshots_run_becomes_one_daily_run() -> None:

@@ -97,6 +97,9 @@ class LayerStep:
     stamped: bool = False
     # The first day of the daily partitions: no day before it exists.
     first_day: date | None = None
+    # The digest of the code that computes the tables (`code_version.py`), for Dagster's
+    # code-version staleness and automation.
+    code_version: str | None = None
 
 
 def table_schema(table: Table) -> dg.TableSchema:
@@ -184,6 +187,7 @@ class LayerAssets(SparkAssets):
                 ],
                 metadata={"dagster/column_schema": table_schema(table), "table": table.id},
                 automation_condition=self.layer_step.automation,
+                code_version=self.layer_step.code_version,
             )
             for table in self.tables
         ]

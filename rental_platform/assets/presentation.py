@@ -9,6 +9,7 @@ from rental_platform.assets.checks import asset_key
 from rental_platform.assets.layer import LayerAssets, LayerStep
 from rental_platform.assets.reads import INPUTS, LISTINGS
 from rental_platform.partitions import PlatformPartitions
+from rental_platform.spark import code_version
 from rental_platform.tables import Grain, Layer, Table
 
 KINDS = frozenset({"spark", "parquet", "duckdb"})
@@ -32,23 +33,25 @@ KPI_GROUPS: tuple[tuple[str, Grain, tuple[Table, ...]], ...] = (
 
 
 # A KPI partition is recomputed when a day it reads was re-materialised, of any age (not only
-# in the latest week or month), or when it appears; once all those days are there, none is
-# being written, and every blocking check upstream passed. A new listings snapshot is not a
-# trigger by itself: what it changes for a period reaches it through the days the nightly run
-# re-curates for it (the day it is stamped with, the days of the bookings it re-judges, the
-# creation day of a listing learnt late).
+# in the latest week or month), when it appears, or when a deploy changed the KPI definitions
+# (the assets' code version, a digest of their code: every partition); once all those days
+# are there, none is being written, and every blocking check upstream passed. A new listings
+# snapshot is not a trigger by itself: what it changes for a period reaches it through the days
+# the nightly run re-curates for it (the day it is stamped with, the days of the bookings it
+# re-judges, the creation day of a listing learnt late).
 KPI_AUTOMATION = (
     (
         dg.AutomationCondition.newly_missing()
         | dg.AutomationCondition.any_deps_updated().ignore(
             dg.AssetSelection.assets(asset_key(LISTINGS))
         )
+        | dg.AutomationCondition.code_version_changed()
     ).since_last_handled()
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("a day it reads changed")
+).with_label("a day it reads or its definition changed")
 
 
 def build_presentation_steps(partitions: PlatformPartitions) -> list[LayerAssets]:
@@ -62,6 +65,7 @@ def build_presentation_steps(partitions: PlatformPartitions) -> list[LayerAssets
                 publishes=True,
                 automation=KPI_AUTOMATION,
                 first_day=partitions.first_day,
+                code_version=code_version.kpis_version(),
             ),
             kpi_tables,
             partitions.of(grain),

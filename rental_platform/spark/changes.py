@@ -34,7 +34,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from rental_platform import tables
-from rental_platform.spark import curate
+from rental_platform.spark import code_version
 from rental_platform.spark.concurrency import map_concurrently
 from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
 from rental_platform.spark.lake import Lake
@@ -369,16 +369,12 @@ def _stale_curation(lake: Lake, plan: ChangePlan) -> None:
                 plan.curate[curated.id][day] = reason
 
 
-# A fact of each curated and quarantine partition: the rules it was curated under.
-RULES = "rules"
-
-
 def curation_out_of_date(done: Partition, extracted: Partition) -> str | None:
     """Why a curated day does not hold what curating its raw day now gives, or None: it was
     curated from an older extraction, or under other rules (a deploy changed them)."""
     if done.facts.get("raw_version") != extracted.version:
         return "re-extracted since it was curated"
-    if done.facts.get(RULES) != curate.rules_version():
+    if done.facts.get(code_version.RULES) != code_version.rules_version():
         return "curated under other rules"
     return None
 

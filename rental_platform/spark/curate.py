@@ -4,47 +4,25 @@ Each rule set is an ordered list of (reason, condition on the raw values). A row
 `reject_reason` is the first rule it breaks; rows that break none are normalised into the
 curated table. Quarantined rows keep their raw values unchanged.
 
-Each curated partition records which rules it was curated under (`rules_version`), so that a
-deploy that changes them reaches every curated day and the listings, not only those whose
+Each curated partition records a digest of this code (`code_version.rules_version`), so that a
+deploy that changes the rules reaches every curated day and the listings, not only those whose
 source changes next (kpis.md, "Always equal to a full recompute").
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
-import io
-import sys
-import tokenize
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
 from rental_platform import tables
-from rental_platform.spark.quality import valid_on
+from rental_platform.spark.history import version_of_booking
 from rental_platform.tables import EXTRACTED_AT, REJECT_REASON, Table
 
 VALID_STATUSES = ("confirmed", "cancelled", "pending")
 # Exactly three ASCII capitals: `\z`, not `$`, which would also match before a final newline.
 THREE_LETTERS = r"^[A-Z]{3}\z"
-
-
-@functools.cache
-def rules_version() -> str:
-    """The rules this module applies, as a digest of its code: a partition curated under
-    another digest is curated again. Read from the module's source, which the remote jobs'
-    archive carries too, so every runner agrees."""
-    return code_digest(inspect.getsource(sys.modules[__name__]))
-
-
-def code_digest(source: str) -> str:
-    """A digest of Python code that comments and blank lines do not change: a reworded
-    comment curates nothing again."""
-    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-    code = [t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL)]
-    return hashlib.sha256("\x00".join(code).encode()).hexdigest()[:16]
 
 
 def currency_invalid(column: str = "currency") -> Column:
@@ -171,7 +149,7 @@ def curate_bookings(bookings: DataFrame, history: DataFrame) -> Curated:
     """
     versions = F.broadcast(history.select("id", "valid_from", "valid_to"))
     # Versions of a listing do not overlap (a checked invariant): at most one matches a day.
-    matched = bookings.join(versions, valid_on(bookings, versions), "left")
+    matched = bookings.join(versions, version_of_booking(bookings, versions), "left")
     with_listing = matched.withColumn("_listing_exists", versions["id"].isNotNull()).drop(
         versions["id"], versions["valid_from"], versions["valid_to"]
     )

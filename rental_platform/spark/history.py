@@ -146,6 +146,13 @@ def valid_on(day: Column, versions: DataFrame | None = None) -> Column:
     return (valid_from <= day) & (valid_to.isNull() | (day < valid_to))
 
 
+def version_of_booking(bookings: DataFrame, history: DataFrame) -> Column:
+    """Join condition: the listing version valid on the day of the booking's booking_date (the
+    one curation judges it against)."""
+    day = F.to_date(bookings["booking_date"])
+    return (bookings["apartment_id"] == history["id"]) & valid_on(day, history)
+
+
 def with_versions(
     rows: DataFrame,
     history: DataFrame,

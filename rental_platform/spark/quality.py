@@ -30,7 +30,7 @@ from rental_platform.contract import (
     CheckResult,
     checks_for,
 )
-from rental_platform.spark.history import valid_on as version_valid_on
+from rental_platform.spark.history import version_of_booking
 from rental_platform.spark.lake import period_of, spark_type
 from rental_platform.spark.manifest import UNDATED, WHOLE
 from rental_platform.tables import REJECT_REASON, Grain, Table
@@ -342,7 +342,9 @@ def quarantine_share(curated: Table, window: Curation, limit: float) -> CheckRes
 def listings_exist(bookings: DataFrame, history: DataFrame, days: list[date]) -> CheckResult:
     """Every curated booking points at a listing version valid on its booking's day (the
     listings may have been re-curated since the bookings were); each of `days` on its own."""
-    orphans = bookings.join(F.broadcast(history), valid_on(bookings, history), "left_anti")
+    orphans = bookings.join(
+        F.broadcast(history), version_of_booking(bookings, history), "left_anti"
+    )
     by_day = {
         row["day"].isoformat(): (row["orphans"], [str(i) for i in row["examples"]])
         for row in orphans.groupBy(F.to_date("booking_date").alias("day"))
@@ -376,12 +378,6 @@ def _orphans(count: int) -> str:
     if count == 0:
         return "every booking's listing has a version valid on its day"
     return f"{count} bookings of listings with no version valid on their day"
-
-
-def valid_on(bookings: DataFrame, history: DataFrame) -> Column:
-    """Join condition: the listing version valid on the day of the booking's booking_date."""
-    day = F.to_date(bookings["booking_date"])
-    return (bookings["apartment_id"] == history["id"]) & version_valid_on(day, history)
 
 
 def versions_disjoint(history: DataFrame) -> CheckResult:

@@ -27,7 +27,16 @@ from rental_platform.contract import (
     TableReport,
     checks_for,
 )
-from rental_platform.spark import changes, curate, figures, history, kpis, layout, quality
+from rental_platform.spark import (
+    changes,
+    code_version,
+    curate,
+    figures,
+    history,
+    kpis,
+    layout,
+    quality,
+)
 from rental_platform.spark.concurrency import map_concurrently
 from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
 from rental_platform.spark.lake import Lake
@@ -517,8 +526,11 @@ def curate_listings(step: _Step) -> None:
         table.id: partition.version if (partition := step.lake.partition(table, WHOLE)) else None
         for table in (tables.RAW_APARTMENTS, tables.RAW_APARTMENT_ATTRIBUTES)
     }
-    rules = curate.rules_version()
-    if history_facts.get("snapshots") == snapshots and history_facts.get(changes.RULES) == rules:
+    rules = code_version.rules_version()
+    if (
+        history_facts.get("snapshots") == snapshots
+        and history_facts.get(code_version.RULES) == rules
+    ):
         step.lake.set_table_facts(tables.CURATED_LISTINGS_HISTORY, stamp=stamp.isoformat())
         step.keep(
             f"the snapshot stamped {stamp} is the one of {recorded}, its source unchanged, "
@@ -546,7 +558,7 @@ def curate_listings(step: _Step) -> None:
         seq=seq,
         pending_effects=pending,
         snapshots=snapshots,
-        **{changes.RULES: rules},
+        **{code_version.RULES: rules},
     )
     for table in (
         tables.CURATED_LISTINGS,
@@ -641,7 +653,7 @@ def curate_daily(step: _Step) -> None:
         dated_quarantine = step.land_periods(quarantine_table, dated.quarantine, days)
         # What each day was curated from, and under which rules, so that a later run can
         # tell it is out of date.
-        lineage: dict[str, Any] = {changes.RULES: curate.rules_version()}
+        lineage: dict[str, Any] = {code_version.RULES: code_version.rules_version()}
         if curated_table is tables.CURATED_BOOKINGS:
             lineage["listings_seq"] = listings_seq
             unknown = changes.unknown_apartments(dated_quarantine)
@@ -723,10 +735,15 @@ def _publishable(
     builders: dict[Table, Callable[[list[date]], DataFrame]],
 ) -> None:
     starts, computed = _computed(step, grain)
+    kpis_version = code_version.kpis_version()
 
     def land(table: Table) -> None:
         rows = builders[table](computed) if computed else _empty(step, table)
         landed = step.land_periods(table, rows, starts, per_period=figures.kpi_figures(table))
+        # Which definitions computed each period: a deploy that changes them makes the
+        # nightly compute every period again (cycle.kpis_of_other_definitions).
+        for start in starts:
+            step.add_facts(table, start.isoformat(), **{code_version.KPIS: kpis_version})
         count, checks = quality.row_checks(landed, table)
         preview = figures.latest_preview(landed, table, computed[-1]) if computed else {}
         step.record(table, count, periods=len(computed), **preview)

@@ -1,0 +1,98 @@
+"""A deploy that changes a KPI definition: the next nightly computes every period again under
+it, though no day those periods read changed, and leaves the warehouse as a full recompute
+under the new definitions would (kpis.md, "Always equal to a full recompute")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from pyspark.sql import functions as F
+
+from rental_platform import tables
+from rental_platform.spark import code_version, kpis
+from rental_platform.spark.manifest import CommitLog, store_for
+from rental_platform.tables import Layer
+from rental_platform_tests.harness import Platform
+
+START, DAY = date(2025, 1, 1), date(2025, 1, 6)
+# The week before the worked example's: only its listings' prices reach it, and no nightly
+# after DAY re-extracts or re-curates a day of it.
+QUIET_WEEK = date(2024, 12, 30)
+DEPLOYED = "a digest of the deployed KPI definitions"
+
+
+@pytest.fixture(scope="module")
+def computed(platform: Platform) -> Platform:
+    """The worked example run 2025-01-01..06 under the KPI definitions as they are."""
+    platform.load_worked_example()
+    platform.run(START, DAY)
+    return platform
+
+
+def _digests(platform: Platform) -> dict[str, set[str | None]]:
+    """Per KPI table, the definitions its committed periods were computed under."""
+    head = CommitLog(store_for(platform.settings.lake_root)).head()
+    return {
+        table.name: {
+            partition.facts.get(code_version.KPIS)
+            for partition in head.table(table.id).partitions.values()
+        }
+        for table in tables.tables_of(Layer.PRESENTATION)
+    }
+
+
+def _deploy_prices_in_cents(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a deploy that reports the mean listing price in cents would run."""
+    avg_listing_price = kpis.avg_listing_price
+    monkeypatch.setattr(
+        kpis,
+        "avg_listing_price",
+        lambda history, weeks: avg_listing_price(history, weeks).withColumn(
+            "avg_price", (F.col("avg_price") * 100).cast("decimal(12,2)")
+        ),
+    )
+    monkeypatch.setattr(code_version, "kpis_version", lambda: DEPLOYED)
+
+
+def test_a_deploy_that_changes_a_kpi_definition_computes_every_period_again(
+    computed: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = computed
+    current = code_version.kpis_version()
+    assert set().union(*_digests(platform).values()) == {current}
+    avg_price = 'SELECT * FROM presentation."avg_listing_price" ORDER BY 1, 2'
+    assert platform.warehouse(avg_price) == [(QUIET_WEEK, "USD", Decimal("200.00"), 2)]
+
+    _deploy_prices_in_cents(monkeypatch)
+    deployed = DAY + timedelta(days=1)
+    outcomes = platform.nightly(deployed)
+
+    assert all(not o.failed_checks for o in outcomes)
+    assert set().union(*_digests(platform).values()) == {DEPLOYED}
+    # 200.00 USD over two listings, in cents: the week no day of which changed.
+    assert platform.warehouse(avg_price) == [(QUIET_WEEK, "USD", Decimal("20000.00"), 2)]
+
+    # A full recompute under the deployed definitions finds nothing to change.
+    state = platform.state()
+    platform.run(START, deployed)
+    assert platform.state() == state
+
+
+def test_the_digests_are_read_without_importing_spark_code() -> None:
+    """The Dagster side reads them to decide what is stale and to version the KPI assets: in a
+    fresh process they are the same, and pyspark stays unimported."""
+    script = (
+        "import json, sys\n"
+        "from rental_platform.spark import code_version\n"
+        "print(json.dumps([code_version.rules_version(), code_version.kpis_version(),\n"
+        "                  'pyspark' in sys.modules]))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(output) == [code_version.rules_version(), code_version.kpis_version(), False]
