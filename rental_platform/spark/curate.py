@@ -4,9 +4,10 @@ Each rule set is an ordered list of (reason, condition on the raw values). A row
 `reject_reason` is the first rule it breaks; rows that break none are normalised into the
 curated table. Quarantined rows keep their raw values unchanged.
 
-Each curated partition records a digest of this code (`code_version.rules_version`), so that a
-deploy that changes the rules reaches every curated day and the listings, not only those whose
-source changes next (kpis.md, "Always equal to a full recompute").
+Each curated partition records a digest of this module's code and the listing history's
+(`code_version.rules_version`), so that a deploy that changes the rules reaches every curated
+day and the listings, not only those whose source changes next (kpis.md, "Always equal to a
+full recompute").
 """
 
 from __future__ import annotations
