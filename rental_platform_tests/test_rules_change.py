@@ -119,3 +119,6 @@ def test_the_rules_digest_follows_the_code_not_its_comments() -> None:
     assert rule in source
     changed = source.replace(rule, f"{rule} | F.col('apartment_id').isNull()", 1)
     assert code_version.code_digest(changed) != code_version.code_digest(source)
+    # Indentation is code: a line moved out of its block changes it.
+    inside, after = "if a:\n    b()\n    c()\n", "if a:\n    b()\nc()\n"
+    assert code_version.code_digest(inside) != code_version.code_digest(after)

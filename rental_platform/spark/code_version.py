@@ -16,8 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import io
-import tokenize
 
 # Facts of a partition: the digest of the code it was made by.
 RULES = "rules"
@@ -60,8 +58,10 @@ def _source(name: str) -> str:
 
 
 def code_digest(source: str) -> str:
-    """A digest of Python code that comments and blank lines do not change: a reworded
-    comment recomputes nothing."""
-    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-    code = [t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL)]
-    return hashlib.sha256("\x00".join(code).encode()).hexdigest()[:16]
+    """A digest of Python code that comment lines and blank lines do not change: a reworded
+    comment recomputes nothing. Taken from the text, not from Python's tokens, which change
+    between versions (3.12's f-strings): the Dagster side's Python and a remote job's may
+    differ, and must agree."""
+    lines = [line.rstrip() for line in source.splitlines()]
+    code = [line for line in lines if line and not line.lstrip().startswith("#")]
+    return hashlib.sha256("\n".join(code).encode()).hexdigest()[:16]
