@@ -9,11 +9,13 @@ import subprocess
 import sys
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
 from rental_platform import tables
+from rental_platform.remote_code import code_package
 from rental_platform.spark import code_version, kpis
 from rental_platform.spark.manifest import CommitLog, store_for
 from rental_platform.tables import Layer
@@ -83,16 +85,37 @@ def test_a_deploy_that_changes_a_kpi_definition_computes_every_period_again(
     assert platform.state() == state
 
 
+def _digests_in_a_fresh_process(*options: str, path: str | None = None) -> list:
+    script = (
+        "import json, sys\n"
+        + (f"sys.path.insert(0, {path!r})\n" if path else "")
+        + "from rental_platform.spark import code_version\n"
+        "print(json.dumps([code_version.rules_version(), code_version.kpis_version(),\n"
+        "                  code_version.__file__, 'pyspark' in sys.modules]))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, *options, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(output)
+
+
 def test_the_digests_are_read_without_importing_spark_code() -> None:
     """The Dagster side reads them to decide what is stale and to version the KPI assets: in a
     fresh process they are the same, and pyspark stays unimported."""
-    script = (
-        "import json, sys\n"
-        "from rental_platform.spark import code_version\n"
-        "print(json.dumps([code_version.rules_version(), code_version.kpis_version(),\n"
-        "                  'pyspark' in sys.modules]))\n"
+    rules, kpis_digest, _, spark_imported = _digests_in_a_fresh_process()
+    assert (rules, kpis_digest, spark_imported) == (
+        code_version.rules_version(),
+        code_version.kpis_version(),
+        False,
     )
-    output = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout
-    assert json.loads(output) == [code_version.rules_version(), code_version.kpis_version(), False]
+
+
+def test_a_remote_job_reads_the_same_digests_from_its_archive(tmp_path: Path) -> None:
+    """A Glue or EMR job imports the code from the deployed archive: what its KPI step records
+    must be what the Dagster side compares it with. An isolated interpreter, without this
+    machine's packages, reads them from the archive alone."""
+    archive = tmp_path / "code.zip"
+    archive.write_bytes(code_package().archive)
+    rules, kpis_digest, module, _ = _digests_in_a_fresh_process("-I", "-S", path=str(archive))
+    assert module.startswith(str(archive))
+    assert (rules, kpis_digest) == (code_version.rules_version(), code_version.kpis_version())

@@ -49,6 +49,7 @@ from rental_platform.settings import (
     parse_mysql_url,
     parse_warehouse_url,
 )
+from rental_platform.spark import code_version
 from rental_platform.spark.entrypoint import SECRET_ARN_ARGUMENT, source_password
 from rental_platform.spark.manifest import CommitLog, S3Store
 from rental_platform_tests import chaos
@@ -247,6 +248,14 @@ def test_kpis_were_published_from_the_s3_lake(remote_run: RemoteRun) -> None:
     with duckdb.connect(warehouse, read_only=True) as connection:
         top = connection.execute("SELECT * FROM presentation.top_listings ORDER BY ALL").fetchall()
     assert top == example.EXPECTED["top_listings"]
+    # Computed under the definitions the Dagster side sees deployed, though the remote job read
+    # them from its archive: otherwise every nightly would compute every period again.
+    recorded = {
+        partition.facts.get(code_version.KPIS)
+        for table in tables.tables_of(tables.Layer.PRESENTATION)
+        for partition in committed.table(table.id).partitions.values()
+    }
+    assert recorded == {code_version.kpis_version()}
 
 
 def test_the_source_password_never_leaves_secrets_manager(remote_run: RemoteRun) -> None:
