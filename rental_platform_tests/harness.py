@@ -33,8 +33,9 @@ from rental_platform.cycle_tags import Cycle
 from rental_platform.resources.warehouse import warehouse_for
 from rental_platform.runs import RunOutcome, materialize_range, run_cycle
 from rental_platform.settings import MySqlSource, Settings
+from rental_platform.spark import code_version
 from rental_platform.spark.extract import SourceReader
-from rental_platform.spark.manifest import committed_files
+from rental_platform.spark.manifest import LakeState, committed_files
 from rental_platform.tables import Table
 from rental_platform_tests import worked_example as example
 
@@ -246,3 +247,12 @@ def queries_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(SourceReader, "_sql", recording)
     return sent
+
+
+def kpi_digests(state: LakeState) -> set[str | None]:
+    """The KPI definitions every committed KPI partition of a lake was computed under."""
+    return {
+        partition.facts.get(code_version.KPIS)
+        for table in tables.tables_of(tables.Layer.PRESENTATION)
+        for partition in state.table(table.id).partitions.values()
+    }

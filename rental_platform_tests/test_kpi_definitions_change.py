@@ -14,12 +14,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from rental_platform import tables
 from rental_platform.remote_code import code_package
 from rental_platform.spark import code_version, kpis
 from rental_platform.spark.manifest import CommitLog, store_for
-from rental_platform.tables import Layer
-from rental_platform_tests.harness import Platform
+from rental_platform_tests.harness import Platform, kpi_digests
 
 START, DAY = date(2025, 1, 1), date(2025, 1, 6)
 # The week before the worked example's: only its listings' prices reach it, and no nightly
@@ -36,16 +34,8 @@ def computed(platform: Platform) -> Platform:
     return platform
 
 
-def _digests(platform: Platform) -> dict[str, set[str | None]]:
-    """Per KPI table, the definitions its committed periods were computed under."""
-    head = CommitLog(store_for(platform.settings.lake_root)).head()
-    return {
-        table.name: {
-            partition.facts.get(code_version.KPIS)
-            for partition in head.table(table.id).partitions.values()
-        }
-        for table in tables.tables_of(Layer.PRESENTATION)
-    }
+def _digests(platform: Platform) -> set[str | None]:
+    return kpi_digests(CommitLog(store_for(platform.settings.lake_root)).head())
 
 
 def _deploy_prices_in_cents(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +56,7 @@ def test_a_deploy_that_changes_a_kpi_definition_computes_every_period_again(
 ) -> None:
     platform = computed
     current = code_version.kpis_version()
-    assert set().union(*_digests(platform).values()) == {current}
+    assert _digests(platform) == {current}
     avg_price = 'SELECT * FROM presentation."avg_listing_price" ORDER BY 1, 2'
     assert platform.warehouse(avg_price) == [(QUIET_WEEK, "USD", Decimal("200.00"), 2)]
 
@@ -75,7 +65,7 @@ def test_a_deploy_that_changes_a_kpi_definition_computes_every_period_again(
     outcomes = platform.nightly(deployed)
 
     assert all(not o.failed_checks for o in outcomes)
-    assert set().union(*_digests(platform).values()) == {DEPLOYED}
+    assert _digests(platform) == {DEPLOYED}
     # 200.00 USD over two listings, in cents: the week no day of which changed.
     assert platform.warehouse(avg_price) == [(QUIET_WEEK, "USD", Decimal("20000.00"), 2)]
 

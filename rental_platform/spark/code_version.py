@@ -34,17 +34,17 @@ KPI_MODULES = (
 @functools.cache
 def rules_version() -> str:
     """The rules this code applies: a partition curated under another digest is curated again."""
-    return modules_digest(RULES_MODULES)
+    return _modules_digest(RULES_MODULES)
 
 
 @functools.cache
 def kpis_version() -> str:
     """The KPI definitions this code computes: a period computed under another digest is
     computed again."""
-    return modules_digest(KPI_MODULES)
+    return _modules_digest(KPI_MODULES)
 
 
-def modules_digest(names: tuple[str, ...]) -> str:
+def _modules_digest(names: tuple[str, ...]) -> str:
     digests = "".join(code_digest(_source(name)) for name in names)
     return hashlib.sha256(digests.encode()).hexdigest()[:16]
 
