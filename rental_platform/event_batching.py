@@ -1,6 +1,11 @@
 """Dagster's event batching, which both of the platform's instances turn on, and what their
 event logs share: storing a batch together, in a thread of its own.
 
+Storing a batch together means one statement per table where Dagster makes one per event: the
+events' rows, their tags, the check executions their evaluations complete. An asset's row in
+the index, which every asset event overwrites, is written once per asset and event type: what
+the last of them would leave. The rows are those Dagster stores, which the tests compare.
+
 Dagster hands a step's events to the event log in batches (one statement or transaction for a
 backfill's hundreds of per-partition materialisations) only while `DAGSTER_EVENT_BATCH_SIZE`
 is above 0 in the process that runs the step; unset, it stores them one by one. The instances'
@@ -36,13 +41,22 @@ from typing import Any
 
 from dagster._core.events import (
     ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
     EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
     DagsterEventType,
 )
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    SqlEventLogStorageTable,
+)
+from sqlalchemy import Connection, bindparam
 
 BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
+# An event stored: the event, its row in the event log, and the row's storage id.
+Stored = tuple[EventLogEntry, dict[str, Any], int]
 # A batch is stored when it ends or reaches this size (a year of one daily asset's
 # materialisations is 365).
 BATCH_SIZE = 5000
@@ -117,6 +131,56 @@ class EventBatching:
     def _store_together(self, events: list[EventLogEntry]) -> None:
         """What `store_event` does for each event, for many events of one run at once."""
         raise NotImplementedError
+
+    def _insert_events(
+        self, connection: Connection, events: Sequence[EventLogEntry], rows: Sequence[dict]
+    ) -> list[Stored]:
+        """Insert the events' rows (Dagster's `_event_to_row`) in one statement."""
+        event_ids = connection.execute(
+            SqlEventLogStorageTable.insert().returning(
+                SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+            ),
+            rows,
+        ).scalars()
+        return list(zip(events, rows, event_ids, strict=True))
+
+    def _index(self, connection: Connection, stored: list[Stored]) -> None:
+        """What Dagster's `store_event` writes besides an event's row, for a batch's events
+        stored through `connection`: an asset event's tags and its asset's row, a check
+        event's execution record. Each table's rows in one statement where they do not
+        depend on one another; Dagster's own code writes the rest."""
+        assets = [
+            (event, event_id)
+            for event, _, event_id in stored
+            if event.dagster_event_type in ASSET_EVENTS and event.dagster_event.asset_key
+        ]
+        if assets:
+            self._store_asset_event_tags(connection, *zip(*assets, strict=True))
+        for event, event_id in _last_of_each_kind(assets):
+            self._store_asset_event(connection, event, event_id)
+        evaluated: list[Stored] = []
+        for event, row, event_id in stored:
+            if _partition_evaluated(event):
+                evaluated.append((event, row, event_id))
+            elif event.dagster_event_type in ASSET_CHECK_EVENTS:
+                self._store_evaluations(connection, evaluated)
+                evaluated = []
+                self.store_asset_check_event(event, event_id)
+        self._store_evaluations(connection, evaluated)
+
+    def _store_evaluations(self, connection: Connection, evaluated: list[Stored]) -> None:
+        """What `store_asset_check_event` does for a run's evaluations of its checks'
+        partitions, in one statement: each completes the execution record its run planned.
+        Where a record was not planned (Dagster inserts one then), each goes Dagster's way:
+        updating a record again writes the same values."""
+        if not evaluated:
+            return
+        updated = connection.execute(
+            _EVALUATED, [_evaluation_values(*each) for each in evaluated]
+        ).rowcount
+        if updated != len(evaluated):
+            for event, _, event_id in evaluated:
+                self.store_asset_check_event(event, event_id)
 
     def store_event(self, event: EventLogEntry) -> None:
         self.store_event_batch([event])
@@ -222,6 +286,76 @@ class EventBatching:
                     failure = failure or error
         if failure is not None:
             raise failure
+
+
+def indexed(event: EventLogEntry) -> bool:
+    """An event Dagster also records in the cross-run index: an asset or check event."""
+    kind = event.dagster_event_type
+    return kind in ASSET_EVENTS or kind in ASSET_CHECK_EVENTS
+
+
+def _last_of_each_kind(events: list[tuple[EventLogEntry, int]]) -> list[tuple[EventLogEntry, int]]:
+    """The last event of each type per asset, in their order: an asset's row in the index
+    holds columns that each event type overwrites with its own values, so storing these alone
+    leaves the row as storing every event in turn would (a backfill's hundreds of partitions
+    of one asset update it once per type)."""
+    last = {
+        (event.dagster_event.asset_key, event.dagster_event_type): index
+        for index, (event, _) in enumerate(events)
+    }
+    return [events[index] for index in sorted(last.values())]
+
+
+def _partition_evaluated(event: EventLogEntry) -> bool:
+    """A run's evaluation of one partition of a check: stored by `_store_evaluations`."""
+    return (
+        event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and bool(event.run_id)
+        and event.dagster_event.event_specific_data.partition is not None
+    )
+
+
+# Dagster's update of a planned check execution with its evaluation
+# (`SqlEventLogStorage._update_asset_check_evaluation`), for a partition, with bound values.
+_EVALUATED = (
+    AssetCheckExecutionsTable.update()
+    .where(
+        (AssetCheckExecutionsTable.c.asset_key == bindparam("key_asset_key"))
+        & (AssetCheckExecutionsTable.c.check_name == bindparam("key_check_name"))
+        & (AssetCheckExecutionsTable.c.run_id == bindparam("key_run_id"))
+        & (AssetCheckExecutionsTable.c.partition == bindparam("key_partition"))
+    )
+    .values(
+        execution_status=bindparam("execution_status"),
+        evaluation_event=bindparam("evaluation_event"),
+        evaluation_event_timestamp=bindparam("evaluation_event_timestamp"),
+        evaluation_event_storage_id=bindparam("evaluation_event_storage_id"),
+        materialization_event_storage_id=bindparam("materialization_event_storage_id"),
+    )
+)
+
+
+def _evaluation_values(event: EventLogEntry, row: dict[str, Any], event_id: int) -> dict[str, Any]:
+    """`_EVALUATED`'s values for one evaluation, as Dagster's update sets them; the event is
+    serialized once, for its row in the log and its execution record alike."""
+    evaluation = event.dagster_event.event_specific_data
+    target = evaluation.target_materialization_data
+    status = (
+        AssetCheckExecutionRecordStatus.SUCCEEDED
+        if evaluation.passed
+        else AssetCheckExecutionRecordStatus.FAILED
+    )
+    return {
+        "key_asset_key": evaluation.asset_key.to_string(),
+        "key_check_name": evaluation.check_name,
+        "key_run_id": event.run_id,
+        "key_partition": evaluation.partition,
+        "execution_status": status.value,
+        "evaluation_event": row["event"],
+        "evaluation_event_timestamp": row["timestamp"],
+        "evaluation_event_storage_id": event_id,
+        "materialization_event_storage_id": target.storage_id if target else None,
+    }
 
 
 def _pool_method(name: str) -> Callable[..., Any]:

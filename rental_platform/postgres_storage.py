@@ -7,8 +7,9 @@ check and day after its step. dagster-postgres stores each on its own, in a new 
 (its engine keeps none open) and a transaction of its own, twice for an asset event and three
 times for a check's; given a batch, it stores materialisations in one statement but every
 other event still one by one. This one stores the events of a batch, and a run's held check
-evaluations (`event_batching.py`), in one connection and one transaction: the same rows, in
-the same order (`make bench-events` measures the difference).
+evaluations (`event_batching.py`), in one connection and one transaction, each table's rows
+in one statement: the same rows, in the same order (`make bench-events` measures the
+difference).
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.config import PostgresStorageConfig
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 from sqlalchemy import Connection
 
-from rental_platform.event_batching import EventBatching, turn_on_event_batching
+from rental_platform.event_batching import EventBatching, indexed, turn_on_event_batching
 
 
 class BatchingPostgresEventLogStorage(EventBatching, PostgresEventLogStorage):
@@ -65,19 +64,10 @@ class BatchingPostgresEventLogStorage(EventBatching, PostgresEventLogStorage):
 
     def _store_together(self, events: list[EventLogEntry]) -> None:
         """What `store_event` does for each event, for many events of one run at once."""
+        rows = [self._event_to_row(event) for event in events]
         with self._batch_transaction() as connection:
-            for event in events:
-                statement = self.prepare_insert_event(event)
-                event_id = connection.execute(
-                    statement.returning(SqlEventLogStorageTable.c.id)
-                ).scalar_one()
-                if not event.is_dagster_event:
-                    continue
-                if event.dagster_event_type in ASSET_EVENTS and event.dagster_event.asset_key:
-                    self._store_asset_event_tags(connection, [event], [event_id])
-                    self._store_asset_event(connection, event, event_id)
-                elif event.dagster_event_type in ASSET_CHECK_EVENTS:
-                    self.store_asset_check_event(event, event_id)
+            stored = self._insert_events(connection, events, rows)
+            self._index(connection, [each for each in stored if indexed(each[0])])
 
 
 class BatchingPostgresStorage(DagsterPostgresStorage):

@@ -13,9 +13,19 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from dagster import AssetExecutionContext
-from dagster._core.events import DagsterEventBatchMetadata
+from dagster._core.events import (
+    DagsterEvent,
+    DagsterEventBatchMetadata,
+    DagsterEventType,
+    EngineEventData,
+)
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+from dagster._core.utils import make_new_run_id
+from dagster_shared.serdes import deserialize_value
 from sqlalchemy.exc import OperationalError
 
 from rental_platform.event_batching import BATCH_SIZE_VARIABLE
@@ -121,6 +131,7 @@ def _stored(instance: dg.DagsterInstance, run_ids: list[str]) -> dict:
         "partitions": partitions,
         "latest": latest,
         "checks": _check_executions(instance, run_ids),
+        "check_rows": _check_execution_rows(instance, run_ids),
     }
 
 
@@ -138,6 +149,42 @@ def _check_executions(instance: dg.DagsterInstance, run_ids: list[str]) -> list[
         for spec in CHECKS
         for record in storage.get_asset_check_execution_history(spec.key, limit=1000)
     ]
+
+
+def _check_execution_rows(instance: dg.DagsterInstance, run_ids: list[str]) -> list[tuple]:
+    """The index's check execution records, column by column: which evaluation and which
+    materialisation each points at (storage ids), and the evaluation it holds."""
+    table = AssetCheckExecutionsTable
+    columns = (
+        table.c.asset_key,
+        table.c.check_name,
+        table.c.run_id,
+        table.c.partition,
+        table.c.execution_status,
+        table.c.evaluation_event_storage_id,
+        table.c.materialization_event_storage_id,
+        table.c.evaluation_event,
+    )
+    with instance.event_log_storage.index_connection() as connection:
+        rows = connection.execute(sa.select(*columns).order_by(table.c.id)).all()
+    return [
+        (*row[:2], run_ids.index(row[2]), *row[3:7], row[7] and _evaluated(row[7], run_ids))
+        for row in rows
+    ]
+
+
+def _evaluated(serialized: str, run_ids: list[str]) -> tuple:
+    """What a stored event (a check's evaluation, or its plan) says, without its time."""
+    entry = deserialize_value(serialized, EventLogEntry)
+    data = entry.dagster_event.event_specific_data
+    return (
+        run_ids.index(entry.run_id),
+        entry.dagster_event.event_type_value,
+        data.asset_key,
+        data.check_name,
+        getattr(data, "partition", None),
+        getattr(data, "passed", None),
+    )
 
 
 @pytest.fixture
@@ -199,6 +246,49 @@ def test_the_batching_log_stores_what_dagsters_own_stores(dagster_home, monkeypa
         (day, day != FAILING_DAY) for day in days
     ]
     assert max(checks_batched) >= len(DAILY_CHECKS) * len(days)
+
+
+def _unplanned_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[tuple]:
+    """Evaluations of partitions no run planned (as a step launcher's instance reports them),
+    stored in one batch: the index's execution records afterwards."""
+
+    def entry(event: DagsterEvent) -> EventLogEntry:
+        return EventLogEntry(None, "DEBUG", "", run_id, time.time(), dagster_event=event)
+
+    evaluations = [
+        DagsterEvent(
+            DagsterEventType.ASSET_CHECK_EVALUATION.value,
+            "days",
+            event_specific_data=dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("first"),
+                check_name="each_day",
+                passed=day != FAILING_DAY,
+                partition=day,
+            ),
+        )
+        for day in DAYS.get_partition_keys()
+    ]
+    # A run's evaluations are held until its next event, then stored with it.
+    done = DagsterEvent(
+        DagsterEventType.ENGINE_EVENT.value,
+        "days",
+        event_specific_data=EngineEventData(),
+        message="done",
+    )
+    instance.event_log_storage.store_event_batch([*map(entry, evaluations), entry(done)])
+    return _check_execution_rows(instance, [run_id])
+
+
+def test_an_evaluation_no_run_planned_gets_a_record_as_in_dagsters_log(dagster_home) -> None:
+    run_id = make_new_run_id()
+    with dg.DagsterInstance.get() as instance:
+        batching = _unplanned_evaluations(instance, run_id)
+    with dg.instance_for_test() as instance:
+        default = _unplanned_evaluations(instance, run_id)
+    assert batching == default
+    assert [(row[3], row[4]) for row in default] == [
+        (day, "SUCCEEDED" if day != FAILING_DAY else "FAILED") for day in DAYS.get_partition_keys()
+    ]
 
 
 def test_a_failed_run_leaves_its_partitions_failed(dagster_home) -> None:

@@ -5,9 +5,9 @@ A single-run backfill of a year records one "materialisation planned" event per 
 before it starts, and one materialisation per asset and day at its end: thousands of events,
 which Dagster hands over in batches. Dagster's SQLite event log stores a batch one event at a
 time, each in a connection and transaction of its own (about 9 ms apiece here); this one
-stores it in two transactions, one in the run's database and one in the index. The rows are
-the same, in the same order. It holds a run's check evaluations for a batch too (three
-transactions each in Dagster's): `event_batching.py`.
+stores it in two transactions, one in the run's database and one in the index, each table's
+rows in one statement (`event_batching.py`). The rows are the same, in the same order. It
+holds a run's check evaluations for a batch too (three transactions each in Dagster's).
 
 Every event, batched or not, also pays for a new SQLAlchemy engine: Dagster's SQLite event log
 makes one per connection, and so compiles each statement again and sets up the dialect anew.
@@ -33,11 +33,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log import SqlEventLogStorageTable, SqliteEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
     SqliteStorageConfig,
@@ -47,7 +45,7 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-from rental_platform.event_batching import EventBatching, turn_on_event_batching
+from rental_platform.event_batching import EventBatching, indexed, turn_on_event_batching
 
 # Engines kept: the index and the databases of the runs a process last wrote or read.
 CACHED_ENGINES = 16
@@ -127,32 +125,15 @@ class BatchingSqliteEventLogStorage(EventBatching, SqliteEventLogStorage):
 
     def _store_together(self, events: list[EventLogEntry]) -> None:
         """What `store_event` does for each event, for many events of one run at once."""
-        batch = [(event, self.prepare_insert_event(event)) for event in events]
+        rows = [self._event_to_row(event) for event in events]
         with self.run_connection(events[0].run_id) as connection:
-            for _, statement in batch:
-                connection.execute(statement)
-        mirrored = [
-            (event, statement)
-            for event, statement in batch
-            if event.is_dagster_event
-            and (
-                event.dagster_event_type in ASSET_EVENTS
-                or event.dagster_event_type in ASSET_CHECK_EVENTS
-            )
-        ]
+            connection.execute(SqlEventLogStorageTable.insert(), rows)
+        mirrored = [(event, row) for event, row in zip(events, rows, strict=True) if indexed(event)]
         if not mirrored:
             return
-        # Mirrored in the cross-run index, as `store_event` does; a check event's execution
-        # record is written through the same transaction.
+        # Mirrored in the cross-run index, as `store_event` does, with what it indexes.
         with self.index_transaction() as connection:
-            for event, statement in mirrored:
-                with db_result(connection, statement) as result:
-                    event_id = result.inserted_primary_key[0]
-                if event.dagster_event_type in ASSET_CHECK_EVENTS:
-                    self.store_asset_check_event(event, event_id)
-                    continue
-                self._store_asset_event_tags(connection, [event], [event_id])
-                self._store_asset_event(connection, event, event_id)
+            self._index(connection, self._insert_events(connection, *zip(*mirrored, strict=True)))
 
 
 class BatchingSqliteStorage(DagsterSqliteStorage):
