@@ -75,7 +75,9 @@ def six_daily_tables(context):
 
 
 def time_one_year(home: Path) -> tuple[float, float]:
-    """Seconds from creating the run to its start (planned events), and of the run itself."""
+    """Seconds from creating the run to its start (planned events), and from its start until
+    its events are stored: the run's end waits for them (the platform's event logs store them
+    in a thread of their own), while its end event's time is taken before."""
     home.mkdir(parents=True)
     kind = os.environ.get(INSTANCE)
     if kind == "local":
@@ -98,8 +100,9 @@ def time_one_year(home: Path) -> tuple[float, float]:
                 "dagster/asset_partition_range_end": "2025-12-31",
             },
         )
+        stored = time.time()
         stats = instance.get_run_stats(result.run_id)
-    return stats.start_time - began, stats.end_time - stats.start_time
+    return stats.start_time - began, stored - stats.start_time
 
 
 def main() -> int:
@@ -112,7 +115,7 @@ def main() -> int:
         f"one year, {len(TABLES)} daily tables with a check each: {events:,} planned, "
         "materialisation and check events"
     )
-    print(f"{'instance':<58}{'before the run':>16}{'the run':>10}")
+    print(f"{'instance':<58}{'before the run':>16}{'the run, stored':>18}")
     for label, extra in (
         ("SQLite (Dagster's default)", {}),
         ("SQLite, the platform's batching event log", {INSTANCE: "local"}),
@@ -131,7 +134,7 @@ def main() -> int:
                 text=True,
                 check=True,
             ).stdout.split()
-        print(f"{label:<58}{out[-2]:>14} s{out[-1]:>8} s")
+        print(f"{label:<58}{out[-2]:>14} s{out[-1]:>16} s")
     return 0
 
 
