@@ -133,7 +133,10 @@ class EventBatching:
         raise NotImplementedError
 
     def _insert_events(
-        self, connection: Connection, events: Sequence[EventLogEntry], rows: Sequence[dict]
+        self,
+        connection: Connection,
+        events: Sequence[EventLogEntry],
+        rows: Sequence[dict[str, Any]],
     ) -> list[Stored]:
         """Insert the events' rows (Dagster's `_event_to_row`) in one statement."""
         event_ids = connection.execute(
