@@ -55,6 +55,10 @@ CURATED_OF = {
 MOVE_ROUNDS = 5
 # Keys new to the compared days that detection lists in the driver, at most (see _moved_away).
 PREFILTERED_KEYS = 100_000
+# `row_differences` numbers a row's day (days since 1970), and the rows with no day below any:
+# a number shuffles in a third of a date's text, which is also formatted row by row.
+_EPOCH = date(1970, 1, 1)
+_UNDATED_DAY = -(2**31)
 
 
 @dataclass
@@ -475,9 +479,9 @@ def row_differences(
     if not changed:
         return report | {"changed_days": {}}
     columns = [c for c in raw.column_names if c != "_extracted_at"]
-    day = F.coalesce(F.to_date(raw.partition_column).cast("string"), F.lit(UNDATED))
-    changed_days = [k for k in changed if k != UNDATED]
-    new = dated.where(F.to_date(raw.partition_column).cast("string").isin(changed_days))
+    day = F.coalesce(F.unix_date(F.to_date(raw.partition_column)), F.lit(_UNDATED_DAY))
+    changed_days = [date.fromisoformat(k) for k in changed if k != UNDATED]
+    new = dated.where(F.to_date(raw.partition_column).isin(*changed_days))
     if undated is not None and UNDATED in changed:
         new = new.unionByName(undated)
     keys = [key] if key else []
@@ -501,8 +505,13 @@ def row_differences(
     kinds = _keyed_differences(left, key) if key else _unkeyed_differences(left)
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for row in kinds.groupBy("_day", "_kind").agg(F.sum("_rows").alias("_rows")).collect():
-        counts[row["_day"]][row["_kind"]] = row["_rows"]
+        counts[_day_label(row["_day"])][row["_kind"]] = row["_rows"]
     return report | {"changed_days": dict(sorted(counts.items()))}
+
+
+def _day_label(day: int) -> str:
+    """A partition's key from `row_differences`' day number."""
+    return UNDATED if day == _UNDATED_DAY else (_EPOCH + timedelta(days=day)).isoformat()
 
 
 def _row_hash(columns: list[str]) -> Column:
