@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 # Tables worked on at once.
 CONCURRENT_TABLES = 2
@@ -26,3 +26,10 @@ def map_concurrently(
     first failure is raised once all have ended, so no thread is left writing."""
     with ThreadPoolExecutor(CONCURRENT_TABLES, thread_name_prefix=name) as pool:
         return list(pool.map(work, items))
+
+
+def side_by_side(*work: Callable[[], Any], name: str = "part") -> list[Any]:
+    """Independent parts of one table's work (writes, checks), `CONCURRENT_TABLES` at once,
+    their results in order: a step over one small table is a chain of Spark jobs whose
+    driver-side part would otherwise leave the cores idle."""
+    return map_concurrently(lambda part: part(), work, name=name)

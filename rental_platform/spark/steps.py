@@ -37,7 +37,7 @@ from rental_platform.spark import (
     layout,
     quality,
 )
-from rental_platform.spark.concurrency import map_concurrently
+from rental_platform.spark.concurrency import map_concurrently, side_by_side
 from rental_platform.spark.extract import NO_ROWS, Fingerprint, SourceReader
 from rental_platform.spark.lake import Lake
 from rental_platform.spark.manifest import UNDATED, WHOLE, Partition
@@ -542,9 +542,17 @@ def curate_listings(step: _Step) -> None:
     update = history.apply_snapshot(
         step.lake.read_snapshot(tables.CURATED_LISTINGS_HISTORY), result.curated, stamp
     )
-    versions = step.land_snapshot(tables.CURATED_LISTINGS_HISTORY, update.history)
-    curated_df = step.land_snapshot(tables.CURATED_LISTINGS, history.current_versions(versions))
-    quarantine_df = step.land_snapshot(tables.QUARANTINE_LISTINGS, result.quarantine)
+
+    def land_versions() -> tuple[DataFrame, DataFrame]:
+        versions = step.land_snapshot(tables.CURATED_LISTINGS_HISTORY, update.history)
+        return versions, step.land_snapshot(
+            tables.CURATED_LISTINGS, history.current_versions(versions)
+        )
+
+    def land_quarantine() -> DataFrame:
+        return step.land_snapshot(tables.QUARANTINE_LISTINGS, result.quarantine)
+
+    (versions, curated_df), quarantine_df = side_by_side(land_versions, land_quarantine)
     seq = history_facts.get("seq", 0) + 1
     effects = changes.listing_effects(
         step.lake, stamp, update.new_ids, update.new_created_days, update.coverage_ids
@@ -566,17 +574,24 @@ def curate_listings(step: _Step) -> None:
         tables.CURATED_LISTINGS_HISTORY,
     ):
         step.check_schema(table)
-    _account(
-        step,
-        tables.CURATED_LISTINGS,
-        tables.QUARANTINE_LISTINGS,
-        step.lake.partition(tables.RAW_APARTMENTS, WHOLE).rows,
-        curated_df,
-        quarantine_df,
-        result,
-    )
-    history_rows = _check_rows(step, tables.CURATED_LISTINGS_HISTORY, versions)
-    step.check(quality.versions_disjoint(versions))
+    raw_rows = step.lake.partition(tables.RAW_APARTMENTS, WHOLE).rows
+
+    def account() -> None:
+        _account(
+            step,
+            tables.CURATED_LISTINGS,
+            tables.QUARANTINE_LISTINGS,
+            raw_rows,
+            curated_df,
+            quarantine_df,
+            result,
+        )
+
+    def check_versions() -> int:
+        step.check(quality.versions_disjoint(versions))
+        return _check_rows(step, tables.CURATED_LISTINGS_HISTORY, versions)
+
+    _, history_rows = side_by_side(account, check_versions)
     if step.selected(tables.CURATED_LISTINGS_HISTORY):
         step.record(
             tables.CURATED_LISTINGS_HISTORY,
