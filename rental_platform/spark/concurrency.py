@@ -28,8 +28,8 @@ def map_concurrently(
         return list(pool.map(work, items))
 
 
-def side_by_side(*work: Callable[[], Any], name: str = "part") -> list[Any]:
+def side_by_side(*work: Callable[[], Any]) -> list[Any]:
     """Independent parts of one table's work (writes, checks), `CONCURRENT_TABLES` at once,
     their results in order: a step over one small table is a chain of Spark jobs whose
     driver-side part would otherwise leave the cores idle."""
-    return map_concurrently(lambda part: part(), work, name=name)
+    return map_concurrently(lambda part: part(), work, name="part")
