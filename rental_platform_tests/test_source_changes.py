@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -480,3 +480,22 @@ def test_night_scale_and_horizon_are_checked(source: dict[str, Any]) -> None:
         NightScale(**{**vars(NIGHT), "moves": -1})
     with pymysql.connect(**source) as connection, pytest.raises(ValueError, match="horizon"):
         play_night(connection, FIRST_DAY, seed=SEED, horizon_days=2)
+
+
+def test_late_changes_mostly_fall_on_the_recent_days() -> None:
+    """With recent_days, about one late booking change in RECENT_EXCEPTIONS falls before the
+    recent days (and the first of each kind may): not most of the cancellations, moves and
+    deletions, as when the sample's few rows of any day were picked first."""
+    scale = replace(NIGHT, confirmations=5, cancellations=30, moves=8, deletions=8, recent_days=6)
+    day, horizon = FIRST_DAY, 20
+    recent_first = day - timedelta(days=scale.recent_days)
+    with database("recent") as kwargs:
+        seed_source(kwargs, SEED_SCALE, seed=SEED)
+        with pymysql.connect(**kwargs) as connection:
+            log = play_night(connection, day, seed=SEED, horizon_days=horizon, scale=scale)
+    kinds = ["booking_confirmed", "booking_cancelled", "booking_deleted", "booking_undated"]
+    kinds += ["booking_moved_earlier", "booking_moved_later"]
+    late = [change for kind in kinds for change in log.of(kind) if change.day is not None]
+    older = [change for change in late if change.day < recent_first]
+    assert len(late) >= 55, log.summary()
+    assert len(older) <= len(late) // 10, [(c.kind, c.day) for c in older]

@@ -438,14 +438,17 @@ class _Night:
         return max(self.first, self.day - timedelta(days=self.scale.recent_days))
 
     def read_sample(self) -> list[_Booking]:
-        """Bookings of the horizon to change tonight: of its recent days, and a few of any."""
+        """Bookings of the horizon to change tonight: of its recent days, and a few of any,
+        shuffled together. Changes are picked from the front: with the few of any days first,
+        they made most cancellations, moves and deletions fall anywhere in the horizon."""
         size = self.scale.sample_size
         if self.recent_first == self.first:
             return self.read_bookings_of(self.first, self.day, size)
         anywhere = self.read_bookings_of(self.first, self.day, max(1, size // RECENT_EXCEPTIONS))
         recent = self.read_bookings_of(self.recent_first, self.day, size)
         seen = {row.booking_id for row in anywhere}
-        return anywhere + [row for row in recent if row.booking_id not in seen]
+        sample = anywhere + [row for row in recent if row.booking_id not in seen]
+        return self.rng.sample(sample, len(sample))
 
     def read_bookings_of(self, start: date, end: date, limit: int) -> list[_Booking]:
         """A random sample of the bookings made on days [start, end)."""
