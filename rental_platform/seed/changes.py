@@ -439,8 +439,8 @@ class _Night:
 
     def read_sample(self) -> list[_Booking]:
         """Bookings of the horizon to change tonight: of its recent days, and a few of any,
-        shuffled together. Changes are picked from the front: with the few of any days first,
-        they made most cancellations, moves and deletions fall anywhere in the horizon."""
+        shuffled together. Each kind of change takes its rows from the front, so the few of
+        any day must not come first: about one change in RECENT_EXCEPTIONS falls there."""
         size = self.scale.sample_size
         if self.recent_first == self.first:
             return self.read_bookings_of(self.first, self.day, size)
